@@ -1,0 +1,185 @@
+"""The home's catalog (catalog.db): which Axons exist, their names and metadata.
+
+Axon files are created on first use, so creating ten thousand Axons costs ten thousand rows,
+not ten thousand files.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.errors import InvalidInput, NotFound
+from engine.log import check_label, connect
+from engine.models import AxonPage, AxonView
+
+MAX_LIMIT = 5000
+MAX_METADATA_BYTES = 64 * 1024
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS axons(
+    n INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at_ms INTEGER NOT NULL,
+    deleted_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS axons_name ON axons(name);
+"""
+
+_COLUMNS = "id, created_at_ms, metadata, name, deleted_at_ms"
+
+
+def new_axon_id() -> str:
+    """`axn_` + 11 hex digits of milliseconds + 10 random: sortable by creation, unguessable."""
+    return f"axn_{time.time_ns() // 1_000_000:011x}{secrets.token_hex(5)}"
+
+
+def _view(row: tuple[Any, ...]) -> AxonView:
+    axon_id, created, metadata, name, deleted = row
+    return AxonView(
+        id=axon_id, created_at_ms=created, metadata=orjson.loads(metadata), name=name,
+        deleted_at_ms=deleted,
+    )
+
+
+def check_metadata(metadata: object) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise InvalidInput("metadata must be an object of string keys and string values",
+                           code="invalid_metadata")
+    if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
+                           code="invalid_metadata")
+    return metadata
+
+
+class Catalog:
+    """Thread-safe access to catalog.db; call from executor threads."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, create=True)
+        self._conn.execute(SCHEMA)
+        self._lock = threading.Lock()
+        if hasattr(os, "chmod"):
+            os.chmod(path, 0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def create(self, name: str | None, metadata: dict[str, str], axon_id: str | None = None) -> AxonView:
+        if name is not None:
+            check_label("name", name)
+        view = AxonView(
+            id=axon_id or new_axon_id(), created_at_ms=time.time_ns() // 1_000_000,
+            metadata=check_metadata(metadata), name=name,
+        )
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO axons(id, name, metadata, created_at_ms) VALUES (?,?,?,?)",
+                (view.id, name, orjson.dumps(view.metadata).decode(), view.created_at_ms),
+            )
+        return view
+
+    def get(self, ref: str) -> AxonView:
+        """By id, or by name when exactly one live Axon has it."""
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM axons WHERE id = ?", (ref,)).fetchall()
+            if not rows:
+                rows = self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM axons WHERE name = ? AND deleted_at_ms IS NULL",
+                    (ref,),
+                ).fetchall()
+        if not rows:
+            raise NotFound(f"no Axon {ref!r:.80}; `axons ls` lists them", code="axon_not_found")
+        if len(rows) > 1:
+            raise InvalidInput(f"{len(rows)} Axons are named {ref!r}; use the id",
+                               code="ambiguous_name")
+        return _view(rows[0])
+
+    def update_metadata(self, axon_id: str, metadata: dict[str, str]) -> AxonView:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE axons SET metadata = ? WHERE id = ?",
+                (orjson.dumps(check_metadata(metadata)).decode(), axon_id),
+            )
+        return self.get(axon_id)
+
+    def mark_deleted(self, axon_id: str) -> AxonView:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE axons SET deleted_at_ms = ? WHERE id = ? AND deleted_at_ms IS NULL",
+                (time.time_ns() // 1_000_000, axon_id),
+            )
+        return self.get(axon_id)
+
+    def list(
+        self,
+        *,
+        limit: int = 20,
+        starting_after: str | None = None,
+        name: str | None = None,
+        search: str | None = None,
+        ids: list[str] | None = None,
+        include_total_count: bool = False,
+        include_deleted: bool = False,
+    ) -> AxonPage:
+        """Newest first. `name` is a prefix; `search` matches id, name or metadata."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit")
+        where, args = [], []
+        if not include_deleted:
+            where.append("deleted_at_ms IS NULL")
+        if name:
+            where.append("name >= ? AND name < ?")
+            args += [name, name + "\U0010ffff"]
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(
+                "(id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' OR metadata LIKE ? ESCAPE '\\')"
+            )
+            args += [pattern] * 3
+        if ids:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            args += ids
+        filters = " AND ".join(where) or "1"
+        with self._lock:
+            total = None
+            if include_total_count:
+                total = self._conn.execute(f"SELECT count(*) FROM axons WHERE {filters}", args).fetchall()[0][0]
+            page_where = filters
+            page_args = list(args)
+            if starting_after:
+                found = self._conn.execute("SELECT n FROM axons WHERE id = ?", (starting_after,)).fetchall()
+                if not found:
+                    raise InvalidInput(f"starting_after: no Axon {starting_after!r:.80}",
+                                       code="invalid_cursor")
+                page_where += " AND n < ?"
+                page_args.append(found[0][0])
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM axons WHERE {page_where} ORDER BY n DESC LIMIT ?",
+                [*page_args, limit + 1],
+            ).fetchall()
+        return AxonPage(
+            axons=[_view(r) for r in rows[:limit]], has_more=len(rows) > limit, total_count=total
+        )
+
+    def all_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT id FROM axons ORDER BY n")]
+
+
+def open_catalog(home: Path) -> Catalog:
+    return Catalog(home / "catalog.db")
+

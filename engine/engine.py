@@ -1,0 +1,443 @@
+"""The Engine: one object over a data home that every client calls (console, CLI, HTTP API,
+broker). It owns the catalog, a bounded set of open Axon files, the live bus and the
+thread pool that does the SQLite work off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import getpass
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import platformdirs
+
+from engine import records, state
+from engine.bus import DEFAULT_BUFFER, Bus
+from engine.catalog import Catalog
+from engine.errors import Conflict, InvalidInput, Unavailable
+from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, check_draft
+from engine.models import (
+    AxonPage,
+    AxonView,
+    Draft,
+    Event,
+    EventPage,
+    PublishResult,
+    QueryResult,
+    RowChange,
+    Statement,
+    VerifyReport,
+)
+
+T = TypeVar("T")
+CATCH_UP_PAGE = 1000
+MAX_EVENTS_PAGE = 5000
+
+
+def default_home() -> Path:
+    """CONTRACT §2: $AXONS_HOME, else the platform's user data dir."""
+    env = os.environ.get("AXONS_HOME")
+    return Path(env) if env else Path(platformdirs.user_data_dir("axons"))
+
+
+class Engine:
+    """The in-process API. Use as `async with Engine(home) as engine: ...`."""
+
+    def __init__(
+        self,
+        home: Path | str | None = None,
+        *,
+        max_open_axons: int = 256,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        subscriber_buffer: int = DEFAULT_BUFFER,
+        threads: int = 8,
+    ) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        self.max_open_axons = max_open_axons
+        self.max_payload = max_payload
+        self.bus = Bus(subscriber_buffer)
+        self.local_user = _local_user()
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._catalog: Catalog | None = None
+        self._files: OrderedDict[str, AxonFile] = OrderedDict()
+        self._opening: dict[str, asyncio.Future[AxonFile]] = {}
+        self._deleted: set[str] = set()
+        self._lock_fd: int | None = None
+        self._closing = False
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    async def start(self) -> Engine:
+        (self.home / "axons").mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_home(self.home)
+        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
+        self._catalog = await self._run(Catalog, self.home / "catalog.db")
+        return self
+
+    async def close(self) -> None:
+        """Let queued writes commit, then close every file. Acknowledged events are on disk."""
+        self._closing = True
+        for f in list(self._files.values()):
+            await f.close()
+        self._files.clear()
+        if self._catalog is not None:
+            await self._run(self._catalog.close)
+            self._catalog = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def __aenter__(self) -> Engine:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- Axons ------------------------------------------------------------------------
+
+    async def create_axon(
+        self, name: str | None = None, metadata: dict[str, str] | None = None
+    ) -> AxonView:
+        return await self._run(self.catalog.create, name, metadata or {})
+
+    async def get_axon(self, ref: str) -> AxonView:
+        """By id, or by a name only one live Axon has."""
+        return await self._run(self.catalog.get, ref)
+
+    async def list_axons(self, **filters: Any) -> AxonPage:
+        """Newest first; see `Catalog.list` for the filters."""
+        return await self._run(lambda: self.catalog.list(**filters))
+
+    async def update_axon(self, ref: str, metadata: dict[str, str]) -> AxonView:
+        view = await self.get_axon(ref)
+        return await self._run(self.catalog.update_metadata, view.id, metadata)
+
+    async def delete_axon(self, ref: str) -> AxonView:
+        """Soft delete: the file stays (history, export); publishing is refused."""
+        view = await self.get_axon(ref)
+        self._deleted.add(view.id)
+        return await self._run(self.catalog.mark_deleted, view.id)
+
+    # -- events -----------------------------------------------------------------------
+
+    async def publish(self, axon_id: str, draft: Draft, *, system: bool = False) -> PublishResult:
+        """Append one event; returns once it is durable (fsynced)."""
+        return (await self.publish_batch(axon_id, [draft], system=system))[0]
+
+    async def publish_batch(
+        self, axon_id: str, drafts: Sequence[Draft], *, system: bool = False
+    ) -> list[PublishResult]:
+        """Append events in one transaction, in order; returns once they are durable."""
+        if not drafts:
+            raise InvalidInput("a batch needs at least one event", code="empty_batch")
+        checked = []
+        for d in drafts:
+            check_draft(d, max_payload=self.max_payload, system=system)
+            if d.author is None:
+                d.author = self.local_user
+            checked.append(d)
+        f = self._files.get(axon_id)
+        if f is None:
+            f = await self._open(axon_id)
+        else:
+            self._files.move_to_end(axon_id)
+        if axon_id in self._deleted:
+            raise Conflict(f"Axon {axon_id} is deleted; it can be read but not written",
+                           code="axon_deleted")
+        return await f.append(checked)
+
+    async def last_sequence(self, axon_id: str) -> int:
+        f = self._files.get(axon_id) or await self._open(axon_id)
+        return f.last_sequence
+
+    async def read_events(self, axon_id: str, after: int = 0, limit: int = CATCH_UP_PAGE) -> list[Event]:
+        """Oldest first: up to `limit` events with sequence > `after`."""
+        _check_limit(limit)
+        async with self._using(axon_id) as f:
+            return await self._run(f.events_after, after, limit)
+
+    async def list_events(
+        self,
+        axon_id: str,
+        *,
+        limit: int = 20,
+        starting_after: int | None = None,
+        include_total_count: bool = False,
+    ) -> EventPage:
+        """Newest first (Runloop's `events.list`); `starting_after` is a sequence."""
+        _check_limit(limit)
+        async with self._using(axon_id) as f:
+            events = await self._run(f.events_before, starting_after, limit + 1)
+            total = f.last_sequence if include_total_count else None
+        return EventPage(
+            events=[e.to_dict() for e in events[:limit]],
+            has_more=len(events) > limit,
+            total_count=total,
+        )
+
+    async def subscribe(self, axon_id: str, after_sequence: int = 0) -> AsyncIterator[Event]:
+        """Every event with sequence > `after_sequence`, then live ones, forever: no gap, no
+        duplicate. A subscriber that falls behind reads from the file until it catches up."""
+        if not isinstance(after_sequence, int) or after_sequence < 0:
+            raise InvalidInput("after_sequence must be a whole number >= 0", code="invalid_sequence")
+        async with self._using(axon_id) as f:
+            next_seq = after_sequence + 1
+            while True:
+                async for e in self._catch_up(f, next_seq):
+                    next_seq = e.sequence + 1
+                    yield e
+                sub = self.bus.attach(axon_id)
+                try:
+                    # Attached first, then read again: whatever commits from here on is in
+                    # the queue, and whatever committed before is in the file.
+                    async for e in self._catch_up(f, next_seq):
+                        next_seq = e.sequence + 1
+                        yield e
+                    while (batch := await sub.get()) is not None:
+                        if batch[-1].sequence < next_seq:
+                            continue
+                        if batch[0].sequence > next_seq:
+                            break  # cannot happen with an ordered bus; re-read to be safe
+                        for e in batch:
+                            if e.sequence >= next_seq:
+                                next_seq = e.sequence + 1
+                                yield e
+                finally:
+                    self.bus.detach(sub)
+
+    async def _catch_up(self, f: AxonFile, next_seq: int) -> AsyncIterator[Event]:
+        while next_seq <= f.last_sequence:
+            page = await self._run(f.events_after, next_seq - 1, CATCH_UP_PAGE)
+            for e in page:
+                yield e
+                next_seq = e.sequence + 1
+            if len(page) < CATCH_UP_PAGE:
+                return
+
+    async def subscribe_all(self, axon_ids: Sequence[str] | None = None) -> AsyncIterator[Event]:
+        """Live events of several (or all) Axons from now on, for monitors."""
+        wanted = set(axon_ids) if axon_ids else None
+        sub = self.bus.attach(None)
+        try:
+            while (batch := await sub.get()) is not None:
+                for e in batch:
+                    if wanted is None or e.axon_id in wanted:
+                        yield e
+        finally:
+            self.bus.detach(sub)
+
+    # -- state ------------------------------------------------------------------------
+
+    async def query(
+        self,
+        axon_id: str,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        write: bool = False,
+        at_sequence: int | None = None,
+        max_rows: int = state.DEFAULT_MAX_ROWS,
+    ) -> QueryResult:
+        """One SQL statement. Read-only unless `write`; `at_sequence` queries the state as it
+        was right after that event (read-only)."""
+        async with self._using(axon_id) as f:
+            if at_sequence is not None:
+                if write:
+                    raise InvalidInput("a query at a past sequence is read-only",
+                                       code="read_only_history")
+                _check_sequence(at_sequence, f.last_sequence)
+                return await self._run(_query_at, str(f.path), at_sequence, sql, params, max_rows)
+            if not write:
+                return await f.run_read(
+                    lambda c: state.run_statement(c, sql, params, write=False, max_rows=max_rows)
+                )
+            statement = Statement(sql=sql, params=list(params or []))
+            try:
+                results = await f.submit(
+                    lambda ctx: state.write_statements(ctx.conn, [statement], max_rows=max_rows)
+                )
+            except state.BatchFailed as e:
+                raise e.cause from None
+            return results[0]
+
+    async def batch(self, axon_id: str, statements: Sequence[Any]) -> list[QueryResult]:
+        """Several statements in one transaction: all of them commit, or none (BatchFailed)."""
+        parsed = state.parse_statements(statements)
+        async with self._using(axon_id) as f:
+            return await f.submit(lambda ctx: state.write_statements(ctx.conn, parsed))
+
+    async def changes(self, axon_id: str, sequence: int) -> list[RowChange]:
+        """The state changes made between event `sequence - 1` and the next event."""
+        async with self._using(axon_id) as f:
+            _check_sequence(sequence, f.last_sequence)
+            return await f.run_read(lambda c: state.changes_at(c, sequence))
+
+    # -- records ----------------------------------------------------------------------
+
+    async def verify(self, axon_id: str) -> VerifyReport:
+        async with self._using(axon_id) as f:
+            return await f.run_read(records.verify)
+
+    async def export(self, axon_id: str) -> AsyncIterator[bytes]:
+        """JSON Lines: the Axon, its events, then its state schema, rows and history."""
+        view = await self.get_axon(axon_id)
+        async with self._using(view.id) as f:
+            lines = await self._run(records.dump, view, str(f.path), f.last_sequence)
+        for line in lines:
+            yield line
+
+    async def import_axon(self, lines: Sequence[bytes | str], name: str | None = None) -> AxonView:
+        """A new Axon equal to the exported one (events, hashes, state and its history)."""
+        parsed = await self._run(records.parse, lines)
+        header = parsed.header
+        view = await self.create_axon(
+            name or header.get("name"), header.get("metadata") or {}
+        )
+        f = await self._open(view.id)
+        await f.submit(lambda ctx: records.load(ctx, parsed))
+        return view
+
+    async def fork(self, axon_id: str, at_sequence: int, name: str | None = None) -> AxonView:
+        """A new Axon holding events 1..N and the state as of N."""
+        view = await self.get_axon(axon_id)
+        async with self._using(view.id) as f:
+            _check_sequence(at_sequence, f.last_sequence)
+            lines = await self._run(records.dump, view, str(f.path), at_sequence)
+        fork_name = name or f"{view.name or view.id}@{at_sequence}"
+        metadata = {**view.metadata, "forked_from": view.id, "forked_at": str(at_sequence)}
+        parsed = await self._run(records.parse, lines)
+        new = await self.create_axon(fork_name, metadata)
+        target = await self._open(new.id)
+        await target.submit(lambda ctx: records.load(ctx, parsed))
+        return new
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise Unavailable("the engine is not started", code="not_started")
+        return self._catalog
+
+    def path_of(self, axon_id: str) -> Path:
+        return self.home / "axons" / f"{axon_id}.db"
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise Unavailable("the engine is not started", code="not_started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @asynccontextmanager
+    async def _using(self, axon_id: str) -> AsyncIterator[AxonFile]:
+        """Hold an open file so it is not evicted while in use."""
+        f = self._files.get(axon_id) or await self._open(axon_id)
+        f.users += 1
+        try:
+            yield f
+        finally:
+            f.users -= 1
+
+    async def _open(self, axon_id: str) -> AxonFile:
+        if self._closing:
+            raise Unavailable("the engine is shutting down; retry shortly", code="shutting_down")
+        if (f := self._files.get(axon_id)) is not None:
+            return f
+        if (pending := self._opening.get(axon_id)) is not None:
+            return await asyncio.shield(pending)
+        opening: asyncio.Future[AxonFile] = asyncio.get_running_loop().create_future()
+        self._opening[axon_id] = opening
+        try:
+            view = await self._run(self.catalog.get, axon_id)
+            if view.id != axon_id:  # a name: the caller must use ids on the hot path
+                raise InvalidInput(f"use the Axon's id ({view.id}), not its name",
+                                   code="id_required")
+            if view.deleted_at_ms is not None:
+                self._deleted.add(axon_id)
+            path = self.path_of(axon_id)
+            f = await self._run(
+                lambda: AxonFile(axon_id, path, self._executor, self.bus.deliver,  # type: ignore[arg-type]
+                                 create=not path.exists())
+            )
+            self._files[axon_id] = f
+            opening.set_result(f)
+        except BaseException as e:
+            opening.set_exception(e)
+            opening.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._opening[axon_id]
+        await self._evict()
+        return f
+
+    async def _evict(self) -> None:
+        excess = len(self._files) - self.max_open_axons
+        if excess <= 0:
+            return
+        for axon_id, f in list(self._files.items()):
+            if excess <= 0:
+                break
+            if not f.busy:
+                del self._files[axon_id]
+                excess -= 1
+                await f.close()
+
+    @property
+    def open_axons(self) -> int:
+        return len(self._files)
+
+
+def _query_at(
+    path: str, sequence: int, sql: str, params: Sequence[Any] | None, max_rows: int
+) -> QueryResult:
+    mem = state.state_at(path, sequence)
+    try:
+        return state.run_statement(mem, sql, params, write=False, max_rows=max_rows)
+    finally:
+        mem.close()
+
+
+def _check_limit(limit: int) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_EVENTS_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_EVENTS_PAGE}", code="invalid_limit")
+
+
+def _check_sequence(sequence: int, last: int) -> None:
+    if not isinstance(sequence, int) or not 0 <= sequence <= last:
+        raise InvalidInput(
+            f"sequence must be between 0 and the latest ({last}), got {sequence!r:.40}",
+            code="invalid_sequence",
+        )
+
+
+def _lock_home(home: Path) -> int:
+    fd = os.open(home / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise Unavailable(
+            f"another engine ({holder}) already runs on {home}; connect to it instead",
+            code="home_locked",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    return fd
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "local"

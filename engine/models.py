@@ -1,0 +1,134 @@
+"""The contract's data shapes (CONTRACT §3, §4): events, drafts, Axon views, query results.
+
+`Event` and `Draft` are plain slotted classes because they sit on the publish hot path;
+the rest are pydantic models that the HTTP layer serialises as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Origin = Literal["EXTERNAL_EVENT", "USER_EVENT", "AGENT_EVENT", "SYSTEM_EVENT"]
+ORIGINS: frozenset[str] = frozenset(("EXTERNAL_EVENT", "USER_EVENT", "AGENT_EVENT", "SYSTEM_EVENT"))
+CLIENT_ORIGINS: frozenset[str] = ORIGINS - {"SYSTEM_EVENT"}
+
+
+@dataclass(slots=True)
+class Draft:
+    """An event as a client asks for it, before the engine gives it a sequence."""
+
+    event_type: str
+    payload: str
+    source: str
+    origin: str = "USER_EVENT"
+    idempotency_key: str | None = None
+    author: str | None = None
+
+    @classmethod
+    def message(cls, text: str, *, source: str = "cli", origin: str = "USER_EVENT") -> Draft:
+        """A human message: `event_type` "message" with payload `{"text": ...}`."""
+        import orjson
+
+        return cls("message", orjson.dumps({"text": text}).decode(), source, origin)
+
+
+@dataclass(slots=True)
+class Event:
+    """One committed entry of an Axon's log."""
+
+    axon_id: str
+    sequence: int
+    timestamp_ms: int
+    origin: str
+    source: str
+    event_type: str
+    payload: str
+    author: str | None
+    idempotency_key: str | None
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "axon_id": self.axon_id,
+            "sequence": self.sequence,
+            "timestamp_ms": self.timestamp_ms,
+            "origin": self.origin,
+            "source": self.source,
+            "event_type": self.event_type,
+            "payload": self.payload,
+            "author": self.author,
+            "idempotency_key": self.idempotency_key,
+            "hash": self.hash,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class PublishResult:
+    sequence: int
+    timestamp_ms: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"sequence": self.sequence, "timestamp_ms": self.timestamp_ms}
+
+
+class AxonView(BaseModel):
+    id: str
+    created_at_ms: int
+    metadata: dict[str, str] = Field(default_factory=dict)
+    name: str | None = None
+    deleted_at_ms: int | None = None
+
+
+class AxonPage(BaseModel):
+    axons: list[AxonView]
+    has_more: bool
+    total_count: int | None = None
+
+
+class EventPage(BaseModel):
+    events: list[dict[str, Any]]
+    has_more: bool
+    total_count: int | None = None
+
+
+class Column(BaseModel):
+    name: str
+    type: str
+
+
+class QueryMeta(BaseModel):
+    changes: int
+    duration_ms: float
+    rows_read_limit_reached: bool
+
+
+class QueryResult(BaseModel):
+    columns: list[Column]
+    rows: list[list[Any]]
+    meta: QueryMeta
+
+
+class Statement(BaseModel):
+    sql: str
+    params: list[Any] = Field(default_factory=list)
+
+
+class VerifyReport(BaseModel):
+    ok: bool
+    checked: int
+    first_bad_sequence: int | None = None
+    reason: str | None = None
+
+
+class RowChange(BaseModel):
+    """One row changed by the state writes made while `sequence` was the latest event."""
+
+    sequence: int
+    table: str
+    op: Literal["insert", "update", "delete"]
+    rowid: int
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None

@@ -17,7 +17,7 @@ DEFAULT_BUFFER = 10_000
 class Subscriber:
     """One live queue. `get()` returns the next batch, or None once it has overflowed."""
 
-    __slots__ = ("_batches", "_buffered", "_limit", "_waiter", "axon_id", "overflowed")
+    __slots__ = ("_batches", "_buffered", "_limit", "_waiter", "axon_id", "closed", "overflowed")
 
     def __init__(self, axon_id: str | None, limit: int) -> None:
         self.axon_id = axon_id
@@ -26,6 +26,7 @@ class Subscriber:
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
+        self.closed = False
 
     def push(self, events: list[Event]) -> bool:
         """Queue a batch; False when the subscriber has fallen too far behind."""
@@ -34,14 +35,24 @@ class Subscriber:
         else:
             self._batches.append(events)
             self._buffered += len(events)
+        self._wake()
+        return not self.overflowed
+
+    def close(self) -> None:
+        """The engine is stopping: `get()` returns None from now on."""
+        self.closed = True
+        self._batches.clear()
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        return not self.overflowed
 
     async def get(self) -> list[Event] | None:
+        """The next batch; None once overflowed (and drained) or closed."""
         while not self._batches:
-            if self.overflowed:
+            if self.overflowed or self.closed:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -60,11 +71,14 @@ class Bus:
         self.buffer_limit = buffer_limit
         self._by_axon: dict[str, set[Subscriber]] = {}
         self._everything: set[Subscriber] = set()
+        self._closed = False
 
     def attach(self, axon_id: str | None, limit: int | None = None) -> Subscriber:
         """Subscribe to one Axon, or to every Axon when `axon_id` is None."""
         sub = Subscriber(axon_id, limit or self.buffer_limit)
-        if axon_id is None:
+        if self._closed:
+            sub.close()
+        elif axon_id is None:
             self._everything.add(sub)
         else:
             self._by_axon.setdefault(axon_id, set()).add(sub)
@@ -84,6 +98,14 @@ class Bus:
         for group in (self._by_axon.get(axon_id, ()), self._everything):
             for sub in [s for s in group if not s.push(events)]:
                 self.detach(sub)
+
+    def close(self) -> None:
+        """End every subscription, and those that attach from now on."""
+        self._closed = True
+        for sub in [*self._everything, *(s for subs in self._by_axon.values() for s in subs)]:
+            sub.close()
+        self._everything.clear()
+        self._by_axon.clear()
 
     def subscriber_count(self, axon_id: str) -> int:
         return len(self._by_axon.get(axon_id, ()))

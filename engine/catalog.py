@@ -93,19 +93,17 @@ class Catalog:
         return view
 
     def get(self, ref: str) -> AxonView:
-        """By id, or by name when exactly one live Axon has it."""
+        """By id, or by name: the newest live Axon with that name."""
         with self._lock:
             rows = self._conn.execute(f"SELECT {_COLUMNS} FROM axons WHERE id = ?", (ref,)).fetchall()
             if not rows:
                 rows = self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM axons WHERE name = ? AND deleted_at_ms IS NULL",
+                    f"SELECT {_COLUMNS} FROM axons WHERE name = ? AND deleted_at_ms IS NULL "
+                    "ORDER BY n DESC LIMIT 1",
                     (ref,),
                 ).fetchall()
         if not rows:
             raise NotFound(f"no Axon {ref!r:.80}; `axons ls` lists them", code="axon_not_found")
-        if len(rows) > 1:
-            raise InvalidInput(f"{len(rows)} Axons are named {ref!r}; use the id",
-                               code="ambiguous_name")
         return _view(rows[0])
 
     def update_metadata(self, axon_id: str, metadata: dict[str, str]) -> AxonView:

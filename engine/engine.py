@@ -85,6 +85,8 @@ class Engine:
     async def close(self) -> None:
         """Let queued writes commit, then close every file. Acknowledged events are on disk."""
         self._closing = True
+        self.bus.close()
+        await asyncio.sleep(0)  # let subscribers see the end before their files close
         for f in list(self._files.values()):
             await f.close()
         self._files.clear()
@@ -112,7 +114,7 @@ class Engine:
         return await self._run(self.catalog.create, name, metadata or {})
 
     async def get_axon(self, ref: str) -> AxonView:
-        """By id, or by a name only one live Axon has."""
+        """By id, or by name (the newest live Axon with that name)."""
         return await self._run(self.catalog.get, ref)
 
     async def list_axons(self, **filters: Any) -> AxonPage:
@@ -193,7 +195,7 @@ class Engine:
             raise InvalidInput("after_sequence must be a whole number >= 0", code="invalid_sequence")
         async with self._using(axon_id) as f:
             next_seq = after_sequence + 1
-            while True:
+            while not self._closing:
                 async for e in self._catch_up(f, next_seq):
                     next_seq = e.sequence + 1
                     yield e
@@ -217,7 +219,7 @@ class Engine:
                     self.bus.detach(sub)
 
     async def _catch_up(self, f: AxonFile, next_seq: int) -> AsyncIterator[Event]:
-        while next_seq <= f.last_sequence:
+        while next_seq <= f.last_sequence and not self._closing:
             page = await self._run(f.events_after, next_seq - 1, CATCH_UP_PAGE)
             for e in page:
                 yield e

@@ -148,59 +148,75 @@ class _Tip:
     hash: str = ""
     timestamp_ms: int = 0
 
+    def copy(self) -> _Tip:
+        return _Tip(self.sequence, self.hash, self.timestamp_ms)
 
-@dataclass
+
 class _Job:
     """A queued write: a batch of drafts to append, or an operation on the connection."""
 
-    future: asyncio.Future[Any]
-    drafts: list[Draft] | None = None
-    op: Callable[[WriteContext], Any] | None = None
-    result: Any = None
-    error: BaseException | None = None
+    __slots__ = ("drafts", "error", "future", "op", "result")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        drafts: list[Draft] | None = None,
+        op: Callable[[WriteContext], Any] | None = None,
+    ) -> None:
+        self.future = future
+        self.drafts = drafts
+        self.op = op
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 @dataclass
 class WriteContext:
-    """What an operation sees inside the writer's transaction."""
+    """What a write sees: the writer connection and the log's head as this transaction
+    moves it. `stage` assigns sequences and hashes; `append` also inserts the rows."""
 
     conn: apsw.Connection
     axon_file: AxonFile
     tip: _Tip
     events: list[Event] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
     _keys: dict[str, PublishResult] = field(default_factory=dict)
 
     def append(self, drafts: Iterable[Draft]) -> list[PublishResult]:
-        """Append events in this transaction; an idempotency key already used returns
-        the first result instead of a new event."""
+        """Append events inside the current transaction (for operations)."""
+        first = len(self.rows)
+        results = self.stage(drafts)
+        if len(self.rows) > first:
+            self.conn.executemany(_INSERT_EVENT, self.rows[first:])
+        return results
+
+    def stage(self, drafts: Iterable[Draft]) -> list[PublishResult]:
+        """Give each draft its sequence, timestamp and hash, and queue its row. A reused
+        idempotency key returns the first result instead of a new event."""
         tip = self.tip
         ts = max(time.time_ns() // 1_000_000, tip.timestamp_ms)
         seq, h = tip.sequence, tip.hash
         axon_id = self.axon_file.axon_id
-        rows = []
+        rows, events, keys = self.rows, self.events, self._keys
         results = []
         for d in drafts:
             key = d.idempotency_key
             if key is not None:
-                prior = self._keys.get(key) or self._lookup_key(key)
+                prior = keys.get(key) or self._lookup_key(key)
                 if prior is not None:
                     results.append(prior)
                     continue
             seq += 1
             h = chain_hash(h, seq, ts, d)
-            rows.append(
-                (seq, ts, d.origin, d.source, d.event_type, d.payload, d.author, key, h)
-            )
-            self.events.append(
+            rows.append((seq, ts, d.origin, d.source, d.event_type, d.payload, d.author, key, h))
+            events.append(
                 Event(axon_id, seq, ts, d.origin, d.source, d.event_type, d.payload, d.author, key, h)
             )
             result = PublishResult(seq, ts)
             if key is not None:
-                self._keys[key] = result
+                keys[key] = result
             results.append(result)
-        if rows:
-            self.conn.executemany(_INSERT_EVENT, rows)
-            tip.sequence, tip.hash, tip.timestamp_ms = seq, h, ts
+        tip.sequence, tip.hash, tip.timestamp_ms = seq, h, ts
         return results
 
     def _lookup_key(self, key: str) -> PublishResult | None:
@@ -266,71 +282,74 @@ class AxonFile:
         return job.future
 
     async def _flush(self) -> None:
+        """Drain the queue. Publishes are staged here on the loop (sequences, hashes) and
+        only the SQLite work goes to a thread: while one transaction fsyncs, publishers
+        woken by the previous one already queue the next."""
         loop = asyncio.get_running_loop()
         try:
-            # Publishers woken by the previous commit are ready to run: let them queue their
-            # next events first, so one transaction carries them all.
-            await asyncio.sleep(0)
             while self._pending:
-                jobs, self._pending = self._pending, []
+                await asyncio.sleep(0)  # let publishers woken by the last commit queue too
+                jobs = self._take_run()
+                ctx = WriteContext(self._writer, self, self._tip.copy())
                 try:
-                    events = await loop.run_in_executor(self._executor, self._write, jobs)
-                except BaseException as e:  # the executor itself failed: fail every job
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(e)
-                    raise
-                for job in jobs:
-                    if job.future.done():  # cancelled by its caller; the write stands
-                        continue
-                    if job.error is not None:
-                        job.future.set_exception(job.error)
+                    if jobs[0].op is not None:
+                        await loop.run_in_executor(self._executor, self._run_op, ctx, jobs[0])
                     else:
+                        for job in jobs:
+                            job.result = ctx.stage(job.drafts or ())
+                        await loop.run_in_executor(self._executor, self._insert, ctx.rows)
+                except BaseException as e:
+                    self._fail(jobs, _storage_error(e))
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                self._tip = ctx.tip
+                for job in jobs:
+                    if not job.future.done():  # a caller that gave up: the write stands
                         job.future.set_result(job.result)
-                if events:
-                    self._on_commit(self.axon_id, events)
+                if ctx.events:
+                    self._on_commit(self.axon_id, ctx.events)
         finally:
             self._flushing = None
 
-    def _write(self, jobs: list[_Job]) -> list[Event]:
-        """In the executor: consecutive appends share one transaction; each op has its own."""
-        committed: list[Event] = []
-        i = 0
-        while i < len(jobs):
-            if jobs[i].op is None:
-                j = i
-                while j < len(jobs) and jobs[j].op is None:
-                    j += 1
-                group = jobs[i:j]
-                i = j
-            else:
-                group = [jobs[i]]
-                i += 1
-            committed.extend(self._transaction(group))
-        return committed
+    def _take_run(self) -> list[_Job]:
+        """The next transaction's jobs: one operation, or every publish queued before it."""
+        pending = self._pending
+        if pending[0].op is not None:
+            return [pending.pop(0)]
+        end = next((i for i, job in enumerate(pending) if job.op is not None), len(pending))
+        self._pending = pending[end:]
+        return pending[:end]
 
-    def _transaction(self, group: list[_Job]) -> list[Event]:
-        tip = _Tip(self._tip.sequence, self._tip.hash, self._tip.timestamp_ms)
-        ctx = WriteContext(self._writer, self, tip)
+    @staticmethod
+    def _fail(jobs: list[_Job], error: BaseException) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """In the executor: one transaction for a run of publishes."""
+        if not rows:
+            return
+        self._transaction(lambda: self._writer.executemany(_INSERT_EVENT, rows))
+
+    def _run_op(self, ctx: WriteContext, job: _Job) -> None:
+        """In the executor: an operation in its own transaction."""
+        assert job.op is not None
+        op = job.op
+        job.result = self._transaction(lambda: op(ctx))
+
+    def _transaction(self, body: Callable[[], Any]) -> Any:
         conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in group:
-                if job.op is not None:
-                    job.result = job.op(ctx)
-                else:
-                    assert job.drafts is not None
-                    job.result = ctx.append(job.drafts)
+            result = body()
             conn.execute("COMMIT")
-        except BaseException as e:
+        except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            error = _storage_error(e)
-            for job in group:
-                job.error, job.result = error, None
-            return []
-        self._tip = tip
-        return ctx.events
+            raise
+        return result
 
     def _load_tip(self) -> _Tip:
         for seq, h, ts in self._writer.execute(

@@ -22,7 +22,7 @@ import orjson
 from engine.errors import InvalidInput
 from engine.log import WriteContext, chain_hash
 from engine.models import AxonView, Draft, VerifyReport
-from engine.state import STATE_SCHEMA, _install_triggers, _q, schema_at, state_at
+from engine.state import STATE_SCHEMA, install_capture, quote, schema_at, state_at
 
 FORMAT = 1
 _EVENT_FIELDS = (
@@ -94,7 +94,7 @@ def _state_rows(path: str, at_sequence: int, objects: list[tuple[str, str, str, 
         for name, kind, _sql, _epoch in objects:
             if kind != "table":
                 continue
-            cur = mem.execute(f"SELECT rowid, * FROM {_q(name)} ORDER BY rowid")
+            cur = mem.execute(f"SELECT rowid, * FROM {quote(name)} ORDER BY rowid")
             columns = [d[0] for d in cur.get_description()][1:]
             for rowid, *values in cur:
                 out.append(orjson.dumps({
@@ -124,7 +124,7 @@ def _history_rows(conn: apsw.Connection, at_sequence: int) -> list[bytes]:
         )
     ]
     for table in hist_tables:
-        cur = conn.execute(f"SELECT * FROM {_q(table)} WHERE _ax_seq <= ? ORDER BY _ax_id", (at_sequence,))
+        cur = conn.execute(f"SELECT * FROM {quote(table)} WHERE _ax_seq <= ? ORDER BY _ax_id", (at_sequence,))
         columns = [d[0] for d in cur.get_description()]
         for values in cur:
             out.append(orjson.dumps({"type": "history", "table": table, "columns": columns,
@@ -213,13 +213,13 @@ def load(ctx: WriteContext, parsed: Parsed) -> None:
         by_table.setdefault(r["table"], []).append(r)
     for name, rows in by_table.items():
         columns = list(rows[0]["values"])
-        cols = "".join(", " + _q(c) for c in columns)
+        cols = "".join(", " + quote(c) for c in columns)
         conn.executemany(
-            f"INSERT INTO {_q(name)}(rowid{cols}) VALUES (?{', ?' * len(columns)})",
+            f"INSERT INTO {quote(name)}(rowid{cols}) VALUES (?{', ?' * len(columns)})",
             [(r["rowid"], *(_decode(r["values"][c]) for c in columns)) for r in rows],
         )
     for o in tables:
-        _install_triggers(conn, o["name"], fresh=False, sequence=0)
+        install_capture(conn, o["name"], fresh=False, sequence=0)
     for o in parsed.objects:
         if o["kind"] != "table":
             conn.execute(o["sql"])
@@ -233,22 +233,22 @@ def load(ctx: WriteContext, parsed: Parsed) -> None:
         if not table.startswith("axon_hist_"):
             raise InvalidInput(f"history for an unknown table {table!r}", code="invalid_export")
         _ensure_history_table(conn, table, h["columns"])
-        cols = ", ".join(_q(c) for c in h["columns"])
+        cols = ", ".join(quote(c) for c in h["columns"])
         conn.execute(
-            f"INSERT INTO {_q(table)}({cols}) VALUES ({', '.join('?' * len(h['columns']))})",
+            f"INSERT INTO {quote(table)}({cols}) VALUES ({', '.join('?' * len(h['columns']))})",
             [_decode(v) for v in h["values"]],
         )
 
 
 def _ensure_history_table(conn: apsw.Connection, table: str, columns: list[str]) -> None:
-    have = {row[1] for row in conn.execute(f"PRAGMA table_info({_q(table)})")}
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})")}
     if not have:
         conn.execute(
-            f"CREATE TABLE {_q(table)}(_ax_id INTEGER PRIMARY KEY, _ax_seq INTEGER NOT NULL, "
+            f"CREATE TABLE {quote(table)}(_ax_id INTEGER PRIMARY KEY, _ax_seq INTEGER NOT NULL, "
             "_ax_op TEXT NOT NULL, _ax_rowid INTEGER NOT NULL)"
         )
         have = {"_ax_id", "_ax_seq", "_ax_op", "_ax_rowid"}
     for c in columns:
         if c not in have:
-            conn.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(c)}")
+            conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(c)}")
 

@@ -203,7 +203,8 @@ def run_statement(
         columns=columns,
         rows=rows,
         meta=QueryMeta(
-            changes=conn.total_changes() - before,
+            # conn.changes() leaves out the change-capture triggers' own rows
+            changes=conn.changes() if conn.total_changes() != before else 0,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
             rows_read_limit_reached=limited,
         ),
@@ -266,7 +267,7 @@ def _schema_version(conn: apsw.Connection) -> int:
     return int(conn.execute("PRAGMA schema_version").fetchall()[0][0])
 
 
-def _q(name: str) -> str:
+def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -294,7 +295,7 @@ def sync_capture(conn: apsw.Connection) -> None:
         if epoch is None:
             epoch = _last_epoch(conn, name)
         if kind == "table":
-            _install_triggers(conn, name, fresh=name not in captured, sequence=sequence)
+            install_capture(conn, name, fresh=name not in captured, sequence=sequence)
         conn.execute(
             "INSERT INTO axon_schema_history(sequence, tbl, type, sql, epoch) VALUES (?,?,?,?,?)",
             (sequence, name, kind, sql, epoch),
@@ -309,7 +310,7 @@ def sync_capture(conn: apsw.Connection) -> None:
 
 
 def _hist(name: str) -> str:
-    return _q("axon_hist_" + name)
+    return quote("axon_hist_" + name)
 
 
 def _table_epoch(conn: apsw.Connection, name: str, kind: str) -> int | None:
@@ -333,51 +334,51 @@ def _last_epoch(conn: apsw.Connection, name: str) -> int:
     return 0
 
 
-def _install_triggers(conn: apsw.Connection, name: str, *, fresh: bool, sequence: int) -> None:
-    info = conn.execute(f"PRAGMA table_list({_q(name)})").fetchall()
+def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: int) -> None:
+    info = conn.execute(f"PRAGMA table_list({quote(name)})").fetchall()
     if info and info[0][4]:  # the "wr" (WITHOUT ROWID) flag
         raise SqlError(
             f"table {name} is WITHOUT ROWID; Axon state needs rowid tables for time travel"
         )
-    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({_q(name)})")]
+    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({quote(name)})")]
     hist = _hist(name)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {hist}("
         "_ax_id INTEGER PRIMARY KEY, _ax_seq INTEGER NOT NULL, _ax_op TEXT NOT NULL, _ax_rowid INTEGER NOT NULL)"
     )
-    conn.execute(f"CREATE INDEX IF NOT EXISTS {_q('axon_hist_' + name + '_ax_seq')} ON {hist}(_ax_seq)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {quote('axon_hist_' + name + '_ax_seq')} ON {hist}(_ax_seq)")
     have = {row[1] for row in conn.execute(f"PRAGMA table_info({hist})")}
     for col in columns:
         if col not in have:
-            conn.execute(f"ALTER TABLE {hist} ADD COLUMN {_q(col)}")
+            conn.execute(f"ALTER TABLE {hist} ADD COLUMN {quote(col)}")
     for (trigger,) in conn.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? "
         "AND name LIKE 'axon\\_cc\\_%' ESCAPE '\\'",
         (name,),
     ).fetchall():
-        conn.execute(f"DROP TRIGGER {_q(trigger)}")
-    cols = ", ".join(_q(c) for c in columns)
-    new = ", ".join("NEW." + _q(c) for c in columns)
+        conn.execute(f"DROP TRIGGER {quote(trigger)}")
+    cols = ", ".join(quote(c) for c in columns)
+    new = ", ".join("NEW." + quote(c) for c in columns)
     seq = "(SELECT coalesce(max(sequence), 0) FROM axon_events)"
     target = f"INSERT INTO {hist}(_ax_seq, _ax_op, _ax_rowid{', ' if cols else ''}{cols})"
     conn.execute(
-        f"CREATE TRIGGER {_q('axon_cc_' + name + '_i')} AFTER INSERT ON {_q(name)} BEGIN "
+        f"CREATE TRIGGER {quote('axon_cc_' + name + '_i')} AFTER INSERT ON {quote(name)} BEGIN "
         f"{target} VALUES ({seq}, 'I', NEW.rowid{', ' if new else ''}{new}); END"
     )
     conn.execute(
-        f"CREATE TRIGGER {_q('axon_cc_' + name + '_u')} AFTER UPDATE ON {_q(name)} BEGIN "
+        f"CREATE TRIGGER {quote('axon_cc_' + name + '_u')} AFTER UPDATE ON {quote(name)} BEGIN "
         f"INSERT INTO {hist}(_ax_seq, _ax_op, _ax_rowid) SELECT {seq}, 'D', OLD.rowid "
         "WHERE OLD.rowid IS NOT NEW.rowid; "
         f"{target} VALUES ({seq}, 'U', NEW.rowid{', ' if new else ''}{new}); END"
     )
     conn.execute(
-        f"CREATE TRIGGER {_q('axon_cc_' + name + '_d')} AFTER DELETE ON {_q(name)} BEGIN "
+        f"CREATE TRIGGER {quote('axon_cc_' + name + '_d')} AFTER DELETE ON {quote(name)} BEGIN "
         f"INSERT INTO {hist}(_ax_seq, _ax_op, _ax_rowid) VALUES ({seq}, 'D', OLD.rowid); END"
     )
     if fresh and cols:
         # Rows that exist before capture starts (a renamed table, an imported file).
         conn.execute(
-            f"{target} SELECT ?, 'I', rowid, {cols} FROM {_q(name)}", (sequence,)
+            f"{target} SELECT ?, 'I', rowid, {cols} FROM {quote(name)}", (sequence,)
         )
 
 
@@ -409,12 +410,12 @@ def state_at(path: str, sequence: int) -> apsw.Connection:
             if kind != "table":
                 continue
             mem.execute(sql)
-            columns = [row[1] for row in mem.execute(f"PRAGMA main.table_info({_q(name)})")]
+            columns = [row[1] for row in mem.execute(f"PRAGMA main.table_info({quote(name)})")]
             have = {row[1] for row in mem.execute(f"PRAGMA src.table_info({_hist(name)})")}
-            picked = ", ".join(_q(c) if c in have else "NULL" for c in columns)
-            cols = ", ".join(_q(c) for c in columns)
+            picked = ", ".join(quote(c) if c in have else "NULL" for c in columns)
+            cols = ", ".join(quote(c) for c in columns)
             mem.execute(
-                f"INSERT INTO main.{_q(name)}(rowid{', ' if cols else ''}{cols}) "
+                f"INSERT INTO main.{quote(name)}(rowid{', ' if cols else ''}{cols}) "
                 f"SELECT _ax_rowid{', ' if picked else ''}{picked} FROM src.{_hist(name)} WHERE _ax_id IN "
                 f"(SELECT max(_ax_id) FROM src.{_hist(name)} WHERE _ax_seq <= ? AND _ax_id > ? "
                 "GROUP BY _ax_rowid) AND _ax_op != 'D'",

@@ -1,0 +1,215 @@
+"""What every figure shares: the result record, run sizes, fresh temp homes on a real file
+system, the event loop, the event payload and a few statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import sys
+import tempfile
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from engine import Draft
+
+T = TypeVar("T")
+
+try:  # the lead adds uvloop as a dependency; plain asyncio works the same, slower
+    import uvloop
+
+    LOOP = "uvloop"
+except ImportError:  # pragma: no cover - depends on the environment
+    uvloop = None  # type: ignore[assignment]
+    LOOP = "asyncio"
+
+# ~200 bytes of JSON, the size of a short chat message.
+PAYLOAD = '{"text": "' + "x" * 180 + '"}'
+EVENT_TYPE = "bench"
+SOURCE = "bench"
+
+# Filesystems that keep everything in memory: an fsync there costs nothing, so a figure
+# measured on one says nothing about durability.
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
+
+THROUGHPUT_NOTE = "ratio = value/ceiling (higher is better; 1.0 = as fast as raw SQLite)"
+LATENCY_NOTE = "ratio = ceiling/value (lower latency is better; 1.0 = at the floor)"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each figure does. `quick()` keeps the shape and shrinks the counts."""
+
+    publishers: int = 100
+    publish_events: int = 50_000
+    publish_batch: int = 10
+    warmup_events: int = 2_000
+    subscribers: int = 10
+    fanout_rate: int = 10_000  # events per second
+    fanout_tick_ms: float = 1.0  # one burst of rate*tick events per tick
+    fanout_seconds: float = 3.0
+    tt_events: int = 100_000
+    tt_events_per_change: int = 10  # publish_batch of this many, then one row update
+    tt_rows: int = 1_000
+    tt_queries: int = 20
+    list_axons: int = 10_000
+    list_page: int = 5_000
+    list_runs: int = 5
+    ceiling_runs: int = 3
+    fsync_commits: int = 200
+    quick: bool = False
+
+    @classmethod
+    def quick_sizes(cls) -> Sizes:
+        return cls(
+            publish_events=10_000,
+            warmup_events=1_000,
+            fanout_seconds=1.0,
+            tt_events=20_000,
+            list_axons=2_000,
+            quick=True,
+        )
+
+
+@dataclass
+class Figure:
+    """One measured figure and the ceiling it is compared with, both from this run."""
+
+    name: str
+    value: float
+    unit: str
+    better: Literal["higher", "lower"]
+    ceiling: float | None = None
+    ceiling_name: str | None = None
+    target: float | None = None
+    target_ratio: float | None = None  # a second bar some figures must also clear
+    note: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.ceiling or not self.value:
+            return None
+        if self.better == "higher":
+            return self.value / self.ceiling
+        return self.ceiling / self.value
+
+    @property
+    def meets_target(self) -> bool | None:
+        if self.target is None:
+            return None
+        ok = self.value >= self.target if self.better == "higher" else self.value <= self.target
+        if self.target_ratio is not None:
+            ok = ok and (self.ratio or 0.0) >= self.target_ratio
+        return ok
+
+    def as_json(self) -> dict[str, Any]:
+        ratio = self.ratio
+        out: dict[str, Any] = {
+            "name": self.name,
+            "value": _round(self.value),
+            "unit": self.unit,
+            "better": self.better,
+            "ceiling": _round(self.ceiling),
+            "ceiling_name": self.ceiling_name,
+            "ratio": None if ratio is None else round(ratio, 4),
+            "ratio_formula": "value/ceiling" if self.better == "higher" else "ceiling/value",
+            "target": self.target,
+            "target_op": ">=" if self.better == "higher" else "<=",
+        }
+        if self.target_ratio is not None:
+            out["target_ratio"] = self.target_ratio
+        out["meets_target"] = self.meets_target
+        out["note"] = " ".join(
+            part
+            for part in (THROUGHPUT_NOTE if self.better == "higher" else LATENCY_NOTE, self.note)
+            if part
+        )
+        out["detail"] = {k: _round(v) for k, v in self.detail.items()}
+        return out
+
+
+def _round(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 4) if abs(v) < 100 else round(v, 1)
+    return v
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one figure's coroutine on a fresh event loop (uvloop when installed)."""
+    if uvloop is not None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the file system holding `path` (Linux; "unknown" elsewhere)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    resolved = str(path.resolve())
+    best, kind = "", "unknown"
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind
+
+
+@contextmanager
+def fresh_home(base: Path | None, name: str) -> Iterator[Path]:
+    """A new, empty directory for one figure, removed afterwards."""
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"axons-bench-{name}-", dir=base) as d:
+        home = Path(d)
+        kind = filesystem_of(home)
+        if kind in MEMORY_FILESYSTEMS:
+            print(
+                f"warning: {home} is on {kind}: fsync is free there, so durable figures "
+                "are meaningless; pass --dir on a disk",
+                file=sys.stderr,
+            )
+        yield home
+
+
+def drafts(n: int) -> list[Draft]:
+    """Fresh drafts (the engine fills in the author, so they are not shared between calls)."""
+    return [Draft(EVENT_TYPE, PAYLOAD, SOURCE) for _ in range(n)]
+
+
+def split(total: int, parts: int) -> list[int]:
+    """`total` as `parts` whole numbers that differ by at most one."""
+    q, r = divmod(total, parts)
+    return [q + (1 if i < r else 0) for i in range(parts)]
+
+
+# -- statistics ---------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty sample."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0

@@ -1,0 +1,136 @@
+"""Request and response bodies of the HTTP API (CONTRACT §4). These pydantic models are what
+`/openapi.json` is generated from; field names follow Runloop's Axon API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.models import AxonPage, AxonView, QueryResult, RowChange, VerifyReport
+
+__all__ = [
+    "AxonPage",
+    "AxonView",
+    "BatchStep",
+    "CreateAxon",
+    "ErrorBody",
+    "EventView",
+    "EventsPage",
+    "ForkRequest",
+    "PublishBatchRequest",
+    "PublishBatchResult",
+    "PublishRequest",
+    "PublishResultView",
+    "QueryRequest",
+    "QueryResult",
+    "SqlBatchRequest",
+    "SqlBatchResult",
+    "StatementIn",
+    "UpdateAxon",
+    "VerifyReport",
+]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class CreateAxon(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    metadata: dict[str, str] | None = None
+
+
+class UpdateAxon(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metadata: dict[str, str] | None = None
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+
+class PublishRequest(BaseModel):
+    event_type: str = Field(min_length=1, max_length=200)
+    origin: Literal["EXTERNAL_EVENT", "AGENT_EVENT", "USER_EVENT", "SYSTEM_EVENT"]
+    payload: str = Field(description="JSON text; a human message is {\"text\": \"...\"}")
+    source: str = Field(min_length=1, max_length=200)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+
+
+class PublishResultView(BaseModel):
+    sequence: int
+    timestamp_ms: int
+
+
+class PublishBatchRequest(BaseModel):
+    events: list[PublishRequest] = Field(min_length=1, max_length=10_000)
+
+
+class PublishBatchResult(BaseModel):
+    results: list[PublishResultView]
+
+
+class EventView(BaseModel):
+    axon_id: str
+    sequence: int
+    timestamp_ms: int
+    origin: Literal["EXTERNAL_EVENT", "AGENT_EVENT", "USER_EVENT", "SYSTEM_EVENT"]
+    source: str
+    event_type: str
+    payload: str
+    author: str | None = None
+    idempotency_key: str | None = None
+    hash: str
+
+
+class EventsPage(BaseModel):
+    events: list[EventView]
+    has_more: bool
+    total_count: int | None = None
+
+
+class QueryRequest(BaseModel):
+    sql: str = Field(min_length=1, max_length=100_000)
+    params: list[Any] = Field(default_factory=list)
+    at_sequence: int | None = Field(None, ge=0)
+    read_only: bool = Field(False, description="refuse writes even when the token allows them")
+
+
+class StatementIn(BaseModel):
+    sql: str = Field(min_length=1, max_length=100_000)
+    params: list[Any] = Field(default_factory=list)
+
+
+class SqlBatchRequest(BaseModel):
+    statements: list[StatementIn] = Field(min_length=1, max_length=1000)
+
+
+class StepError(BaseModel):
+    message: str
+
+
+class BatchStep(BaseModel):
+    success: QueryResult | None = None
+    error: StepError | None = None
+
+
+class SqlBatchResult(BaseModel):
+    results: list[BatchStep]
+
+
+class ForkRequest(BaseModel):
+    at_sequence: int = Field(ge=0)
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+
+class ChangesView(BaseModel):
+    changes: list[RowChange]
+
+
+class Health(BaseModel):
+    ok: bool
+    axons_open: int

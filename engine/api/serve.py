@@ -1,0 +1,136 @@
+"""Run the HTTP API: on the home's unix socket (mode 0600, no token needed) and, when asked,
+on TCP (every request needs a bearer token). One Engine behind both.
+
+Shutdown is graceful: listeners close, live streams end, requests in flight finish and are
+acknowledged; publishes that arrive after that are refused with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from engine.api.server import create_app
+from engine.engine import Engine, default_home
+from engine.errors import InvalidInput
+from engine.tokens import TokenStore
+
+
+@dataclass(frozen=True)
+class Listening:
+    socket_path: Path
+    tcp: tuple[str, int] | None
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to `serve`, which runs two of them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def webhook_secrets_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """`AXONS_WEBHOOK_SECRET_GITHUB=...` configures the secret of source `github`."""
+    env = os.environ if environ is None else environ
+    prefix = "AXONS_WEBHOOK_SECRET_"
+    return {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[?([^\]]*)\]?:(\d{1,5})", listen)
+    if not match or int(match.group(2)) > 65535:
+        raise InvalidInput(f"--listen takes HOST:PORT (for example 127.0.0.1:8700), got {listen!r}",
+                           code="invalid_listen")
+    return match.group(1) or "127.0.0.1", int(match.group(2))
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # stale: the engine lock is ours, so no engine serves it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # born 0600: no moment where others may connect
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return sock
+
+
+def _tcp_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def serve(
+    home: Path | str | None = None,
+    listen: str | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Listening], None] | None = None,
+    webhook_secrets: dict[str, str] | None = None,
+    engine_options: dict[str, object] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM or until `stop` is set."""
+    home = Path(home) if home is not None else default_home()
+    stop = stop or asyncio.Event()
+    secrets = webhook_secrets if webhook_secrets is not None else webhook_secrets_from_env()
+    async with Engine(home, **(engine_options or {})) as engine:  # type: ignore[arg-type]
+        tokens = TokenStore(home / "catalog.db")
+        listeners: list[tuple[_Server, socket.socket]] = []
+        sock_path = home / "engine.sock"
+        try:
+            for require_token, sock in _listeners(sock_path, listen):
+                app = create_app(engine, tokens, require_token=require_token,
+                                 webhook_secrets=secrets)
+                config = uvicorn.Config(app, log_level="warning", access_log=False,
+                                        lifespan="off", timeout_graceful_shutdown=10,
+                                        timeout_keep_alive=30, server_header=False)
+                listeners.append((_Server(config), sock))
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, stop.set)
+            tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
+            while not all(server.started for server, _ in listeners):
+                if any(t.done() for t in tasks):
+                    break
+                await asyncio.sleep(0.01)
+            tcp = listeners[1][1].getsockname()[:2] if len(listeners) > 1 else None
+            if on_ready is not None:
+                on_ready(Listening(sock_path, tcp))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for server, _ in listeners:
+                server.should_exit = True
+            engine.bus.close()  # live streams end; their clients resume elsewhere
+            await asyncio.gather(*tasks, return_exceptions=True)
+            stopper.cancel()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    asyncio.get_running_loop().remove_signal_handler(sig)
+            for _, sock in listeners:
+                sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                sock_path.unlink()
+            tokens.close()
+
+
+def _listeners(sock_path: Path, listen: str | None) -> Iterator[tuple[bool, socket.socket]]:
+    yield False, _unix_listener(sock_path)
+    if listen:
+        yield True, _tcp_listener(*parse_listen(listen))

@@ -1,0 +1,139 @@
+"""API tokens (CONTRACT §4.3): created once, stored only as a SHA-256 hash in catalog.db,
+each with a scope and optionally limited to some Axons.
+
+Scopes are ranked: read < publish < sql-write < admin; a scope allows everything the
+lower ones do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from engine.errors import AxonError, InvalidInput, NotFound
+from engine.log import check_label, connect
+
+SCOPES = ("read", "publish", "sql-write", "admin")
+TOKEN_PREFIX = "axt_"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens(
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    scope TEXT NOT NULL,
+    axons TEXT,
+    created_at_ms INTEGER NOT NULL
+);
+"""
+
+
+class Forbidden(AxonError):
+    status = 403
+    code = "forbidden"
+
+
+class Unauthorized(AxonError):
+    status = 401
+    code = "unauthorized"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's name and what it may do, or the local user (admin)."""
+
+    name: str
+    scope: str = "admin"
+    axons: frozenset[str] | None = None  # None: every Axon
+
+    def allows(self, scope: str) -> bool:
+        return SCOPES.index(self.scope) >= SCOPES.index(scope)
+
+    def require(self, scope: str, axon_id: str | None = None) -> None:
+        """404 for an Axon outside the token's reach (its existence is not revealed), then
+        403 when the scope is too small."""
+        if axon_id is not None and self.axons is not None and axon_id not in self.axons:
+            raise NotFound(f"no Axon {axon_id!r:.80}; `axons ls` lists them", code="axon_not_found")
+        if not self.allows(scope):
+            raise Forbidden(
+                f"token {self.name!r} has scope {self.scope!r}; this needs {scope!r} "
+                f"(create one with `axons token create NAME --scope {scope}`)"
+            )
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    name: str
+    scope: str
+    axons: list[str] | None
+    created_at_ms: int
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    """Tokens in catalog.db. Thread-safe; lookups are cached by hash."""
+
+    def __init__(self, catalog_path: Path) -> None:
+        self._conn = connect(catalog_path, create=True)
+        self._conn.execute(SCHEMA)
+        self._lock = threading.Lock()
+        self._cache: dict[str, Principal | None] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def create(self, name: str, scope: str, axons: list[str] | None = None) -> str:
+        """Store a new token and return it; this is the only time it is shown."""
+        check_label("name", name)
+        if scope not in SCOPES:
+            raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._lock:
+            if self._conn.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchall():
+                raise InvalidInput(f"a token named {name!r} exists; revoke it first",
+                                   code="token_exists")
+            self._conn.execute(
+                "INSERT INTO tokens VALUES (?,?,?,?,?)",
+                (name, _digest(token), scope, orjson.dumps(axons).decode() if axons else None,
+                 time.time_ns() // 1_000_000),
+            )
+        return token
+
+    def list(self) -> list[TokenInfo]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, scope, axons, created_at_ms FROM tokens ORDER BY name"
+            ).fetchall()
+        return [TokenInfo(n, s, orjson.loads(a) if a else None, c) for n, s, a, c in rows]
+
+    def revoke(self, name: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
+            if self._conn.changes() == 0:
+                raise NotFound(f"no token named {name!r}", code="token_not_found")
+            self._cache.clear()
+
+    def authenticate(self, token: str) -> Principal:
+        digest = _digest(token)
+        principal = self._cache.get(digest)
+        if principal is None:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT name, scope, axons FROM tokens WHERE hash = ?", (digest,)
+                ).fetchall()
+            if not rows:
+                raise Unauthorized("the bearer token is not valid; create one with "
+                                   "`axons token create NAME --scope SCOPE`")
+            name, scope, axons = rows[0]
+            principal = Principal(name, scope, frozenset(orjson.loads(axons)) if axons else None)
+            self._cache[digest] = principal
+        return principal

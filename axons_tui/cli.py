@@ -107,6 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.set_defaults(fn=commands.token_revoke)
 
+    p = command("agent", "agents: add FILE.toml, ls, start, pause, resume, stop, logs",
+                commands.agent_ls)
+    agents = p.add_subparsers(dest="agent_command", metavar="ACTION")
+    a = agents.add_parser("add", parents=[common], help="declare the agents of a TOML file")
+    a.add_argument("file", type=Path)
+    a.set_defaults(fn=commands.agent_add)
+    a = agents.add_parser("ls", parents=[common], help="list an Axon's agents")
+    a.add_argument("axon")
+    a.add_argument("name", nargs="?")
+    a.set_defaults(fn=commands.agent_ls)
+    for action in ("start", "pause", "resume", "stop"):
+        a = agents.add_parser(action, parents=[common], help=f"{action} an agent")
+        a.add_argument("axon")
+        a.add_argument("name")
+        a.set_defaults(fn=commands.agent_action, action=action)
+    a = agents.add_parser("logs", parents=[common], help="an agent's recent stderr")
+    a.add_argument("axon")
+    a.add_argument("name")
+    a.add_argument("--tail", type=int, default=100)
+    a.set_defaults(fn=commands.agent_logs)
+
+    p = command("images", "build the agent images offline (base + sample agents)",
+                commands.images_build)
+    images = p.add_subparsers(dest="images_command", metavar="ACTION")
+    i = images.add_parser("build", parents=[common], help="build (cached: seconds when done)")
+    i.set_defaults(fn=commands.images_build)
+
     p = command("run", "run a scenario headless; exit 1 on an unmet expectation", commands.run)
     p.add_argument("scenario", type=Path)
     return parser
@@ -127,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         parser.error(str(e))
     except AxonError as e:
+        if e.code == "usage":  # a command found bad usage after parsing: exit 2
+            parser.error(e.message)
         _fail(args, e.code, e.message)
     except (OSError, orjson.JSONDecodeError) as e:
         _fail(args, type(e).__name__, str(e))

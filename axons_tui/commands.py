@@ -4,17 +4,20 @@ errors are raised as `AxonError` and printed by `cli.main` as one line."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from axons_tui.backend import open_backend, resolve_home
 from engine.errors import InvalidInput
-from engine.models import Draft, Event, QueryResult
+from engine.models import AgentSpec, AgentView, Draft, Event, QueryResult
 from engine.tokens import TokenStore
 
 out = Console(highlight=False, soft_wrap=True)
@@ -279,6 +282,108 @@ async def token_revoke(args: argparse.Namespace) -> int:
         store.close()
     if not args.json:
         out.print(f"revoked {args.name}")
+    return 0
+
+
+# -- agents -----------------------------------------------------------------------------
+
+
+def load_agent_specs(path: Path) -> list[AgentSpec]:
+    """The `[[agents]]` of a TOML file; relative host mounts are relative to the file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidInput(f"{path}: not valid TOML ({e})", code="invalid_agents") from None
+    items = data.get("agents")
+    if not isinstance(items, list) or not items:
+        raise InvalidInput(f"{path}: declares no [[agents]]", code="invalid_agents")
+    specs = []
+    for item in items:
+        mounts = []
+        for mount in item.get("mounts", []):
+            source, sep, rest = mount.partition(":")
+            if source.startswith("."):
+                source = str((path.parent / source).resolve())
+            mounts.append(source + sep + rest)
+        try:
+            specs.append(AgentSpec.model_validate({**item, "mounts": mounts}))
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in e.errors())
+            raise InvalidInput(f"{path}: agent {item.get('name', '?')}: {problems}",
+                               code="invalid_agents") from None
+    return specs
+
+
+def _agent_table(views: list[AgentView]) -> Table:
+    table = Table(title=f"{len(views)} agents", title_justify="left")
+    for column in ("name", "state", "runtime", "cursor", "image / command", "last event"):
+        table.add_column(column)
+    for v in views:
+        what = v.spec.image or " ".join(v.spec.command or [])
+        table.add_row(v.name, v.state, v.runtime, str(v.cursor), what,
+                      str(v.detail.get("last_event", "")))
+    return table
+
+
+async def agent_add(args: argparse.Namespace) -> int:
+    specs = load_agent_specs(args.file)
+    async with open_backend(args.home, args.connect) as backend:
+        views = [await backend.agents.add(spec) for spec in specs]
+    if args.json:
+        _print_json([v.model_dump(mode="json") for v in views])
+    else:
+        out.print(_agent_table(views))
+    return 0
+
+
+async def agent_ls(args: argparse.Namespace) -> int:
+    if not getattr(args, "axon", None):
+        raise InvalidInput("usage: axons agent ls AXON [NAME]", code="usage")
+    async with open_backend(args.home, args.connect) as backend:
+        axon_id = await _axon_id(backend, args.axon)
+        views = await backend.agents.list(axon_id)
+    if args.name:
+        views = [v for v in views if v.name == args.name]
+    if args.json:
+        _print_json([v.model_dump(mode="json") for v in views])
+    else:
+        out.print(_agent_table(views))
+    return 0
+
+
+async def agent_action(args: argparse.Namespace) -> int:
+    async with open_backend(args.home, args.connect) as backend:
+        view = await backend.agents.command(await _axon_id(backend, args.axon), args.name,
+                                            args.action)
+    if args.json:
+        _print_json(view.model_dump(mode="json"))
+    else:
+        out.print(f"{args.action}: {view.name} is {view.state}")
+    return 0
+
+
+async def agent_logs(args: argparse.Namespace) -> int:
+    async with open_backend(args.home, args.connect) as backend:
+        lines = await backend.agents.logs(await _axon_id(backend, args.axon), args.name, args.tail)
+    if args.json:
+        _print_json({"lines": lines})
+    else:
+        for line in lines:
+            out.print(line, markup=False)
+    return 0
+
+
+async def images_build(args: argparse.Namespace) -> int:
+    from engine.images import build_all
+
+    loop = asyncio.get_running_loop()
+    tags = await loop.run_in_executor(
+        None, build_all, lambda line: sys.stderr.write(f"  {line}\n") if not args.json else None
+    )
+    if args.json:
+        _print_json({"images": tags})
+    else:
+        out.print("built: " + ", ".join(tags))
     return 0
 
 

@@ -32,6 +32,14 @@ CREATE TABLE IF NOT EXISTS axons(
     deleted_at_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS axons_name ON axons(name);
+CREATE TABLE IF NOT EXISTS agents(
+    axon_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    desired TEXT NOT NULL DEFAULT 'running',
+    PRIMARY KEY (axon_id, name)
+);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _COLUMNS = "id, created_at_ms, metadata, name, deleted_at_ms"
@@ -172,6 +180,38 @@ class Catalog:
         return AxonPage(
             axons=[_view(r) for r in rows[:limit]], has_more=len(rows) > limit, total_count=total
         )
+
+    def home_id(self) -> str:
+        """A stable random id for this home (labels its containers)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('home_id', ?)", (secrets.token_hex(8),)
+            )
+            return str(self._conn.execute("SELECT value FROM meta WHERE key = 'home_id'").fetchall()[0][0])
+
+    # -- agents -------------------------------------------------------------------------
+
+    def put_agent(self, axon_id: str, name: str, spec: dict[str, Any], desired: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO agents VALUES (?,?,?,?) ON CONFLICT(axon_id, name) DO UPDATE SET "
+                "spec = excluded.spec, desired = excluded.desired",
+                (axon_id, name, orjson.dumps(spec).decode(), desired),
+            )
+
+    def set_agent_desired(self, axon_id: str, name: str, desired: str) -> None:
+        with self._lock:
+            self._conn.execute("UPDATE agents SET desired = ? WHERE axon_id = ? AND name = ?",
+                               (desired, axon_id, name))
+
+    def agents(self) -> list[tuple[str, str, dict[str, Any], str]]:
+        with self._lock:
+            rows = self._conn.execute("SELECT axon_id, name, spec, desired FROM agents").fetchall()
+        return [(a, n, orjson.loads(spec), d) for a, n, spec, d in rows]
+
+    def delete_agent(self, axon_id: str, name: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM agents WHERE axon_id = ? AND name = ?", (axon_id, name))
 
     def all_ids(self) -> list[str]:
         with self._lock:

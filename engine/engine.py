@@ -22,7 +22,8 @@ from engine import records, state
 from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog
 from engine.errors import Conflict, InvalidInput, Unavailable
-from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, check_draft
+from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft
+from engine.supervisor import Supervisor
 from engine.models import (
     AxonPage,
     AxonView,
@@ -58,6 +59,7 @@ class Engine:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         subscriber_buffer: int = DEFAULT_BUFFER,
         threads: int = 8,
+        agent_runtime: str = "auto",
     ) -> None:
         self.home = Path(home) if home is not None else default_home()
         self.max_open_axons = max_open_axons
@@ -72,6 +74,7 @@ class Engine:
         self._deleted: set[str] = set()
         self._lock_fd: int | None = None
         self._closing = False
+        self.agents = Supervisor(self, runtime=agent_runtime)
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -80,10 +83,12 @@ class Engine:
         self._lock_fd = _lock_home(self.home)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
         self._catalog = await self._run(Catalog, self.home / "catalog.db")
+        await self.agents.start()
         return self
 
     async def close(self) -> None:
         """Let queued writes commit, then close every file. Acknowledged events are on disk."""
+        await self.agents.close()  # agents stay as they are; the next engine re-attaches
         self._closing = True
         self.bus.close()
         await asyncio.sleep(0)  # let subscribers see the end before their files close
@@ -273,11 +278,37 @@ class Engine:
                 raise e.cause from None
             return results[0]
 
-    async def batch(self, axon_id: str, statements: Sequence[Any]) -> list[QueryResult]:
-        """Several statements in one transaction: all of them commit, or none (BatchFailed)."""
+    async def batch(
+        self, axon_id: str, statements: Sequence[Any], *, ack: tuple[str, int] | None = None
+    ) -> list[QueryResult]:
+        """Several statements in one transaction: all of them commit, or none (BatchFailed).
+        With `ack=(agent, sequence)` the agent's cursor moves in the same transaction, so its
+        effects happen exactly once."""
         parsed = state.parse_statements(statements)
+
+        def run(ctx: WriteContext) -> list[QueryResult]:
+            results = state.write_statements(ctx.conn, parsed)
+            if ack is not None:
+                _move_cursor(ctx, *ack)
+            return results
+
         async with self._using(axon_id) as f:
-            return await f.submit(lambda ctx: state.write_statements(ctx.conn, parsed))
+            if ack is not None:
+                _check_sequence(ack[1], f.last_sequence)
+            return await f.submit(run)
+
+    async def agent_cursor(self, axon_id: str, agent: str) -> int:
+        """The last sequence the agent acknowledged (0: none)."""
+        async with self._using(axon_id) as f:
+            rows = await f.run_read(lambda c: c.execute(
+                "SELECT sequence FROM axon_agent_cursors WHERE agent = ?", (agent,)).fetchall())
+        return int(rows[0][0]) if rows else 0
+
+    async def ack(self, axon_id: str, agent: str, sequence: int) -> int:
+        """Move the agent's durable cursor forward (never back); returns the cursor."""
+        async with self._using(axon_id) as f:
+            _check_sequence(sequence, f.last_sequence)
+            return int(await f.submit(lambda ctx: _move_cursor(ctx, agent, sequence)))
 
     async def changes(self, axon_id: str, sequence: int) -> list[RowChange]:
         """The state changes made between event `sequence - 1` and the next event."""
@@ -379,7 +410,11 @@ class Engine:
             raise
         finally:
             del self._opening[axon_id]
-        await self._evict()
+        f.users += 1  # not evictable until the caller holds it (no await after we return)
+        try:
+            await self._evict()
+        finally:
+            f.users -= 1
         return f
 
     async def _evict(self) -> None:
@@ -389,7 +424,8 @@ class Engine:
         for axon_id, f in list(self._files.items()):
             if excess <= 0:
                 break
-            if not f.busy:
+            # Another eviction may have closed it while we awaited a close.
+            if not f.busy and self._files.get(axon_id) is f:
                 del self._files[axon_id]
                 excess -= 1
                 await f.close()
@@ -397,6 +433,16 @@ class Engine:
     @property
     def open_axons(self) -> int:
         return len(self._files)
+
+
+def _move_cursor(ctx: WriteContext, agent: str, sequence: int) -> int:
+    ctx.conn.execute(
+        "INSERT INTO axon_agent_cursors VALUES (?, ?) ON CONFLICT(agent) "
+        "DO UPDATE SET sequence = max(sequence, excluded.sequence)",
+        (agent, sequence),
+    )
+    return int(ctx.conn.execute(
+        "SELECT sequence FROM axon_agent_cursors WHERE agent = ?", (agent,)).fetchall()[0][0])
 
 
 def _query_at(

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS axon_events(
 CREATE UNIQUE INDEX IF NOT EXISTS axon_events_idempotency
     ON axon_events(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS axon_meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS axon_agent_cursors(agent TEXT PRIMARY KEY, sequence INTEGER NOT NULL);
 """
 
 _INSERT_EVENT = "INSERT INTO axon_events VALUES (?,?,?,?,?,?,?,?,?)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Origin = Literal["EXTERNAL_EVENT", "USER_EVENT", "AGENT_EVENT", "SYSTEM_EVENT"]
 ORIGINS: frozenset[str] = frozenset(("EXTERNAL_EVENT", "USER_EVENT", "AGENT_EVENT", "SYSTEM_EVENT"))
@@ -133,3 +133,52 @@ class RowChange(BaseModel):
     rowid: int
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+class AgentSpec(BaseModel):
+    """An agent as declared in TOML or JSON (CONTRACT §5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    axon: str = Field(min_length=1, max_length=200)
+    image: str | None = None
+    command: list[str] | None = None
+    protocol: Literal["axon", "acp", "claude_json"] = "axon"
+    runtime: Literal["auto", "docker", "process"] = "auto"
+    wake_on: list[Origin] = Field(default_factory=lambda: ["USER_EVENT", "EXTERNAL_EVENT"])
+    idle_pause_s: float = Field(30.0, ge=0)
+    idle_hibernate_s: float = Field(600.0, ge=0)
+    on_busy: Literal["queue", "interrupt", "merge"] = "queue"
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list)
+    memory: str = "512m"
+    cpus: float = Field(1.0, gt=0)
+    pids: int = Field(256, ge=16)
+    network: Literal["none", "bridge"] = "none"
+    mounts: list[str] = Field(default_factory=list)
+    mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
+    workdir: str | None = None
+    turn_timeout_s: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _runnable(self) -> AgentSpec:
+        if self.image is None and not self.command:
+            raise ValueError("an agent needs an image (docker) or a command (local process)")
+        if self.runtime == "docker" and self.image is None:
+            raise ValueError("runtime docker needs an image")
+        if self.runtime == "process" and not self.command:
+            raise ValueError("runtime process needs a command")
+        return self
+
+
+class AgentView(BaseModel):
+    """An agent and where it stands."""
+
+    axon_id: str
+    name: str
+    state: str
+    runtime: str
+    cursor: int
+    spec: AgentSpec
+    detail: dict[str, Any] = Field(default_factory=dict)

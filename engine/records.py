@@ -95,7 +95,10 @@ def _state_rows(path: str, at_sequence: int, objects: list[tuple[str, str, str, 
             if kind != "table":
                 continue
             cur = mem.execute(f"SELECT rowid, * FROM {quote(name)} ORDER BY rowid")
-            columns = [d[0] for d in cur.get_description()][1:]
+            try:
+                columns = [d[0] for d in cur.get_description()][1:]
+            except apsw.ExecutionCompleteError:  # apsw: an empty result has no description
+                continue
             for rowid, *values in cur:
                 out.append(orjson.dumps({
                     "type": "row", "table": name, "rowid": rowid,
@@ -125,7 +128,10 @@ def _history_rows(conn: apsw.Connection, at_sequence: int) -> list[bytes]:
     ]
     for table in hist_tables:
         cur = conn.execute(f"SELECT * FROM {quote(table)} WHERE _ax_seq <= ? ORDER BY _ax_id", (at_sequence,))
-        columns = [d[0] for d in cur.get_description()]
+        try:
+            columns = [d[0] for d in cur.get_description()]
+        except apsw.ExecutionCompleteError:  # no rows
+            continue
         for values in cur:
             out.append(orjson.dumps({"type": "history", "table": table, "columns": columns,
                                      "values": [_encode(v) for v in values]}))

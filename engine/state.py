@@ -63,6 +63,7 @@ class _Guard:
     def __init__(self, *, write: bool) -> None:
         self.write = write
         self.refusal: str | None = None
+        self.dropping: set[str] = set()  # tables this statement drops (with their triggers)
 
     def __call__(
         self, action: int, a1: str | None, a2: str | None, db: str | None, trigger: str | None
@@ -92,6 +93,14 @@ class _Guard:
             return None  # the engine's own change-capture triggers
         if action == apsw.SQLITE_ALTER_TABLE:
             return f"table {a2} belongs to the engine" if _reserved(a2) else None
+        if action == apsw.SQLITE_REINDEX:
+            return None  # CREATE INDEX builds its index this way; it changes no data
+        if action == apsw.SQLITE_UPDATE and db == "temp" and a1 == "sqlite_temp_master":
+            return None  # ALTER TABLE ... RENAME rewrites temp schema references too
+        if action == apsw.SQLITE_DROP_TABLE and not _reserved(a1) and a1 is not None:
+            self.dropping.add(a1)
+        if action == apsw.SQLITE_DROP_TRIGGER and a2 in self.dropping and db == "main":
+            return None  # the capture triggers go with the user's table they belong to
         if action in _WRITE_ACTIONS:
             if db is not None and db != "main":
                 return "temporary objects are not allowed; create tables in the Axon"
@@ -254,13 +263,27 @@ def write_statements(
     results: list[QueryResult] = []
     for i, st in enumerate(statements):
         version = _schema_version(conn)
+        # The authorizer never sees a table's new name, so a rename into the engine's
+        # namespace is caught by comparing names (RENAME is a keyword: it cannot be hidden).
+        reserved = _reserved_tables(conn) if "rename" in st.sql.lower() else None
         try:
             results.append(run_statement(conn, st.sql, st.params, write=True, max_rows=max_rows))
+            if reserved is not None and _reserved_tables(conn) - reserved:
+                raise ReadOnlyViolation("names starting axon_ are reserved for the engine")
             if _schema_version(conn) != version:
                 sync_capture(conn)
         except (SqlError, InvalidInput, ReadOnlyViolation) as e:
             raise BatchFailed(i, e, results) from None
     return results
+
+
+def _reserved_tables(conn: apsw.Connection) -> set[str]:
+    return {
+        name.lower()
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE name LIKE 'axon\\_%' ESCAPE '\\'"
+        )
+    }
 
 
 def _schema_version(conn: apsw.Connection) -> int:
@@ -348,9 +371,10 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
     )
     conn.execute(f"CREATE INDEX IF NOT EXISTS {quote('axon_hist_' + name + '_ax_seq')} ON {hist}(_ax_seq)")
     have = {row[1] for row in conn.execute(f"PRAGMA table_info({hist})")}
-    for col in columns:
-        if col not in have:
-            conn.execute(f"ALTER TABLE {hist} ADD COLUMN {quote(col)}")
+    had_columns = bool(have - {"_ax_id", "_ax_seq", "_ax_op", "_ax_rowid"})
+    added = [col for col in columns if col not in have]
+    for col in added:
+        conn.execute(f"ALTER TABLE {hist} ADD COLUMN {quote(col)}")
     for (trigger,) in conn.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? "
         "AND name LIKE 'axon\\_cc\\_%' ESCAPE '\\'",
@@ -379,6 +403,13 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
         # Rows that exist before capture starts (a renamed table, an imported file).
         conn.execute(
             f"{target} SELECT ?, 'I', rowid, {cols} FROM {quote(name)}", (sequence,)
+        )
+    elif added and had_columns:
+        # A column added with a DEFAULT, or renamed: rows already have values for it that
+        # their history lacks, so record their new version.
+        valued = " OR ".join(f"{quote(c)} IS NOT NULL" for c in added)
+        conn.execute(
+            f"{target} SELECT ?, 'U', rowid, {cols} FROM {quote(name)} WHERE {valued}", (sequence,)
         )
 
 
@@ -453,13 +484,13 @@ def changes_at(conn: apsw.Connection, sequence: int) -> list[RowChange]:
         hist = _hist(name)
         if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", ("axon_hist_" + name,)).fetchall():
             continue
+        names = [row[1] for row in conn.execute(f"PRAGMA table_info({hist})")]
         cur = conn.execute(f"SELECT * FROM {hist} WHERE _ax_seq = ? ORDER BY _ax_id", (sequence,))
-        names = [d[0] for d in cur.get_description()]
         for row in cur.fetchall():
             record = dict(zip(names, row, strict=True))
             change_id, op, rowid = record.pop("_ax_id"), record.pop("_ax_op"), record.pop("_ax_rowid")
             record.pop("_ax_seq")
-            before = _previous_version(conn, hist, names, rowid, change_id)
+            before = _previous_version(conn, name, names, rowid, change_id)
             after = None if op == "D" else {k: _jsonable(v) for k, v in record.items()}
             kind = "delete" if op == "D" else ("update" if before is not None else "insert")
             found.append(
@@ -470,11 +501,17 @@ def changes_at(conn: apsw.Connection, sequence: int) -> list[RowChange]:
 
 
 def _previous_version(
-    conn: apsw.Connection, hist: str, names: list[str], rowid: int, change_id: int
+    conn: apsw.Connection, table: str, names: list[str], rowid: int, change_id: int
 ) -> dict[str, Any] | None:
+    # History at or below the epoch belongs to an earlier table of the same name.
+    epoch = conn.execute(
+        "SELECT coalesce(max(epoch), 0) FROM axon_schema_history WHERE tbl = ? AND epoch < ?",
+        (table, change_id),
+    ).fetchall()[0][0]
     for row in conn.execute(
-        f"SELECT * FROM {hist} WHERE _ax_rowid = ? AND _ax_id < ? ORDER BY _ax_id DESC LIMIT 1",
-        (rowid, change_id),
+        f"SELECT * FROM {_hist(table)} WHERE _ax_rowid = ? AND _ax_id < ? AND _ax_id > ? "
+        "ORDER BY _ax_id DESC LIMIT 1",
+        (rowid, change_id, epoch),
     ):
         record = dict(zip(names, row, strict=True))
         if record["_ax_op"] == "D":

@@ -86,6 +86,7 @@ class TokenStore:
         self._conn.execute(SCHEMA)
         self._lock = threading.Lock()
         self._cache: dict[str, Principal | None] = {}
+        self._version: int | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -124,6 +125,13 @@ class TokenStore:
 
     def authenticate(self, token: str) -> Principal:
         digest = _digest(token)
+        with self._lock:
+            # Another process (`axons token revoke`) may have changed the tokens: SQLite's
+            # data_version moves on any other connection's commit, and then the cache goes.
+            version = self._conn.execute("PRAGMA data_version").fetchall()[0][0]
+            if version != self._version:
+                self._cache.clear()
+                self._version = version
         principal = self._cache.get(digest)
         if principal is None:
             with self._lock:

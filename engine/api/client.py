@@ -20,6 +20,8 @@ from httpx_sse import aconnect_sse
 
 from engine.errors import AxonError
 from engine.models import (
+    AgentSpec,
+    AgentView,
     AxonPage,
     AxonView,
     Draft,
@@ -51,6 +53,38 @@ def _draft_body(d: Draft) -> dict[str, Any]:
     return body
 
 
+class RemoteAgents:
+    """The supervisor's methods (`Engine.agents`) over HTTP."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def add(self, spec: AgentSpec) -> AgentView:
+        data = await self._client._call("POST", f"/v1/axons/{spec.axon}/agents",
+                                        json=spec.model_dump(mode="json"))
+        return AgentView.model_validate(data)
+
+    async def list(self, axon_id: str | None = None) -> list[AgentView]:
+        data = await self._client._call("GET", f"/v1/axons/{axon_id}/agents")
+        return [AgentView.model_validate(a) for a in data["agents"]]
+
+    async def get(self, axon_id: str, name: str) -> AgentView:
+        found = [a for a in await self.list(axon_id) if a.name == name]
+        if not found:
+            raise AxonError(f"no agent {name!r} on Axon {axon_id}", code="agent_not_found",
+                            status=404)
+        return found[0]
+
+    async def command(self, axon_id: str, name: str, action: str) -> AgentView:
+        data = await self._client._call("POST", f"/v1/axons/{axon_id}/agents/{name}/{action}")
+        return AgentView.model_validate(data)
+
+    async def logs(self, axon_id: str, name: str, tail: int = 100) -> list[str]:
+        data = await self._client._call("GET", f"/v1/axons/{axon_id}/agents/{name}/logs",
+                                        params={"tail": tail})
+        return list(data["lines"])
+
+
 class Client:
     """Async client. Errors come back as `AxonError` with the server's code and status."""
 
@@ -61,6 +95,7 @@ class Client:
         self._http = httpx.AsyncClient(base_url=base_url, transport=transport, headers=headers,
                                        timeout=httpx.Timeout(timeout, connect=5.0))
         self.target = str(socket_path or base_url)
+        self.agents = RemoteAgents(self)
 
     @classmethod
     def for_home(cls, home: Path | str) -> Client:

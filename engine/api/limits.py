@@ -34,26 +34,31 @@ class BodyLimit:
             return
         received = 0
         started = False
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large and not started:
+                return  # the app's answer to the cut-off body (FastAPI: a 400); the 413 wins
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
-            if not started:
-                await _refuse(send, limit)
+            pass
+        if too_large and not started:
+            await _refuse(send, limit)
 
 
 async def _refuse(send: Send, limit: int) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.models import AxonPage, AxonView, QueryResult, RowChange, VerifyReport
+from engine.models import AgentSpec, AgentView, AxonPage, AxonView, QueryResult, RowChange, VerifyReport
 
 __all__ = [
     "AxonPage",
@@ -134,3 +134,17 @@ class ChangesView(BaseModel):
 class Health(BaseModel):
     ok: bool
     axons_open: int
+
+
+class AgentSpecBody(AgentSpec):
+    """An agent for the Axon in the path (`axon` may be left out)."""
+
+    axon: str = Field("", max_length=200)  # type: ignore[assignment]
+
+
+class AgentList(BaseModel):
+    agents: list[AgentView]
+
+
+class AgentLogs(BaseModel):
+    lines: list[str]

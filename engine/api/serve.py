@@ -83,8 +83,10 @@ async def serve(
     on_ready: Callable[[Listening], None] | None = None,
     webhook_secrets: dict[str, str] | None = None,
     engine_options: dict[str, object] | None = None,
+    keepalive_s: float = 15.0,
 ) -> None:
-    """Serve until SIGINT/SIGTERM or until `stop` is set."""
+    """Serve until SIGINT/SIGTERM or until `stop` is set. `keepalive_s`: the idle time after
+    which an SSE stream gets a `: ping` comment line."""
     home = Path(home) if home is not None else default_home()
     stop = stop or asyncio.Event()
     secrets = webhook_secrets if webhook_secrets is not None else webhook_secrets_from_env()
@@ -95,7 +97,7 @@ async def serve(
         try:
             for require_token, sock in _listeners(sock_path, listen):
                 app = create_app(engine, tokens, require_token=require_token,
-                                 webhook_secrets=secrets)
+                                 webhook_secrets=secrets, keepalive_s=keepalive_s)
                 config = uvicorn.Config(app, log_level="warning", access_log=False,
                                         lifespan="off", timeout_graceful_shutdown=10,
                                         timeout_keep_alive=30, server_header=False)

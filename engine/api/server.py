@@ -20,7 +20,7 @@ from engine.api.limits import BodyLimit
 from engine.api.sse import EventStream
 from engine.engine import Engine
 from engine.errors import AxonError, InvalidInput
-from engine.models import Draft, Event
+from engine.models import AgentSpec, Draft, Event
 from engine.state import BatchFailed
 from engine.tokens import Principal, TokenStore, Unauthorized
 
@@ -83,15 +83,18 @@ def create_app(
     async def axon_error(_request: Request, exc: AxonError) -> Response:
         return ORJSONResponse(exc.to_dict(), status_code=exc.status)
 
+    def malformed_json() -> Response:
+        return ORJSONResponse(
+            {"error": {"code": "malformed_json",
+                       "message": "the body is not valid JSON (UTF-8); check quoting and encoding"}},
+            status_code=400,
+        )
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
         problems = exc.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
-            return ORJSONResponse(
-                {"error": {"code": "malformed_json",
-                           "message": "the body is not valid JSON (UTF-8); check quoting and encoding"}},
-                status_code=400,
-            )
+            return malformed_json()
         described = "; ".join(
             f"{'.'.join(str(x) for x in p.get('loc', ()) if x != 'body') or 'body'}: {p.get('msg')}"
             for p in problems[:5]
@@ -101,9 +104,15 @@ def create_app(
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
+            return malformed_json()
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ORJSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+        message = str(exc.detail)
+        if code != "http_error" and message in ("Not Found", "Method Not Allowed"):  # routing
+            message = (f"no route for {request.method} {request.url.path}; "
+                       "GET /openapi.json lists the API")
+        return ORJSONResponse({"error": {"code": code, "message": message}},
                               status_code=exc.status_code)
 
     # -- Axons --------------------------------------------------------------------------
@@ -201,10 +210,11 @@ def create_app(
         """Newest first (Runloop's paging), or oldest first with `after_sequence`."""
         axon_id = await axon_for(caller, ref, "read")
         if after_sequence is not None:
-            events = await engine.read_events(axon_id, after_sequence, limit + 1)
-            total = await engine.last_sequence(axon_id) if include_total_count else None
-            page = {"events": [e.to_dict() for e in events[:limit]],
-                    "has_more": len(events) > limit, "total_count": total}
+            events = await engine.read_events(axon_id, after_sequence, limit)
+            last = await engine.last_sequence(axon_id)  # gapless: more iff the page ends before it
+            page = {"events": [e.to_dict() for e in events],
+                    "has_more": bool(events) and events[-1].sequence < last,
+                    "total_count": last if include_total_count else None}
             return Response(orjson.dumps(page), media_type="application/json")
         page_view = await engine.list_events(axon_id, limit=limit, starting_after=starting_after,
                                              include_total_count=include_total_count)
@@ -300,6 +310,35 @@ def create_app(
         axon_id = await axon_for(caller, ref, "read")
         caller.require("admin")
         return await engine.fork(axon_id, body.at_sequence, name=body.name)
+
+    # -- agents -------------------------------------------------------------------------
+
+    @app.get("/v1/axons/{id}/agents", response_model=s.AgentList, tags=["agents"])
+    async def list_agents(caller: Caller, ref: AxonId) -> s.AgentList:
+        axon_id = await axon_for(caller, ref, "read")
+        return s.AgentList(agents=await engine.agents.list(axon_id))
+
+    @app.post("/v1/axons/{id}/agents", response_model=s.AgentView, tags=["agents"])
+    async def add_agent(caller: Caller, ref: AxonId, body: s.AgentSpecBody) -> s.AgentView:
+        """Declare an agent on this Axon (replacing one of the same name) and start it."""
+        axon_id = await axon_for(caller, ref, "admin")
+        spec = AgentSpec.model_validate({**body.model_dump(), "axon": axon_id})
+        return await engine.agents.add(spec)
+
+    @app.get("/v1/axons/{id}/agents/{name}/logs", response_model=s.AgentLogs, tags=["agents"])
+    async def agent_logs(caller: Caller, ref: AxonId, name: str,
+                         tail: Annotated[int, Query(ge=1, le=10_000)] = 100) -> s.AgentLogs:
+        axon_id = await axon_for(caller, ref, "read")
+        return s.AgentLogs(lines=await engine.agents.logs(axon_id, name, tail))
+
+    @app.post("/v1/axons/{id}/agents/{name}/{action}", response_model=s.AgentView,
+              tags=["agents"])
+    async def agent_action(
+        caller: Caller, ref: AxonId, name: str,
+        action: Annotated[str, Path(pattern="^(start|pause|resume|stop)$")],
+    ) -> s.AgentView:
+        axon_id = await axon_for(caller, ref, "admin")
+        return await engine.agents.command(axon_id, name, action)
 
     # -- webhooks -----------------------------------------------------------------------
 

@@ -1,0 +1,5 @@
+"""The broker: the part of the engine that speaks to an agent over its stdin/stdout."""
+
+from engine.broker.native import BrokerHooks, NativeBroker, ProtocolError
+
+__all__ = ["BrokerHooks", "NativeBroker", "ProtocolError"]

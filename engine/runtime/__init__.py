@@ -1,0 +1,16 @@
+"""Where agents run: Docker containers, or local processes when no Docker engine answers.
+Both behind one small interface (`base.Runtime`)."""
+
+from engine.runtime.base import AgentIO, AgentKey, Runtime, Status
+
+__all__ = ["AgentIO", "AgentKey", "Runtime", "Status", "pick_runtime"]
+
+
+def pick_runtime(kind: str, home_id: str) -> Runtime:
+    """`docker`, `process`, or `auto`: Docker when its engine answers, else processes."""
+    from engine.runtime.docker import DockerRuntime, docker_available
+    from engine.runtime.process import ProcessRuntime
+
+    if kind == "docker" or (kind == "auto" and docker_available()):
+        return DockerRuntime(home_id)
+    return ProcessRuntime(home_id)

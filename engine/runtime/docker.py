@@ -1,0 +1,252 @@
+"""Agents in hardened Docker containers, through the Docker SDK.
+
+Hardening: no network unless the spec asks, read-only root (a writable /work volume and a
+/tmp tmpfs), every capability dropped, no-new-privileges, user 65534, memory, cpu and pids
+limits. Stdin stays open across attaches (`StdinOnce` false, set on the low-level config
+because the SDK forces it true), so an engine restart re-attaches instead of killing the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import logging
+import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import orjson
+
+from engine.errors import AxonError, Unavailable
+from engine.images import ensure_image
+from engine.models import AgentSpec
+from engine.runtime.base import AgentIO, AgentKey, Runtime, Status
+
+STDOUT, STDERR = 1, 2
+logger = logging.getLogger("axons.docker")
+
+
+def docker_available() -> bool:
+    try:
+        client = docker.from_env(timeout=3)
+        try:
+            client.ping()
+            return True
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def spec_hash(spec: AgentSpec, env: dict[str, str]) -> str:
+    """What the container was made from; a change means a new container."""
+    material = orjson.dumps([spec.model_dump(mode="json"), sorted(env)], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(material).hexdigest()[:16]
+
+
+class DockerIO(AgentIO):
+    """Demultiplexes a Docker attach socket (8-byte frame headers, no TTY)."""
+
+    def __init__(self, raw: socket.socket) -> None:
+        super().__init__()
+        self._raw = raw
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    async def open(self) -> DockerIO:
+        self._raw.setblocking(False)
+        self._reader, self._writer = await asyncio.open_connection(sock=self._raw, limit=16 << 20)
+        self._pump = asyncio.create_task(self._demux())
+        return self
+
+    async def _demux(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                header = await self._reader.readexactly(8)
+                stream, size = header[0], struct.unpack(">I", header[4:])[0]
+                data = await self._reader.readexactly(size)
+                (self.stderr if stream == STDERR else self.stdout).feed_data(data)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self.stdout.feed_eof()
+            self.stderr.feed_eof()
+
+    async def write(self, data: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+
+
+class DockerRuntime(Runtime):
+    kind = "docker"
+
+    def __init__(self, home_id: str) -> None:
+        self.home_id = home_id
+        self._client = docker.from_env(timeout=30)
+        self._api = self._client.api
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="axons-docker")
+        self.progress: Callable[[str], None] = _log_progress
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except docker.errors.NotFound as e:
+            raise AxonError(f"container not found: {e.explanation}", code="agent_missing",
+                            status=404) from None
+        except docker.errors.APIError as e:
+            raise Unavailable(f"docker: {e.explanation or e}", code="docker_error") from None
+        except Exception as e:
+            if "Connection" in type(e).__name__ or isinstance(e, OSError):
+                raise Unavailable(f"the Docker engine does not answer ({e})",
+                                  code="docker_unavailable") from None
+            raise
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
+        assert spec.image is not None
+        digest = spec_hash(spec, env)
+        try:
+            info = await self._call(self._api.inspect_container, key.slug)
+            if info["Config"]["Labels"].get("axons.spec") == digest:
+                return
+            await self._call(self._api.remove_container, key.slug, force=True)
+        except AxonError as e:
+            if e.code != "agent_missing":
+                raise
+        await self._call(ensure_image, spec.image, self.progress)
+        binds, volumes = _mounts(key, spec)
+        host_config = self._api.create_host_config(
+            network_mode=spec.network,
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,
+            nano_cpus=int(spec.cpus * 1e9),
+            pids_limit=spec.pids,
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
+            binds=binds,
+            init=True,  # PID 1 ignores SIGTERM it has no handler for; an init forwards it
+        )
+        config = self._api.create_container_config(
+            spec.image,
+            spec.command,
+            user="65534:65534",
+            stdin_open=True,
+            environment=env,
+            labels={**key.labels(), "axons.spec": digest},
+            working_dir=spec.workdir or "/work",
+            volumes=volumes,
+            host_config=host_config,
+        )
+        config["StdinOnce"] = False  # keep stdin open when our attach goes away
+        await self._call(self._api.create_container_from_config, config, key.slug)
+
+    async def start(self, key: AgentKey) -> AgentIO:
+        io = await self.attach(key)  # attach first: output written before it is not replayed
+        await self._call(self._api.start, key.slug)
+        return io
+
+    async def attach(self, key: AgentKey) -> AgentIO:
+        sock = await self._call(
+            self._api.attach_socket, key.slug,
+            params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
+        )
+        raw = getattr(sock, "_sock", sock)
+        return await DockerIO(raw).open()
+
+    async def pause(self, key: AgentKey) -> None:
+        await self._call(self._api.pause, key.slug)
+
+    async def resume(self, key: AgentKey) -> None:
+        await self._call(self._api.unpause, key.slug)
+
+    async def stop(self, key: AgentKey, timeout_s: float = 5.0) -> None:
+        if (await self.status(key)).state == "paused":
+            await self.resume(key)  # a frozen process cannot handle SIGTERM
+        await self._call(self._api.stop, key.slug, timeout=int(timeout_s))
+
+    async def remove(self, key: AgentKey) -> None:
+        with contextlib.suppress(AxonError):
+            await self._call(self._api.remove_container, key.slug, force=True)
+
+    async def status(self, key: AgentKey) -> Status:
+        try:
+            info = await self._call(self._api.inspect_container, key.slug)
+        except AxonError as e:
+            if e.code == "agent_missing":
+                return Status("missing")
+            raise
+        return _status(info["State"])
+
+    async def logs(self, key: AgentKey, tail: int = 100) -> list[str]:
+        data = await self._call(self._api.logs, key.slug, stdout=False, stderr=True, tail=tail)
+        return data.decode(errors="replace").splitlines()
+
+    async def inspect(self, key: AgentKey) -> dict[str, Any]:
+        info: dict[str, Any] = await self._call(self._api.inspect_container, key.slug)
+        return info
+
+    async def managed(self) -> list[tuple[AgentKey, Status]]:
+        found = await self._call(
+            self._api.containers, all=True, filters={"label": f"axons.home={self.home_id}"}
+        )
+        result = []
+        for c in found:
+            labels = c.get("Labels") or {}
+            key = AgentKey(self.home_id, labels.get("axons.axon", ""), labels.get("axons.agent", ""))
+            state = c.get("State", "")
+            result.append((key, Status("paused" if state == "paused" else
+                                       "running" if state == "running" else "exited")))
+        return result
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._client.close()
+
+
+def _log_progress(line: str) -> None:
+    logger.info("%s", line)
+
+
+def _status(state: dict[str, Any]) -> Status:
+    if state.get("Paused"):
+        return Status("paused")
+    if state.get("Running"):
+        return Status("running")
+    return Status("exited", state.get("ExitCode"))
+
+
+def _mounts(key: AgentKey, spec: AgentSpec) -> tuple[list[str], list[str]]:
+    """Binds and volume paths: the agent's own /work volume, then the spec's mounts
+    (`/host/path:/in/box[:ro]` read-only by default, or `volume-name:/in/box`)."""
+    binds = [f"{key.slug}-work:/work:rw"]
+    for mount in spec.mounts:
+        parts = mount.split(":")
+        if len(parts) not in (2, 3) or not parts[1].startswith("/"):
+            raise AxonError(f"mount {mount!r}: use SOURCE:/path/in/box[:ro|rw]", code="invalid_mount")
+        source, target = parts[0], parts[1]
+        mode = parts[2] if len(parts) == 3 else ("ro" if source.startswith(("/", ".")) else "rw")
+        if source.startswith(("/", ".")):
+            source = str(Path(source).resolve())
+        binds.append(f"{source}:{target}:{mode}")
+    return binds, [b.split(":")[1] for b in binds]

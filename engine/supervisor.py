@@ -1,0 +1,591 @@
+"""Agent lifecycle (CONTRACT §5, DESIGN decisions 4-5): running -> paused after `idle_pause_s`
+-> hibernated after `idle_hibernate_s`; the next event the agent wakes on resumes it, and
+`agent.resumed` commits before the agent receives that event. Crashes restart with backoff.
+
+Each agent has one driver task that owns every transition, so pause, wake, turns, crashes
+and manual commands never race. Events reach it through an `Inbox`: a subscription to the
+Axon from the agent's durable cursor, filtered to what the agent wakes on. Every (re)start
+opens a fresh inbox from the cursor, which is how delivery stays at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from engine.broker import BrokerHooks, NativeBroker, ProtocolError
+from engine.errors import AxonError, Conflict, InvalidInput, NotFound
+from engine.models import AgentSpec, AgentView, Draft, Event
+from engine.runtime import AgentKey, Runtime, pick_runtime
+from engine.runtime.process import ProcessRuntime
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+LOG_FLUSH_S = 0.5
+LOG_LINES_PER_FLUSH = 50
+STDERR_TAIL = 20
+MAX_BACKOFF_S = 60.0
+
+
+class Inbox:
+    """The events an agent wakes on, after its cursor, in sequence order."""
+
+    def __init__(self, engine: Engine, axon_id: str, spec: AgentSpec, after: int) -> None:
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.arrived = asyncio.Event()
+        self._task = asyncio.create_task(self._pump(engine, axon_id, spec, after))
+
+    async def _pump(self, engine: Engine, axon_id: str, spec: AgentSpec, after: int) -> None:
+        wake_on = set(spec.wake_on) - {"SYSTEM_EVENT"}
+        async for e in engine.subscribe(axon_id, after):
+            if e.origin in wake_on and e.source != spec.name:
+                self.queue.put_nowait(e)
+                self.arrived.set()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+class AgentWorker:
+    """One agent: its driver task, its runtime handle and its broker."""
+
+    def __init__(self, supervisor: Supervisor, axon_id: str, spec: AgentSpec, runtime: Runtime,
+                 desired: str) -> None:
+        self.sup = supervisor
+        self.engine = supervisor.engine
+        self.axon_id = axon_id
+        self.spec = spec
+        self.runtime = runtime
+        self.key = AgentKey(supervisor.home_id, axon_id, spec.name)
+        self.desired = desired
+        self.state = "stopped"
+        self.detail: dict[str, Any] = {}
+        self.broker: NativeBroker | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._inbox: Inbox | None = None
+        self._next: asyncio.Task[Event] | None = None
+        self._control: asyncio.Queue[str] = asyncio.Queue()
+        self._turn_done = asyncio.Event()
+        self._turn_error: str | None = None
+        self._in_turn = False
+        self._idle_requested = False
+        self._expect_exit = False
+        self._needs_attach = False
+        self._since = time.monotonic()  # when the current state began (idle clocks)
+        self._failures = 0
+        self._stderr: deque[str] = deque(maxlen=STDERR_TAIL)
+        self._log_lines: list[str] = []
+        self._log_dropped = 0
+        self._log_flush: asyncio.Task[None] | None = None
+        self._driver: asyncio.Task[None] | None = None
+
+    # -- public -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive(), name=f"agent {self.spec.name}")
+
+    def command(self, action: str) -> None:
+        self._control.put_nowait(action)
+
+    def view(self, cursor: int) -> AgentView:
+        return AgentView(axon_id=self.axon_id, name=self.spec.name, state=self.state,
+                         runtime=self.runtime.kind, cursor=cursor, spec=self.spec,
+                         detail=self.detail)
+
+    async def detach(self) -> None:
+        """The engine is stopping: leave the agent as it is (a restart re-attaches)."""
+        if self._driver is not None:
+            self._driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._driver
+        await self._close_channel()
+        await self._close_inbox()
+        if self._log_flush is not None:
+            self._log_flush.cancel()
+
+    # -- the driver ---------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        try:
+            await self._boot()
+            while True:
+                if self.state == "stopped":
+                    action = await self._control.get()
+                    if action in ("start", "resume"):
+                        await self._launch("start")
+                    continue
+                action, event = await self._next_thing()
+                if action == "stop":
+                    await self._stop()
+                elif action == "exit":
+                    await self._recover()
+                elif action == "idle":
+                    await self._idle_step()
+                elif action == "suspend" and self.state == "running":
+                    await self._pause("agent asked (axon/idle)")
+                elif action in ("pause", "resume", "start"):
+                    await self._manual(action)
+                elif event is not None:
+                    try:
+                        if self.state != "running" and await self._wake(event):
+                            continue  # restarted: a fresh inbox delivers from the cursor
+                    except AxonError as e:
+                        await self._recover(f"could not wake: {e.message}")
+                        continue
+                    if await self._turn(event) == "exit":
+                        await self._recover()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never leave an agent silently dead
+            self.state = "failed"
+            self.detail["error"] = str(e)
+            await self._system("agent.failed", {"error": str(e), "restart": False})
+
+    async def _next_thing(self) -> tuple[str, Event | None]:
+        """Wait for a command, an event, the agent's exit, or an idle deadline."""
+        if self._next is None and self._inbox is not None:
+            self._next = asyncio.create_task(self._inbox.queue.get())
+        control = asyncio.create_task(self._control.get())
+        waiters: set[asyncio.Future[Any]] = {control}
+        if self._next is not None:
+            waiters.add(self._next)
+        if self._serving is not None and self.state == "running":
+            waiters.add(self._serving)
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=self._idle_deadline(),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not control.done():
+                control.cancel()
+        if control in done:
+            return control.result(), None
+        if self._serving is not None and self._serving in done:
+            return "exit", None
+        if self._next is not None and self._next in done:
+            event = self._next.result()
+            self._next = None
+            return "event", event
+        return "idle", None
+
+    def _idle_deadline(self) -> float | None:
+        elapsed = time.monotonic() - self._since
+        if self.state == "running":
+            return max(0.0, self.spec.idle_pause_s - elapsed)
+        if self.state == "paused":
+            return max(0.0, self.spec.idle_hibernate_s - elapsed)
+        return None
+
+    def _enter(self, state: str) -> None:
+        self.state = state
+        self._since = time.monotonic()
+
+    # -- transitions --------------------------------------------------------------------
+
+    async def _boot(self) -> None:
+        """Pick up where a previous engine left the agent (CONTRACT: reconcile by labels)."""
+        if self.desired == "stopped":
+            self._enter("stopped")
+            return
+        status = await self.runtime.status(self.key)
+        if status.state == "running" and self.runtime.kind == "docker":
+            await self._open_channel(await self.runtime.attach(self.key))
+            await self._initialize()
+            self._enter("running")
+            await self._system("agent.running", {"reattached": True})
+        elif status.state == "paused":
+            self._needs_attach = True
+            self._enter("paused")
+            await self._open_inbox()
+        elif status.state == "exited":
+            self._enter("hibernated")
+            await self._open_inbox()
+        else:
+            await self._launch("start")
+
+    async def _launch(self, reason: str) -> None:
+        """Create (if needed), start, attach and initialise; then deliver from the cursor."""
+        self._enter("starting")
+        await self._system("agent.starting", {"reason": reason, "runtime": self.runtime.kind})
+        await self.runtime.create(self.key, self.spec, self.sup.environment(self.spec))
+        await self._open_channel(await self.runtime.start(self.key))
+        await self._initialize()
+        self._enter("running")
+        await self._system("agent.running", {})
+
+    async def _initialize(self) -> None:
+        assert self.broker is not None
+        cursor = await self.engine.agent_cursor(self.axon_id, self.spec.name)
+        try:
+            await self.broker.initialize(cursor)
+        except (ProtocolError, TimeoutError) as e:
+            raise AxonError(f"agent {self.spec.name} did not answer initialize: {e}",
+                            code="agent_init_failed") from None
+        self._needs_attach = False
+        await self._open_inbox(cursor)
+
+    async def _open_channel(self, io: Any) -> None:
+        await self._close_channel()
+        hooks = BrokerHooks(on_idle=self._on_idle, on_turn_done=self._on_turn_done,
+                            on_log=self._on_log)
+        self.broker = NativeBroker(self.engine, self.axon_id, self.spec.name, io, hooks)
+        self._expect_exit = False
+        self._serving = asyncio.create_task(self.broker.serve())
+
+    async def _close_channel(self) -> None:
+        if self._serving is not None:
+            self._serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._serving
+            self._serving = None
+        if self.broker is not None:
+            await self.broker.io.close()
+            self.broker = None
+
+    async def _open_inbox(self, after: int | None = None) -> None:
+        await self._close_inbox()
+        if after is None:
+            after = await self.engine.agent_cursor(self.axon_id, self.spec.name)
+        self._inbox = Inbox(self.engine, self.axon_id, self.spec, after)
+
+    async def _close_inbox(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
+        if self._inbox is not None:
+            await self._inbox.close()
+            self._inbox = None
+
+    async def _wake(self, trigger: Event) -> bool:
+        """Resume for `trigger`. True when the agent was (re)started, so the event comes
+        again from the fresh inbox rather than from the caller."""
+        began = time.monotonic()
+        was = self.state
+        restarted = False
+        if self.state == "paused":
+            await self.runtime.resume(self.key)
+            if self._needs_attach:
+                await self._open_channel(await self.runtime.attach(self.key))
+                await self._initialize()
+                restarted = True
+        else:  # hibernated, failed: start it again
+            await self.runtime.create(self.key, self.spec, self.sup.environment(self.spec))
+            await self._open_channel(await self.runtime.start(self.key))
+            await self._initialize()
+            restarted = True
+        self._enter("running")
+        await self._system("agent.resumed", {
+            "trigger_sequence": trigger.sequence,
+            "wake_ms": round((time.monotonic() - began) * 1000, 2),
+            "from": "paused" if was == "paused" else "hibernated",
+        })
+        return restarted
+
+    async def _turn(self, first: Event) -> str:
+        """Deliver one event (or, with on_busy=merge, every waiting one) and wait for
+        turn/done. Returns "done", "exit" or "timeout"."""
+        assert self.broker is not None and self._inbox is not None
+        events = [first]
+        if self.spec.on_busy == "merge":
+            while not self._inbox.queue.empty():
+                events.append(self._inbox.queue.get_nowait())
+        sequences = [e.sequence for e in events]
+        self._turn_done.clear()
+        self._turn_error = None
+        self._in_turn = True
+        began = time.monotonic()
+        await self._system("turn.started", {"sequences": sequences})
+        outcome = "done"
+        try:
+            for e in events:
+                await self.broker.send_event(e)
+            outcome = await self._await_turn()
+        except (ConnectionError, OSError):
+            outcome = "exit"
+        finally:
+            self._in_turn = False
+        if outcome == "done" and self._turn_error is not None:
+            outcome = f"the agent reported: {self._turn_error}"
+        took = round((time.monotonic() - began) * 1000, 2)
+        if outcome == "done":
+            await self._system("turn.completed", {"sequences": sequences, "duration_ms": took})
+        else:
+            await self._system("turn.failed", {"sequences": sequences, "reason": outcome,
+                                               "duration_ms": took})
+        self._since = time.monotonic()
+        if outcome == "done" and self._idle_requested:
+            self._idle_requested = False
+            await self._pause("agent asked (axon/idle)")
+        return outcome
+
+    async def _await_turn(self) -> str:
+        assert self._inbox is not None and self._serving is not None
+        deadline = time.monotonic() + self.spec.turn_timeout_s
+        interrupted = False
+        done_wait = asyncio.create_task(self._turn_done.wait())
+        try:
+            while True:
+                waiters: set[asyncio.Future[Any]] = {done_wait, self._serving}
+                arrival = None
+                if self.spec.on_busy == "interrupt" and not interrupted:
+                    self._inbox.arrived.clear()
+                    if not self._inbox.queue.empty():
+                        self._inbox.arrived.set()
+                    arrival = asyncio.create_task(self._inbox.arrived.wait())
+                    waiters.add(arrival)
+                done, _ = await asyncio.wait(waiters, timeout=max(0.0, deadline - time.monotonic()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if arrival is not None and not arrival.done():
+                    arrival.cancel()
+                if done_wait in done:
+                    return "done"
+                if self._serving in done:
+                    return "exit"
+                if arrival is not None and arrival in done and self.broker is not None:
+                    interrupted = True
+                    await self.broker.interrupt(self._inbox.queue._queue[0].sequence)  # type: ignore[attr-defined]
+                    continue
+                if not done:
+                    return "timeout"
+        finally:
+            done_wait.cancel()
+
+    async def _pause(self, reason: str) -> None:
+        await self.runtime.pause(self.key)
+        idle_s = round(time.monotonic() - self._since, 3)
+        self._enter("paused")
+        await self._system("agent.paused", {"reason": reason, "idle_s": idle_s})
+
+    async def _idle_step(self) -> None:
+        if self.state == "running":
+            await self._pause("idle")
+        elif self.state == "paused":
+            paused_s = round(time.monotonic() - self._since, 3)
+            self._expect_exit = True
+            await self.runtime.stop(self.key)
+            await self._close_channel()
+            self._enter("hibernated")
+            await self._system("agent.hibernated", {"paused_s": paused_s})
+
+    async def _manual(self, action: str) -> None:
+        if action == "pause" and self.state == "running":
+            await self._pause("requested")
+        elif action in ("resume", "start") and self.state == "paused":
+            began = time.monotonic()
+            await self.runtime.resume(self.key)
+            if self._needs_attach:
+                await self._open_channel(await self.runtime.attach(self.key))
+                await self._initialize()
+            self._enter("running")
+            await self._system("agent.resumed", {"trigger_sequence": None, "from": "paused",
+                                                 "wake_ms": round((time.monotonic() - began) * 1000, 2)})
+        elif action in ("resume", "start") and self.state in ("hibernated", "failed"):
+            await self._launch(action)
+
+    async def _stop(self) -> None:
+        self._expect_exit = True
+        with contextlib.suppress(AxonError):  # already gone is stopped too
+            await self.runtime.stop(self.key)
+        await self._close_channel()
+        await self._close_inbox()
+        self._enter("stopped")
+        await self._system("agent.stopped", {})
+
+    async def _recover(self, error: str | None = None) -> None:
+        """The agent exited on its own (or a transition failed): say so, wait, start it
+        again; keep trying with backoff until it runs or someone stops it."""
+        if self._expect_exit and error is None:
+            return
+        await self._close_channel()
+        while True:
+            try:
+                status = await self.runtime.status(self.key)
+            except AxonError as e:
+                status, error = None, error or e.message
+            self._failures += 1
+            backoff = min(MAX_BACKOFF_S, 2.0 ** (self._failures - 1))
+            self._enter("failed")
+            self.detail["exit_code"] = status.exit_code if status else None
+            body: dict[str, Any] = {"exit_code": self.detail["exit_code"],
+                                    "stderr": list(self._stderr), "restart_in_s": backoff}
+            if error:
+                body["error"] = error
+            await self._system("agent.failed", body)
+            try:
+                action = await asyncio.wait_for(self._control.get(), backoff)
+            except TimeoutError:
+                action = "restart"
+            if action == "stop":
+                await self._stop()
+                return
+            try:
+                await self._launch("restart after failure")
+                return
+            except AxonError as e:
+                error = e.message
+
+    # -- broker hooks -------------------------------------------------------------------
+
+    def _on_idle(self) -> None:
+        if self._in_turn:
+            self._idle_requested = True  # pause as soon as the turn is done
+        else:
+            self._control.put_nowait("suspend")
+
+    def _on_turn_done(self, error: str | None) -> None:
+        if self._in_turn:
+            self._turn_error = error
+            self._turn_done.set()
+
+    def _on_log(self, line: str) -> None:
+        self._stderr.append(line)
+        if len(self._log_lines) < LOG_LINES_PER_FLUSH:
+            self._log_lines.append(line)
+        else:
+            self._log_dropped += 1
+        if self._log_flush is None or self._log_flush.done():
+            self._log_flush = asyncio.create_task(self._flush_logs())
+
+    async def _flush_logs(self) -> None:
+        await asyncio.sleep(LOG_FLUSH_S)
+        lines, dropped = self._log_lines, self._log_dropped
+        self._log_lines, self._log_dropped = [], 0
+        body: dict[str, Any] = {"lines": lines}
+        if dropped:
+            body["dropped"] = dropped
+        await self._system("agent.log", body)
+
+    async def _system(self, event_type: str, body: dict[str, Any]) -> None:
+        self.detail["last_event"] = event_type
+        draft = Draft(event_type, orjson.dumps(body).decode(), self.spec.name, "SYSTEM_EVENT",
+                      author="axons")
+        with contextlib.suppress(AxonError):  # a deleted Axon or a closing engine
+            await self.engine.publish(self.axon_id, draft, system=True)
+
+
+class Supervisor:
+    """Every agent of a home. Runtimes are made on first need, so an engine with no agents
+    never talks to Docker."""
+
+    def __init__(self, engine: Engine, *, runtime: str = "auto") -> None:
+        self.engine = engine
+        self.runtime_kind = runtime
+        self.home_id = ""
+        self.notices: list[str] = []
+        self._runtimes: dict[str, Runtime] = {}
+        self._workers: dict[tuple[str, str], AgentWorker] = {}
+
+    async def start(self) -> None:
+        self.home_id = await self.engine._run(self.engine.catalog.home_id)
+        for axon_id, _name, raw, desired in await self.engine._run(self.engine.catalog.agents):
+            spec = AgentSpec.model_validate(raw)
+            await self._spawn(axon_id, spec, desired)
+        await self._remove_orphans()
+
+    async def close(self) -> None:
+        for worker in list(self._workers.values()):
+            await worker.detach()
+        for runtime in self._runtimes.values():
+            await runtime.close()
+
+    def runtime_for(self, spec: AgentSpec) -> Runtime:
+        kind = spec.runtime if spec.runtime != "auto" else self.runtime_kind
+        if kind == "auto" and spec.image is None:
+            kind = "process"
+        cached = self._runtimes.get(kind)
+        if cached is None:
+            cached = pick_runtime(kind, self.home_id)
+            if isinstance(cached, ProcessRuntime):
+                cached._pid_dir = self.engine.home / "agents"
+                cached.stop_leftovers()
+                if kind == "auto":
+                    self.notices.append("no Docker engine answers: agents run as local processes")
+            self._runtimes[kind] = cached
+        if cached.kind == "process" and not spec.command:
+            raise InvalidInput(
+                f"agent {spec.name} names only an image and no Docker engine answers; "
+                "start Docker or give the agent a command", code="docker_unavailable")
+        return cached
+
+    async def _spawn(self, axon_id: str, spec: AgentSpec, desired: str) -> AgentWorker:
+        worker = AgentWorker(self, axon_id, spec, self.runtime_for(spec), desired)
+        self._workers[(axon_id, spec.name)] = worker
+        worker.start()
+        return worker
+
+    async def _remove_orphans(self) -> None:
+        docker_runtime = self._runtimes.get("docker")
+        if docker_runtime is None:
+            return
+        known = {(w.axon_id, w.spec.name) for w in self._workers.values()}
+        for key, _status in await docker_runtime.managed():
+            if (key.axon_id, key.name) not in known:
+                await docker_runtime.remove(key)
+
+    def environment(self, spec: AgentSpec) -> dict[str, str]:
+        missing = [s for s in spec.secrets if s not in os.environ]
+        if missing:
+            raise InvalidInput(f"secrets not set in the engine's environment: {', '.join(missing)}",
+                               code="missing_secret")
+        return {**spec.env, **{s: os.environ[s] for s in spec.secrets}}
+
+    # -- API ----------------------------------------------------------------------------
+
+    async def add(self, spec: AgentSpec) -> AgentView:
+        """Declare an agent (or replace its spec) and start it."""
+        axon = await self.engine.get_axon(spec.axon)
+        if axon.deleted_at_ms is not None:
+            raise Conflict(f"Axon {axon.id} is deleted", code="axon_deleted")
+        self.environment(spec)  # refuse missing secrets now, not at the first wake
+        old = self._workers.pop((axon.id, spec.name), None)
+        if old is not None:
+            await old.detach()
+            await old.runtime.remove(old.key)
+        await self.engine._run(self.engine.catalog.put_agent, axon.id, spec.name,
+                               spec.model_dump(mode="json"), "running")
+        worker = await self._spawn(axon.id, spec, "running")
+        return worker.view(await self.engine.agent_cursor(axon.id, spec.name))
+
+    def _worker(self, axon_id: str, name: str) -> AgentWorker:
+        worker = self._workers.get((axon_id, name))
+        if worker is None:
+            raise NotFound(f"no agent {name!r} on Axon {axon_id}", code="agent_not_found")
+        return worker
+
+    async def list(self, axon_id: str | None = None) -> list[AgentView]:
+        views = []
+        for (a, _n), w in sorted(self._workers.items()):
+            if axon_id is None or a == axon_id:
+                views.append(w.view(await self.engine.agent_cursor(a, w.spec.name)))
+        return views
+
+    async def get(self, axon_id: str, name: str) -> AgentView:
+        worker = self._worker(axon_id, name)
+        return worker.view(await self.engine.agent_cursor(axon_id, name))
+
+    async def command(self, axon_id: str, name: str, action: str) -> AgentView:
+        """start, pause, resume or stop; the driver applies it in order."""
+        if action not in ("start", "pause", "resume", "stop"):
+            raise InvalidInput(f"unknown action {action!r}: start, pause, resume or stop",
+                               code="invalid_action")
+        worker = self._worker(axon_id, name)
+        desired = "stopped" if action == "stop" else "running"
+        await self.engine._run(self.engine.catalog.set_agent_desired, axon_id, name, desired)
+        worker.desired = desired
+        worker.command(action)
+        worker.start()
+        return worker.view(await self.engine.agent_cursor(axon_id, name))
+
+    async def logs(self, axon_id: str, name: str, tail: int = 100) -> list[str]:
+        worker = self._worker(axon_id, name)
+        lines = await worker.runtime.logs(worker.key, tail)
+        return lines or list(worker._stderr)

@@ -1,16 +1,19 @@
-"""`axons demo` until the console lands: the seed's support-triage session, played headless.
+"""`axons demo` until the console lands: the seed's support-triage session, for real.
 
-A customer writes from the web, an agent-like participant records a ticket in the Axon's own
-tables and asks a human, a Slack reply arrives, the ticket is updated. A live subscriber prints
-the stream as it commits; then the state is shown now and as it was earlier, and the hash
-chain is verified.
+A customer writes from the web; the triage agent (in a Docker container, or a local process
+when no Docker engine answers) records a ticket in the Axon's own tables, asks a human and
+goes to sleep: its container is paused. A Slack reply wakes it; it updates the ticket and
+says what it does next. A live subscriber prints the stream as it commits; then the state is
+shown now and as it was before the reply, and the hash chain is verified.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -18,31 +21,24 @@ from rich.console import Console
 from rich.table import Table
 
 from engine import Draft, Engine, Event
-from engine.models import QueryResult
+from engine.models import AgentSpec, QueryResult
+from engine.runtime.docker import docker_available
 
 console = Console()
-
-SCHEMA = [
-    "CREATE TABLE tickets(id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, status TEXT NOT NULL, "
-    "priority TEXT NOT NULL, summary TEXT NOT NULL, updated_at TEXT NOT NULL)",
-    "CREATE TABLE workflow_notes(id INTEGER PRIMARY KEY AUTOINCREMENT, ticket_id TEXT NOT NULL, "
-    "note_type TEXT NOT NULL, content TEXT NOT NULL, created_at TEXT NOT NULL)",
-]
-
-
-def _draft(event_type: str, body: dict[str, object], source: str, origin: str) -> Draft:
-    return Draft(event_type, orjson.dumps(body).decode(), source, origin)
+ROOT = Path(__file__).resolve().parent.parent
+STYLE = {"USER_EVENT": "cyan", "AGENT_EVENT": "green", "EXTERNAL_EVENT": "magenta",
+         "SYSTEM_EVENT": "dim"}
 
 
 def _show_event(e: Event) -> None:
     body = orjson.loads(e.payload)
     text = body.get("text") if isinstance(body, dict) else None
-    colour = {"USER_EVENT": "cyan", "AGENT_EVENT": "green", "EXTERNAL_EVENT": "magenta"}.get(e.origin, "white")
+    colour = STYLE.get(e.origin, "white")
     console.print(
-        f"[dim]#{e.sequence:>3}[/dim] [{colour}]{e.source:<7}[/{colour}] "
-        f"[bold]{e.event_type:<16}[/bold] {text if text is not None else e.payload}",
-        highlight=False,
+        f"[dim]#{e.sequence:>3}[/dim] [{colour}]{e.source:<7} {e.event_type:<16}[/{colour}] ",
+        end="", highlight=False,
     )
+    console.print(text if text is not None else e.payload, markup=False, highlight=False)
 
 
 def _table(title: str, result: QueryResult) -> Table:
@@ -54,58 +50,73 @@ def _table(title: str, result: QueryResult) -> Table:
     return table
 
 
+def _triage_spec() -> AgentSpec:
+    if docker_available():
+        return AgentSpec(name="triage", axon="support-1024", image="axons/triage:latest",
+                         runtime="docker", idle_pause_s=10, idle_hibernate_s=120)
+    console.print("[yellow]no Docker engine answers: the agent runs as a local process[/yellow]")
+    return AgentSpec(
+        name="triage", axon="support-1024", runtime="process", idle_pause_s=10,
+        idle_hibernate_s=120, env={"PYTHONPATH": str(ROOT / "sample_agents")},
+        command=[sys.executable, "-u", str(ROOT / "sample_agents" / "triage" / "agent.py")],
+    )
+
+
 async def _session(engine: Engine) -> None:
     axon = await engine.create_axon("support-1024", {"customer": "cust_123"})
     console.rule(f"[bold]Axon {axon.name}[/bold] [dim]{axon.id}[/dim]")
-    seen = asyncio.Event()
-    last_wanted = 0
+    seen: list[Event] = []
+    arrived = asyncio.Event()
 
     async def follow() -> None:
         async for e in engine.subscribe(axon.id):
             _show_event(e)
-            if e.sequence == last_wanted:
-                seen.set()
+            seen.append(e)
+            arrived.set()
+
+    async def until(what: Callable[[Event], bool], timeout: float = 120) -> Event:
+        async def look() -> Event:
+            while True:
+                for e in seen:
+                    if what(e):
+                        return e
+                arrived.clear()
+                await arrived.wait()
+        return await asyncio.wait_for(look(), timeout)
 
     follower = asyncio.create_task(follow())
     try:
-        await engine.publish(axon.id, _draft(
-            "message", {"text": "Billing export fails for large CSV downloads."}, "web", "USER_EVENT"))
-        await engine.batch(axon.id, [
-            *SCHEMA,
-            {"sql": "INSERT INTO tickets VALUES ('TCK-1024', 'cust_123', 'awaiting_human', 'high', "
-                    "'Billing export fails for large CSV downloads', datetime('now'))"},
-            {"sql": "INSERT INTO workflow_notes(ticket_id, note_type, content, created_at) "
-                    "VALUES ('TCK-1024', 'agent_check', 'Export worker times out after ~2 minutes', "
-                    "datetime('now'))"},
-        ])
-        await engine.publish(axon.id, _draft(
-            "message", {"text": "Checked the export worker: it times out after ~2 minutes. "
-                        "Does it happen for every file size?"}, "triage", "AGENT_EVENT"))
-        asked = await engine.publish(axon.id, _draft(
-            "agent.idle", {"text": "waiting for a human"}, "triage", "AGENT_EVENT"))
-        await engine.publish(axon.id, _draft(
-            "message", {"text": "Confirmed: only exports above 100MB."}, "slack", "USER_EVENT"))
-        await engine.batch(axon.id, [
-            "UPDATE tickets SET status = 'investigating', "
-            "summary = summary || ' (only above 100MB)', updated_at = datetime('now')",
-        ])
-        done = await engine.publish(axon.id, _draft(
-            "message", {"text": "Resumed with the new constraint. Next: inspect export worker "
-                        "timeouts for large files."}, "triage", "AGENT_EVENT"))
-        last_wanted = done.sequence
-        await asyncio.wait_for(seen.wait(), timeout=10)
+        spec = _triage_spec()
+        if spec.runtime == "docker":
+            console.print("[dim]starting the triage agent (the first run builds its image "
+                          "offline: about a minute)[/dim]")
+        await engine.agents.add(spec)
+        await until(lambda e: e.event_type == "agent.running")
+        first = await engine.publish(axon.id, Draft.message(
+            "Billing export fails for large CSV downloads.", source="web"))
+        asked = await until(lambda e: e.event_type == "agent.paused" and e.sequence > first.sequence)
+        view = await engine.agents.get(axon.id, "triage")
+        console.print(f"[bold yellow]the agent is {view.state}[/bold yellow] "
+                      "[dim](container frozen, memory kept, no CPU) until someone answers[/dim]")
+        await asyncio.sleep(1.5)
+        reply = await engine.publish(axon.id, Draft.message(
+            "Confirmed: only exports above 100MB.", source="slack"))
+        resumed = await until(lambda e: e.event_type == "agent.resumed" and e.sequence > reply.sequence)
+        await until(lambda e: e.event_type == "agent.paused" and e.sequence > resumed.sequence)
+        wake = orjson.loads(resumed.payload)
+        console.print(f"[bold green]woken in {wake['wake_ms']} ms[/bold green] "
+                      f"[dim]by event #{wake['trigger_sequence']}, from {wake['from']}[/dim]")
+        await engine.agents.remove(axon.id, "triage")
     finally:
         follower.cancel()
 
-    sql = "SELECT id, status, summary FROM tickets"
+    sql = "SELECT id, status, priority, summary FROM tickets"
     console.print(_table("tickets now", await engine.query(axon.id, sql)))
-    console.print(_table(f"tickets as of event #{asked.sequence} (time travel)",
+    console.print(_table(f"tickets as of event #{asked.sequence}, before the reply (time travel)",
                          await engine.query(axon.id, sql, at_sequence=asked.sequence)))
     report = await engine.verify(axon.id)
-    mark = "[green]ok[/green]" if report.ok else f"[red]broken at {report.first_bad_sequence}[/red]"
-    console.print(f"hash chain: {mark}, {report.checked} events checked")
-    fork = await engine.fork(axon.id, asked.sequence, name="support-1024-before-reply")
-    console.print(f"forked at #{asked.sequence} as [bold]{fork.name}[/bold] {fork.id}")
+    mark = "[green]intact[/green]" if report.ok else f"[red]broken at {report.first_bad_sequence}[/red]"
+    console.print(f"hash chain {mark}: {report.checked} events checked")
 
 
 async def run_session(home: Path | None = None, keep: bool = False) -> int:

@@ -585,6 +585,15 @@ class Supervisor:
         worker.start()
         return worker.view(await self.engine.agent_cursor(axon_id, name))
 
+    async def remove(self, axon_id: str, name: str) -> None:
+        """Stop the agent, remove its sandbox and forget it (its cursor stays in the Axon)."""
+        worker = self._worker(axon_id, name)
+        worker.command("stop")
+        await worker.detach()
+        await worker.runtime.remove(worker.key)
+        del self._workers[(axon_id, name)]
+        await self.engine._run(self.engine.catalog.delete_agent, axon_id, name)
+
     async def logs(self, axon_id: str, name: str, tail: int = 100) -> list[str]:
         worker = self._worker(axon_id, name)
         lines = await worker.runtime.logs(worker.key, tail)

@@ -40,6 +40,7 @@ class Inbox:
     def __init__(self, engine: Engine, axon_id: str, spec: AgentSpec, after: int) -> None:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.arrived = asyncio.Event()
+        self.last_sequence = 0  # of the newest event queued
         self._task = asyncio.create_task(self._pump(engine, axon_id, spec, after))
 
     async def _pump(self, engine: Engine, axon_id: str, spec: AgentSpec, after: int) -> None:
@@ -47,6 +48,7 @@ class Inbox:
         async for e in engine.subscribe(axon_id, after):
             if e.origin in wake_on and e.source != spec.name:
                 self.queue.put_nowait(e)
+                self.last_sequence = e.sequence
                 self.arrived.set()
 
     async def close(self) -> None:
@@ -142,8 +144,11 @@ class AgentWorker:
                     except AxonError as e:
                         await self._recover(f"could not wake: {e.message}")
                         continue
-                    if await self._turn(event) == "exit":
+                    outcome = await self._turn(event)
+                    if outcome == "exit":
                         await self._recover()
+                    elif outcome == "stop":
+                        await self._stop()
         except asyncio.CancelledError:
             raise
         except Exception as e:  # never leave an agent silently dead
@@ -159,8 +164,8 @@ class AgentWorker:
         waiters: set[asyncio.Future[Any]] = {control}
         if self._next is not None:
             waiters.add(self._next)
-        if self._serving is not None and self.state == "running":
-            waiters.add(self._serving)
+        if self._serving is not None and self.state in ("running", "paused"):
+            waiters.add(self._serving)  # a paused agent can die too (docker kill, rm -f)
         try:
             done, _ = await asyncio.wait(waiters, timeout=self._idle_deadline(),
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -292,7 +297,7 @@ class AgentWorker:
 
     async def _turn(self, first: Event) -> str:
         """Deliver one event (or, with on_busy=merge, every waiting one) and wait for
-        turn/done. Returns "done", "exit" or "timeout"."""
+        turn/done. Returns "done", "exit", "stop", "timeout" or what the agent reported."""
         assert self.broker is not None and self._inbox is not None
         events = [first]
         if self.spec.on_busy == "merge":
@@ -317,6 +322,7 @@ class AgentWorker:
             outcome = f"the agent reported: {self._turn_error}"
         took = round((time.monotonic() - began) * 1000, 2)
         if outcome == "done":
+            self._failures = 0  # it works again: the next crash restarts at the first backoff
             await self._system("turn.completed", {"sequences": sequences, "duration_ms": took})
         else:
             await self._system("turn.failed", {"sequences": sequences, "reason": outcome,
@@ -328,18 +334,22 @@ class AgentWorker:
         return outcome
 
     async def _await_turn(self) -> str:
+        """Until turn/done, the agent's exit, the turn timeout, or a stop command. Other
+        commands wait for the end of the turn; with on_busy=interrupt, an event arriving
+        mid-turn is announced to the agent (`axon/interrupt`)."""
         assert self._inbox is not None and self._serving is not None
         deadline = time.monotonic() + self.spec.turn_timeout_s
         interrupted = False
+        deferred: list[str] = []
         done_wait = asyncio.create_task(self._turn_done.wait())
+        control = asyncio.create_task(self._control.get())
         try:
             while True:
-                waiters: set[asyncio.Future[Any]] = {done_wait, self._serving}
+                waiters: set[asyncio.Future[Any]] = {done_wait, self._serving, control}
                 arrival = None
                 if self.spec.on_busy == "interrupt" and not interrupted:
-                    self._inbox.arrived.clear()
-                    if not self._inbox.queue.empty():
-                        self._inbox.arrived.set()
+                    if self._inbox.queue.empty():
+                        self._inbox.arrived.clear()
                     arrival = asyncio.create_task(self._inbox.arrived.wait())
                     waiters.add(arrival)
                 done, _ = await asyncio.wait(waiters, timeout=max(0.0, deadline - time.monotonic()),
@@ -350,14 +360,23 @@ class AgentWorker:
                     return "done"
                 if self._serving in done:
                     return "exit"
+                if control in done:
+                    if control.result() == "stop":
+                        return "stop"
+                    deferred.append(control.result())
+                    control = asyncio.create_task(self._control.get())
+                    continue
                 if arrival is not None and arrival in done and self.broker is not None:
                     interrupted = True
-                    await self.broker.interrupt(self._inbox.queue._queue[0].sequence)  # type: ignore[attr-defined]
+                    await self.broker.interrupt(self._inbox.last_sequence)
                     continue
                 if not done:
                     return "timeout"
         finally:
             done_wait.cancel()
+            control.cancel()
+            for action in deferred:
+                self._control.put_nowait(action)
 
     async def _pause(self, reason: str) -> None:
         await self.runtime.pause(self.key)

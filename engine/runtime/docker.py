@@ -186,8 +186,11 @@ class DockerRuntime(Runtime):
         await self._call(self._api.stop, key.slug, timeout=int(timeout_s))
 
     async def remove(self, key: AgentKey) -> None:
+        """The container and its /work volume (hibernation keeps both; removal does not)."""
         with contextlib.suppress(AxonError):
             await self._call(self._api.remove_container, key.slug, force=True)
+        with contextlib.suppress(AxonError):
+            await self._call(self._api.remove_volume, f"{key.slug}-work", force=True)
 
     async def status(self, key: AgentKey) -> Status:
         try:

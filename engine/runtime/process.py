@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,20 @@ async def _copy(source: asyncio.StreamReader | None, sink: asyncio.StreamReader)
             sink.feed_data(chunk)
     finally:
         sink.feed_eof()
+
+
+async def _until_stopped(pid: int, timeout_s: float = 1.0) -> None:
+    """SIGSTOP is delivered asynchronously: wait until the kernel shows the process stopped,
+    so "paused" is true when we say it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return  # gone (or no /proc): nothing to wait for
+        if stat.rsplit(")", 1)[1].split()[0] in ("T", "t"):
+            return
+        await asyncio.sleep(0.001)
 
 
 @dataclass
@@ -112,7 +127,10 @@ class ProcessRuntime(Runtime):
 
     async def pause(self, key: AgentKey) -> None:
         self._signal(key, signal.SIGSTOP)
-        self._entry(key).paused = True
+        entry = self._entry(key)
+        entry.paused = True
+        assert entry.process is not None
+        await _until_stopped(entry.process.pid)
 
     async def resume(self, key: AgentKey) -> None:
         self._signal(key, signal.SIGCONT)

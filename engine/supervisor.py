@@ -15,6 +15,7 @@ import contextlib
 import os
 import time
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -120,41 +121,54 @@ class AgentWorker:
     async def _drive(self) -> None:
         try:
             await self._boot()
+        except AxonError as e:
+            await self._recover(f"could not start: {e.message}")
+        try:
             while True:
                 if self.state == "stopped":
-                    action = await self._control.get()
-                    if action in ("start", "resume"):
-                        await self._launch("start")
+                    if await self._control.get() in ("start", "resume"):
+                        await self._guarded("start", self._launch("start"))
                     continue
                 action, event = await self._next_thing()
-                if action == "stop":
-                    await self._stop()
-                elif action == "exit":
-                    await self._recover()
-                elif action == "idle":
-                    await self._idle_step()
-                elif action == "suspend" and self.state == "running":
-                    await self._pause("agent asked (axon/idle)")
-                elif action in ("pause", "resume", "start"):
-                    await self._manual(action)
-                elif event is not None:
-                    try:
-                        if self.state != "running" and await self._wake(event):
-                            continue  # restarted: a fresh inbox delivers from the cursor
-                    except AxonError as e:
-                        await self._recover(f"could not wake: {e.message}")
-                        continue
-                    outcome = await self._turn(event)
-                    if outcome == "exit":
-                        await self._recover()
-                    elif outcome == "stop":
-                        await self._stop()
+                await self._guarded(action, self._act(action, event))
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # never leave an agent silently dead
+        except Exception as e:  # a bug, not a runtime failure: say so rather than vanish
             self.state = "failed"
             self.detail["error"] = str(e)
             await self._system("agent.failed", {"error": str(e), "restart": False})
+
+    async def _guarded(self, action: str, step: Coroutine[Any, Any, None]) -> None:
+        """Run a transition; when the runtime refuses it, treat the agent as failed and
+        restart it (with backoff) rather than leave it in a state nobody can see."""
+        try:
+            await step
+        except AxonError as e:
+            await self._recover(f"{action} failed: {e.message}")
+
+    async def _act(self, action: str, event: Event | None) -> None:
+        if action == "stop":
+            await self._stop()
+        elif action == "exit":
+            await self._recover()
+        elif action == "idle":
+            await self._idle_step()
+        elif action == "suspend" and self.state == "running":
+            await self._pause("agent asked (axon/idle)")
+        elif action in ("pause", "resume", "start"):
+            await self._manual(action)
+        elif event is not None:
+            preface = []
+            if self.state != "running":
+                resumed = await self._wake(event)
+                if resumed is None:
+                    return  # restarted: a fresh inbox delivers from the cursor
+                preface.append(resumed)
+            outcome = await self._turn(event, preface)
+            if outcome == "exit":
+                await self._recover()
+            elif outcome == "stop":
+                await self._stop()
 
     async def _next_thing(self) -> tuple[str, Event | None]:
         """Wait for a command, an event, the agent's exit, or an idle deadline."""
@@ -270,14 +284,15 @@ class AgentWorker:
             await self._inbox.close()
             self._inbox = None
 
-    async def _wake(self, trigger: Event) -> bool:
-        """Resume for `trigger`. True when the agent was (re)started, so the event comes
-        again from the fresh inbox rather than from the caller."""
+    async def _wake(self, trigger: Event) -> Draft | None:
+        """Resume for `trigger`. Returns `agent.resumed` for the caller to commit with the
+        turn that delivers `trigger`; None when the agent was (re)started, so the event comes
+        again from the fresh inbox (agent.resumed is then committed here)."""
         began = time.monotonic()
         was = self.state
         restarted = False
         if self.state == "paused":
-            await self.runtime.resume(self.key)
+            await self._resume_runtime()
             if self._needs_attach:
                 await self._open_channel(await self.runtime.attach(self.key))
                 await self._initialize()
@@ -288,14 +303,24 @@ class AgentWorker:
             await self._initialize()
             restarted = True
         self._enter("running")
-        await self._system("agent.resumed", {
+        resumed = self._draft("agent.resumed", {
             "trigger_sequence": trigger.sequence,
             "wake_ms": round((time.monotonic() - began) * 1000, 2),
             "from": "paused" if was == "paused" else "hibernated",
         })
-        return restarted
+        if restarted:  # the trigger comes again from the fresh inbox
+            await self._publish([resumed])
+            return None
+        return resumed
 
-    async def _turn(self, first: Event) -> str:
+    async def _resume_runtime(self) -> None:
+        try:
+            await self.runtime.resume(self.key)
+        except AxonError:
+            if (await self.runtime.status(self.key)).state != "running":
+                raise
+
+    async def _turn(self, first: Event, preface: list[Draft] | None = None) -> str:
         """Deliver one event (or, with on_busy=merge, every waiting one) and wait for
         turn/done. Returns "done", "exit", "stop", "timeout" or what the agent reported."""
         assert self.broker is not None and self._inbox is not None
@@ -308,7 +333,8 @@ class AgentWorker:
         self._turn_error = None
         self._in_turn = True
         began = time.monotonic()
-        await self._system("turn.started", {"sequences": sequences})
+        # agent.resumed (when waking) and turn.started share one commit, before delivery
+        await self._publish([*(preface or []), self._draft("turn.started", {"sequences": sequences})])
         outcome = "done"
         try:
             for e in events:
@@ -379,7 +405,12 @@ class AgentWorker:
                 self._control.put_nowait(action)
 
     async def _pause(self, reason: str) -> None:
-        await self.runtime.pause(self.key)
+        try:
+            await self.runtime.pause(self.key)
+        except AxonError:
+            # Docker settles its paused flag after the call returns; what counts is the end
+            if (await self.runtime.status(self.key)).state != "paused":
+                raise
         idle_s = round(time.monotonic() - self._since, 3)
         self._enter("paused")
         await self._system("agent.paused", {"reason": reason, "idle_s": idle_s})
@@ -400,7 +431,7 @@ class AgentWorker:
             await self._pause("requested")
         elif action in ("resume", "start") and self.state == "paused":
             began = time.monotonic()
-            await self.runtime.resume(self.key)
+            await self._resume_runtime()
             if self._needs_attach:
                 await self._open_channel(await self.runtime.attach(self.key))
                 await self._initialize()
@@ -483,12 +514,17 @@ class AgentWorker:
             body["dropped"] = dropped
         await self._system("agent.log", body)
 
-    async def _system(self, event_type: str, body: dict[str, Any]) -> None:
-        self.detail["last_event"] = event_type
-        draft = Draft(event_type, orjson.dumps(body).decode(), self.spec.name, "SYSTEM_EVENT",
-                      author="axons")
+    def _draft(self, event_type: str, body: dict[str, Any]) -> Draft:
+        return Draft(event_type, orjson.dumps(body).decode(), self.spec.name, "SYSTEM_EVENT",
+                     author="axons")
+
+    async def _publish(self, drafts: list[Draft]) -> None:
+        self.detail["last_event"] = drafts[-1].event_type
         with contextlib.suppress(AxonError):  # a deleted Axon or a closing engine
-            await self.engine.publish(self.axon_id, draft, system=True)
+            await self.engine.publish_batch(self.axon_id, drafts, system=True)
+
+    async def _system(self, event_type: str, body: dict[str, Any]) -> None:
+        await self._publish([self._draft(event_type, body)])
 
 
 class Supervisor:
@@ -511,8 +547,7 @@ class Supervisor:
         await self._remove_orphans()
 
     async def close(self) -> None:
-        for worker in list(self._workers.values()):
-            await worker.detach()
+        await asyncio.gather(*(worker.detach() for worker in self._workers.values()))
         for runtime in self._runtimes.values():
             await runtime.close()
 

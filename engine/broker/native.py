@@ -98,18 +98,22 @@ class NativeBroker:
     async def serve(self) -> None:
         """Read the agent's stdout (and stderr) until it closes."""
         logs = asyncio.create_task(self._read_logs())
+        ended = False
         try:
             while line := await self.io.stdout.readline():
                 if line.strip():
                     await self._handle(line)
+            ended = True
         except (ValueError, asyncio.LimitOverrunError):
             self.hooks.on_log("axons: a line on stdout was too long; closing the agent's channel")
         finally:
             for future in self._calls.values():
                 if not future.done():
                     future.set_exception(ProtocolError("the agent closed its stdout"))
-            # stderr ends with stdout when the agent exits; its last lines matter (they go
-            # into agent.failed), so give them a moment, but never wait on a live agent.
+            # When the agent exits, stderr ends with stdout and its last lines matter (they go
+            # into agent.failed): give them a moment. When we are the ones leaving, don't wait.
+            if not ended:
+                logs.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(logs, 0.5)
 

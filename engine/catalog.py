@@ -66,7 +66,11 @@ def check_metadata(metadata: object) -> dict[str, str]:
     ):
         raise InvalidInput("metadata must be an object of string keys and string values",
                            code="invalid_metadata")
-    if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+    try:
+        size = len(orjson.dumps(metadata))
+    except TypeError:  # a lone surrogate: not text that can be stored
+        raise InvalidInput("metadata must be valid Unicode text", code="invalid_metadata") from None
+    if size > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
                            code="invalid_metadata")
     return metadata
@@ -102,6 +106,8 @@ class Catalog:
 
     def get(self, ref: str) -> AxonView:
         """By id, or by name: the newest live Axon with that name."""
+        if not isinstance(ref, str) or not ref.isprintable():  # ids and names never are
+            raise NotFound(f"no Axon {ref!r:.80}; `axons ls` lists them", code="axon_not_found")
         with self._lock:
             rows = self._conn.execute(f"SELECT {_COLUMNS} FROM axons WHERE id = ?", (ref,)).fetchall()
             if not rows:

@@ -269,7 +269,9 @@ class Engine:
                 return await f.run_read(
                     lambda c: state.run_statement(c, sql, params, write=False, max_rows=max_rows)
                 )
-            statement = Statement(sql=sql, params=list(params or []))
+            # Unvalidated on purpose: run_statement refuses bad sql and params with clear
+            # errors (list(params) would silently bind the letters of a string).
+            statement = Statement.model_construct(sql=sql, params=params)
             try:
                 results = await f.submit(
                     lambda ctx: state.write_statements(ctx.conn, [statement], max_rows=max_rows)

@@ -51,6 +51,9 @@ _EVENT_COLUMNS = (
 )
 
 
+_NO_SEQUENCE = 1 << 62  # beyond any real sequence, within SQLite's 64-bit integers
+
+
 def connect(path: Path | str, *, create: bool = False) -> apsw.Connection:
     """A connection with the engine's durability settings: WAL and synchronous=FULL."""
     flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
@@ -134,6 +137,8 @@ def check_draft(d: Draft, *, max_payload: int = DEFAULT_MAX_PAYLOAD, system: boo
             f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
             code="invalid_idempotency_key",
         )
+    if d.author is not None:  # hashed as given: anything but text would break the chain
+        check_label("author", d.author)
     return d
 
 
@@ -380,13 +385,14 @@ class AxonFile:
         """Oldest first: events with sequence > after (executor thread)."""
         sql = f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence > ? ORDER BY sequence LIMIT ?"
         axon_id = self.axon_id
+        after = max(-1, min(after, _NO_SEQUENCE))  # any int a client sends fits SQLite
         return self.read(
             lambda c: [Event(axon_id, *r) for r in c.execute(sql, (after, limit))]
         )
 
     def events_before(self, before: int | None, limit: int) -> list[Event]:
         """Newest first: events with sequence < before (all when None)."""
-        bound = before if before is not None else (1 << 62)
+        bound = max(-1, min(before, _NO_SEQUENCE)) if before is not None else _NO_SEQUENCE
         sql = (
             f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence < ? "
             "ORDER BY sequence DESC LIMIT ?"

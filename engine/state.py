@@ -197,6 +197,10 @@ def run_statement(
         ) from None
     except apsw.BindingsError as e:
         raise InvalidInput(f"params do not match the statement: {e}", code="invalid_params") from None
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            "sql and params must be valid Unicode text (no lone surrogates)", code="invalid_sql"
+        ) from None
     except apsw.Error as e:
         raise SqlError(f"{_sqlite_message(e)} (in: {sql.strip()[:120]})") from None
     finally:
@@ -233,7 +237,8 @@ def parse_statements(statements: Sequence[Any]) -> list[Statement]:
         if isinstance(s, Statement):
             parsed.append(s)
         elif isinstance(s, dict) and isinstance(s.get("sql"), str):
-            parsed.append(Statement(sql=s["sql"], params=s.get("params") or []))
+            # run_statement checks the params, with a clear error
+            parsed.append(Statement.model_construct(sql=s["sql"], params=s.get("params") or []))
         elif isinstance(s, str):
             parsed.append(Statement(sql=s))
         else:
@@ -265,7 +270,8 @@ def write_statements(
         version = _schema_version(conn)
         # The authorizer never sees a table's new name, so a rename into the engine's
         # namespace is caught by comparing names (RENAME is a keyword: it cannot be hidden).
-        reserved = _reserved_tables(conn) if "rename" in st.sql.lower() else None
+        renames = isinstance(st.sql, str) and "rename" in st.sql.lower()
+        reserved = _reserved_tables(conn) if renames else None
         try:
             results.append(run_statement(conn, st.sql, st.params, write=True, max_rows=max_rows))
             if reserved is not None and _reserved_tables(conn) - reserved:
@@ -382,18 +388,20 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
     ).fetchall():
         conn.execute(f"DROP TRIGGER {quote(trigger)}")
     cols = ", ".join(quote(c) for c in columns)
-    new = ", ".join("NEW." + quote(c) for c in columns)
     seq = "(SELECT coalesce(max(sequence), 0) FROM axon_events)"
     target = f"INSERT INTO {hist}(_ax_seq, _ax_op, _ax_rowid{', ' if cols else ''}{cols})"
+    # The row as it is when captured, not NEW: a user's trigger may have changed it already
+    # (SQLite promises no order among triggers), and the last version recorded must be right.
+    now = f"rowid{', ' if cols else ''}{cols} FROM {quote(name)} WHERE rowid = NEW.rowid"
     conn.execute(
         f"CREATE TRIGGER {quote('axon_cc_' + name + '_i')} AFTER INSERT ON {quote(name)} BEGIN "
-        f"{target} VALUES ({seq}, 'I', NEW.rowid{', ' if new else ''}{new}); END"
+        f"{target} SELECT {seq}, 'I', {now}; END"
     )
     conn.execute(
         f"CREATE TRIGGER {quote('axon_cc_' + name + '_u')} AFTER UPDATE ON {quote(name)} BEGIN "
         f"INSERT INTO {hist}(_ax_seq, _ax_op, _ax_rowid) SELECT {seq}, 'D', OLD.rowid "
         "WHERE OLD.rowid IS NOT NEW.rowid; "
-        f"{target} VALUES ({seq}, 'U', NEW.rowid{', ' if new else ''}{new}); END"
+        f"{target} SELECT {seq}, 'U', {now}; END"
     )
     conn.execute(
         f"CREATE TRIGGER {quote('axon_cc_' + name + '_d')} AFTER DELETE ON {quote(name)} BEGIN "

@@ -86,7 +86,7 @@ class TokenStore:
         self._conn.execute(SCHEMA)
         self._lock = threading.Lock()
         self._cache: dict[str, Principal | None] = {}
-        self._version: int | None = None
+        self._version: object = None  # PRAGMA data_version when the cache was filled
 
     def close(self) -> None:
         with self._lock:

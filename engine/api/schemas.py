@@ -96,8 +96,10 @@ class EventsPage(BaseModel):
 class QueryRequest(BaseModel):
     sql: str = Field(min_length=1, max_length=100_000)
     params: list[Any] = Field(default_factory=list)
-    at_sequence: int | None = Field(None, ge=0)
-    read_only: bool = Field(False, description="refuse writes even when the token allows them")
+    # strict: `true` is not sequence 1, nor 1 a boolean (pydantic's lax mode would coerce them)
+    at_sequence: int | None = Field(None, ge=0, strict=True)
+    read_only: bool = Field(False, strict=True,
+                            description="refuse writes even when the token allows them")
 
 
 class StatementIn(BaseModel):
@@ -123,7 +125,7 @@ class SqlBatchResult(BaseModel):
 
 
 class ForkRequest(BaseModel):
-    at_sequence: int = Field(ge=0)
+    at_sequence: int = Field(ge=0, strict=True)
     name: str | None = Field(None, min_length=1, max_length=200)
 
 

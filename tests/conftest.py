@@ -1,0 +1,21 @@
+"""Shared fixtures: a real Engine on a temporary data home (real SQLite files), closed after."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine import Engine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    async with Engine(tmp_path / "home") as eng:
+        yield eng
+
+
+@pytest.fixture
+async def axon_id(engine: Engine) -> str:
+    return (await engine.create_axon("test")).id

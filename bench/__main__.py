@@ -66,7 +66,7 @@ class Table:
     """Prints each figure as soon as it is measured."""
 
     COLUMNS = ("figure", "value", "ceiling", "ratio", "target", "ok")
-    WIDTHS = (20, 14, 14, 6, 31, 3)
+    WIDTHS = (22, 14, 14, 6, 31, 3)
 
     def __init__(self) -> None:
         self._row(self.COLUMNS)

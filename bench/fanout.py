@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench import rawsqlite
 from bench.harness import Figure, Sizes, drafts, fresh_home, ms, percentile, run
+from bench.pacing import Pacer
 from engine import Engine
 
 WARMUP_EVENTS = 100
@@ -41,8 +42,8 @@ class _Receiver:
 
 
 class _PacedPublisher:
-    """Publishes `burst` events concurrently on every tick of a fixed schedule. Ticks are
-    counted from the start, so a late wake-up catches up instead of shifting the schedule."""
+    """Publishes on a `Pacer`'s schedule, each event of a burst its own concurrent call, and
+    remembers when each event was sent and when its tick was due."""
 
     def __init__(self, eng: Engine, axon_id: str) -> None:
         self.eng = eng
@@ -57,27 +58,14 @@ class _PacedPublisher:
         self.sent[result.sequence] = started
         self.scheduled[result.sequence] = due
 
+    async def _burst(self, due: float, n: int) -> None:
+        await asyncio.gather(*(self._one(due) for _ in range(n)))
+
     async def run(self, rate: int, tick_s: float, seconds: float) -> float:
-        burst = max(1, round(rate * tick_s))
-        ticks = round(seconds / tick_s)
-        in_flight: set[asyncio.Task[None]] = set()  # finished ones are dropped, not kept
-        start = time.perf_counter()
-        issued = 0
-        while issued < ticks:
-            now = time.perf_counter()
-            due_ticks = min(ticks, int((now - start) / tick_s) + 1)
-            if due_ticks > issued:
-                self.worst_lag_ms = max(self.worst_lag_ms, ms(now - (start + issued * tick_s)))
-            while issued < due_ticks:
-                due = start + issued * tick_s
-                for _ in range(burst):
-                    task = asyncio.create_task(self._one(due))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
-                issued += 1
-            await asyncio.sleep(max(0.0, start + issued * tick_s - time.perf_counter()))
-        await asyncio.gather(*in_flight)
-        return time.perf_counter() - start
+        pacer = Pacer(rate, tick_s, seconds)
+        took = await pacer.run(self._burst)
+        self.worst_lag_ms = pacer.worst_lag_ms
+        return took
 
 
 async def _wait_until(condition: Callable[[], bool], what: str) -> None:

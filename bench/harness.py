@@ -61,6 +61,33 @@ class Sizes:
     list_runs: int = 5
     ceiling_runs: int = 3
     fsync_commits: int = 200
+    # HTTP figures: the server runs as a separate `axons serve` process.
+    http_threads: int = 2  # wrk -t
+    http_connections: int = 50  # wrk -c, keep-alive
+    http_seconds: float = 5.0
+    http_warmup_seconds: float = 1.0
+    http_batch: int = 100  # events per /publish/batch request
+    sse_subscribers: int = 20
+    sse_rate: int = 1_000  # events per second
+    sse_tick_ms: float = 1.0  # one publish request per tick: here one event per request
+    sse_seconds: float = 5.0
+    # (events per second, subscribers) for sse_deliveries_per_s, in increasing load; its
+    # ticks are longer, each tick's events one /publish/batch, so fan-out is what is loaded.
+    sse_steps: tuple[tuple[int, int], ...] = (
+        (500, 20),
+        (1_000, 20),
+        (2_000, 20),
+        (4_000, 20),
+        (8_000, 20),
+    )
+    sse_step_tick_ms: float = 10.0
+    sse_step_seconds: float = 2.0
+    sse_p99_limit_ms: float = 50.0
+    # Agent lifecycle figures: the echo agent in Docker (bench/agents/echo).
+    wakes: int = 100  # single-agent wakes from paused, each beside a bare docker unpause
+    hibernated_wakes: int = 5  # each beside a bare docker start
+    paused_agents: int = 100  # one agent on each of this many Axons
+    crowd_wakes: int = 100  # single wakes among them
     quick: bool = False
 
     @classmethod
@@ -71,16 +98,24 @@ class Sizes:
             fanout_seconds=1.0,
             tt_events=20_000,
             list_axons=2_000,
+            http_seconds=2.0,
+            sse_seconds=2.0,
+            sse_step_seconds=1.0,
+            wakes=30,
+            hibernated_wakes=3,
+            paused_agents=20,
+            crowd_wakes=30,
             quick=True,
         )
 
 
 @dataclass
 class Figure:
-    """One measured figure and the ceiling it is compared with, both from this run."""
+    """One measured figure and the ceiling it is compared with, both from this run. `value`
+    is None when the figure could not be measured here (the note says why)."""
 
     name: str
-    value: float
+    value: float | None
     unit: str
     better: Literal["higher", "lower"]
     ceiling: float | None = None
@@ -100,7 +135,7 @@ class Figure:
 
     @property
     def meets_target(self) -> bool | None:
-        if self.target is None:
+        if self.target is None or self.value is None:
             return None
         ok = self.value >= self.target if self.better == "higher" else self.value <= self.target
         if self.target_ratio is not None:

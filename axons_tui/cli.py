@@ -25,15 +25,28 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", type=Path, default=argparse.SUPPRESS,
-                        help="data home (default: $AXONS_HOME or the user data dir)")
-    common.add_argument("--connect", default=argparse.SUPPRESS, metavar="SOCKET-OR-URL",
-                        help="a running engine to use (token from $AXONS_TOKEN for a URL)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON (JSON Lines for streams)")
+    common.add_argument(
+        "--home",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="data home (default: $AXONS_HOME or the user data dir)",
+    )
+    common.add_argument(
+        "--connect",
+        default=argparse.SUPPRESS,
+        metavar="SOCKET-OR-URL",
+        help="a running engine to use (token from $AXONS_TOKEN for a URL)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON (JSON Lines for streams)",
+    )
 
-    parser = argparse.ArgumentParser(prog="axons", parents=[common],
-                                     description="Durable, shared agent sessions.")
+    parser = argparse.ArgumentParser(
+        prog="axons", parents=[common], description="Durable, shared agent sessions."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help_text: str, fn: Callable[..., Any]) -> argparse.ArgumentParser:
@@ -75,8 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("statement")
     p.add_argument("--at", type=int, metavar="N", help="the state right after event N")
     p.add_argument("--write", action="store_true", help="allow writes")
-    p.add_argument("--param", action="append", default=[], metavar="JSON",
-                   help="a ? parameter, as JSON (repeat in order)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="a ? parameter, as JSON (repeat in order)",
+    )
 
     p = command("export", "write an Axon as JSON Lines", commands.export)
     p.add_argument("axon")
@@ -107,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.set_defaults(fn=commands.token_revoke)
 
-    p = command("agent", "agents: add FILE.toml, ls, start, pause, resume, stop, logs",
-                commands.agent_ls)
+    p = command(
+        "agent", "agents: add FILE.toml, ls, start, pause, resume, stop, logs", commands.agent_ls
+    )
     agents = p.add_subparsers(dest="agent_command", metavar="ACTION")
     a = agents.add_parser("add", parents=[common], help="declare the agents of a TOML file")
     a.add_argument("file", type=Path)
@@ -128,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--tail", type=int, default=100)
     a.set_defaults(fn=commands.agent_logs)
 
-    p = command("images", "build the agent images offline (base + sample agents)",
-                commands.images_build)
+    p = command(
+        "images", "build the agent images offline (base + sample agents)", commands.images_build
+    )
     images = p.add_subparsers(dest="images_command", metavar="ACTION")
     i = images.add_parser("build", parents=[common], help="build (cached: seconds when done)")
     i.set_defaults(fn=commands.images_build)
@@ -166,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(args: argparse.Namespace, code: str, message: str) -> None:
     if args.json:
-        sys.stderr.write(orjson.dumps({"error": {"code": code, "message": message}}).decode() + "\n")
+        sys.stderr.write(
+            orjson.dumps({"error": {"code": code, "message": message}}).decode() + "\n"
+        )
     else:
         sys.stderr.write(f"axons: {message}\n")
 

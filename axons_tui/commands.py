@@ -46,7 +46,8 @@ async def demo(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from engine.api.serve import Listening, serve as run_server
+    from engine.api.serve import Listening
+    from engine.api.serve import serve as run_server
 
     home = resolve_home(args.home)
     home.mkdir(parents=True, exist_ok=True)
@@ -54,8 +55,9 @@ async def serve(args: argparse.Namespace) -> int:
     def ready(where: Listening) -> None:
         tcp = f" and http://{where.tcp[0]}:{where.tcp[1]}" if where.tcp else ""
         if args.json:
-            _print_json({"socket": str(where.socket_path),
-                         "tcp": list(where.tcp) if where.tcp else None})
+            _print_json(
+                {"socket": str(where.socket_path), "tcp": list(where.tcp) if where.tcp else None}
+            )
         else:
             out.print(f"axons engine on {where.socket_path}{tcp} (Ctrl-C stops)")
 
@@ -88,8 +90,9 @@ async def new(args: argparse.Namespace) -> int:
 
 async def ls(args: argparse.Namespace) -> int:
     async with open_backend(args.home, args.connect) as backend:
-        page = await backend.list_axons(limit=args.limit, name=args.name, search=args.search,
-                                        include_total_count=True)
+        page = await backend.list_axons(
+            limit=args.limit, name=args.name, search=args.search, include_total_count=True
+        )
     if args.json:
         _print_json(page)
         return 0
@@ -97,8 +100,12 @@ async def ls(args: argparse.Namespace) -> int:
     for column in ("id", "name", "created", "metadata"):
         table.add_column(column)
     for a in page.axons:
-        table.add_row(a.id, a.name or "", _time(a.created_at_ms),
-                      " ".join(f"{k}={v}" for k, v in a.metadata.items()))
+        table.add_row(
+            a.id,
+            a.name or "",
+            _time(a.created_at_ms),
+            " ".join(f"{k}={v}" for k, v in a.metadata.items()),
+        )
     out.print(table)
     return 0
 
@@ -112,7 +119,9 @@ def _time(ms: int) -> str:
 async def publish(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.payload is None):
         raise InvalidInput("give TEXT or --payload JSON (one of them)", code="usage")
-    payload = args.payload if args.payload is not None else orjson.dumps({"text": args.text}).decode()
+    payload = (
+        args.payload if args.payload is not None else orjson.dumps({"text": args.text}).decode()
+    )
     draft = Draft(args.event_type, payload, args.source, args.origin, args.idempotency_key)
     async with open_backend(args.home, args.connect) as backend:
         result = await backend.publish(await _axon_id(backend, args.axon), draft)
@@ -128,9 +137,16 @@ def _show(e: Event) -> None:
         body = orjson.loads(e.payload)
     except orjson.JSONDecodeError:
         body = None
-    text = body.get("text") if isinstance(body, dict) and isinstance(body.get("text"), str) else e.payload
-    out.print(f"[dim]#{e.sequence:<5} {_time(e.timestamp_ms)}[/dim] [bold]{e.source}[/bold] "
-              f"[cyan]{e.event_type}[/cyan] ", end="")
+    text = (
+        body.get("text")
+        if isinstance(body, dict) and isinstance(body.get("text"), str)
+        else e.payload
+    )
+    out.print(
+        f"[dim]#{e.sequence:<5} {_time(e.timestamp_ms)}[/dim] [bold]{e.source}[/bold] "
+        f"[cyan]{e.event_type}[/cyan] ",
+        end="",
+    )
     out.print(text, markup=False)
 
 
@@ -168,16 +184,23 @@ async def sql(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as e:
         raise InvalidInput(f"--param takes JSON values ({e})", code="invalid_params") from None
     async with open_backend(args.home, args.connect) as backend:
-        result = await backend.query(await _axon_id(backend, args.axon), args.statement, params,
-                                     write=args.write, at_sequence=args.at)
+        result = await backend.query(
+            await _axon_id(backend, args.axon),
+            args.statement,
+            params,
+            write=args.write,
+            at_sequence=args.at,
+        )
     if args.json:
         _print_json(result)
         return 0
     if result.columns:
         out.print(_result_table(result))
     more = " (row limit reached)" if result.meta.rows_read_limit_reached else ""
-    out.print(f"[dim]{len(result.rows)} rows, {result.meta.changes} changed, "
-              f"{result.meta.duration_ms} ms{more}[/dim]")
+    out.print(
+        f"[dim]{len(result.rows)} rows, {result.meta.changes} changed, "
+        f"{result.meta.duration_ms} ms{more}[/dim]"
+    )
     return 0
 
 
@@ -218,7 +241,9 @@ async def verify(args: argparse.Namespace) -> int:
     elif report.ok:
         out.print(f"ok: {report.checked} events, hash chain intact")
     else:
-        sys.stderr.write(f"axons: broken at sequence {report.first_bad_sequence}: {report.reason}\n")
+        sys.stderr.write(
+            f"axons: broken at sequence {report.first_bad_sequence}: {report.reason}\n"
+        )
     return 0 if report.ok else 1
 
 
@@ -248,8 +273,9 @@ async def token_create(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        _print_json({"name": args.name, "scope": args.scope, "axons": args.axon or None,
-                     "token": token})
+        _print_json(
+            {"name": args.name, "scope": args.scope, "axons": args.axon or None, "token": token}
+        )
     else:
         sys.stdout.write(token + "\n")
         sys.stderr.write("store it now: it is not shown again\n")
@@ -269,7 +295,9 @@ async def token_ls(args: argparse.Namespace) -> int:
     for column in ("name", "scope", "axons", "created"):
         table.add_column(column)
     for t in tokens:
-        table.add_row(t.name, t.scope, ", ".join(t.axons) if t.axons else "all", _time(t.created_at_ms))
+        table.add_row(
+            t.name, t.scope, ", ".join(t.axons) if t.axons else "all", _time(t.created_at_ms)
+        )
     out.print(table)
     return 0
 
@@ -309,8 +337,9 @@ def load_agent_specs(path: Path) -> list[AgentSpec]:
             specs.append(AgentSpec.model_validate({**item, "mounts": mounts}))
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in e.errors())
-            raise InvalidInput(f"{path}: agent {item.get('name', '?')}: {problems}",
-                               code="invalid_agents") from None
+            raise InvalidInput(
+                f"{path}: agent {item.get('name', '?')}: {problems}", code="invalid_agents"
+            ) from None
     return specs
 
 
@@ -320,8 +349,9 @@ def _agent_table(views: list[AgentView]) -> Table:
         table.add_column(column)
     for v in views:
         what = v.spec.image or " ".join(v.spec.command or [])
-        table.add_row(v.name, v.state, v.runtime, str(v.cursor), what,
-                      str(v.detail.get("last_event", "")))
+        table.add_row(
+            v.name, v.state, v.runtime, str(v.cursor), what, str(v.detail.get("last_event", ""))
+        )
     return table
 
 
@@ -353,8 +383,9 @@ async def agent_ls(args: argparse.Namespace) -> int:
 
 async def agent_action(args: argparse.Namespace) -> int:
     async with open_backend(args.home, args.connect) as backend:
-        view = await backend.agents.command(await _axon_id(backend, args.axon), args.name,
-                                            args.action)
+        view = await backend.agents.command(
+            await _axon_id(backend, args.axon), args.name, args.action
+        )
     if args.json:
         _print_json(view.model_dump(mode="json"))
     else:
@@ -393,5 +424,6 @@ async def images_build(args: argparse.Namespace) -> int:
 async def run(args: argparse.Namespace) -> int:
     from axons_tui.scenario import run_scenario
 
-    return await run_scenario(args.scenario, home=args.home, connect=args.connect,
-                              as_json=args.json)
+    return await run_scenario(
+        args.scenario, home=args.home, connect=args.connect, as_json=args.json
+    )

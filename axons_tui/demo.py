@@ -26,8 +26,12 @@ from engine.runtime.docker import docker_available
 
 console = Console()
 ROOT = Path(__file__).resolve().parent.parent
-STYLE = {"USER_EVENT": "cyan", "AGENT_EVENT": "green", "EXTERNAL_EVENT": "magenta",
-         "SYSTEM_EVENT": "dim"}
+STYLE = {
+    "USER_EVENT": "cyan",
+    "AGENT_EVENT": "green",
+    "EXTERNAL_EVENT": "magenta",
+    "SYSTEM_EVENT": "dim",
+}
 
 
 def _show_event(e: Event) -> None:
@@ -36,7 +40,8 @@ def _show_event(e: Event) -> None:
     colour = STYLE.get(e.origin, "white")
     console.print(
         f"[dim]#{e.sequence:>3}[/dim] [{colour}]{e.source:<7} {e.event_type:<16}[/{colour}] ",
-        end="", highlight=False,
+        end="",
+        highlight=False,
     )
     console.print(text if text is not None else e.payload, markup=False, highlight=False)
 
@@ -52,12 +57,22 @@ def _table(title: str, result: QueryResult) -> Table:
 
 def _triage_spec() -> AgentSpec:
     if docker_available():
-        return AgentSpec(name="triage", axon="support-1024", image="axons/triage:latest",
-                         runtime="docker", idle_pause_s=10, idle_hibernate_s=120)
+        return AgentSpec(
+            name="triage",
+            axon="support-1024",
+            image="axons/triage:latest",
+            runtime="docker",
+            idle_pause_s=10,
+            idle_hibernate_s=120,
+        )
     console.print("[yellow]no Docker engine answers: the agent runs as a local process[/yellow]")
     return AgentSpec(
-        name="triage", axon="support-1024", runtime="process", idle_pause_s=10,
-        idle_hibernate_s=120, env={"PYTHONPATH": str(ROOT / "sample_agents")},
+        name="triage",
+        axon="support-1024",
+        runtime="process",
+        idle_pause_s=10,
+        idle_hibernate_s=120,
+        env={"PYTHONPATH": str(ROOT / "sample_agents")},
         command=[sys.executable, "-u", str(ROOT / "sample_agents" / "triage" / "agent.py")],
     )
 
@@ -82,40 +97,61 @@ async def _session(engine: Engine) -> None:
                         return e
                 arrived.clear()
                 await arrived.wait()
+
         return await asyncio.wait_for(look(), timeout)
 
     follower = asyncio.create_task(follow())
     try:
         spec = _triage_spec()
         if spec.runtime == "docker":
-            console.print("[dim]starting the triage agent (the first run builds its image "
-                          "offline: about a minute)[/dim]")
+            console.print(
+                "[dim]starting the triage agent (the first run builds its image "
+                "offline: about a minute)[/dim]"
+            )
         await engine.agents.add(spec)
         await until(lambda e: e.event_type == "agent.running")
-        first = await engine.publish(axon.id, Draft.message(
-            "Billing export fails for large CSV downloads.", source="web"))
-        asked = await until(lambda e: e.event_type == "agent.paused" and e.sequence > first.sequence)
+        first = await engine.publish(
+            axon.id, Draft.message("Billing export fails for large CSV downloads.", source="web")
+        )
+        asked = await until(
+            lambda e: e.event_type == "agent.paused" and e.sequence > first.sequence
+        )
         view = await engine.agents.get(axon.id, "triage")
-        console.print(f"[bold yellow]the agent is {view.state}[/bold yellow] "
-                      "[dim](container frozen, memory kept, no CPU) until someone answers[/dim]")
+        console.print(
+            f"[bold yellow]the agent is {view.state}[/bold yellow] "
+            "[dim](container frozen, memory kept, no CPU) until someone answers[/dim]"
+        )
         await asyncio.sleep(1.5)
-        reply = await engine.publish(axon.id, Draft.message(
-            "Confirmed: only exports above 100MB.", source="slack"))
-        resumed = await until(lambda e: e.event_type == "agent.resumed" and e.sequence > reply.sequence)
+        reply = await engine.publish(
+            axon.id, Draft.message("Confirmed: only exports above 100MB.", source="slack")
+        )
+        resumed = await until(
+            lambda e: e.event_type == "agent.resumed" and e.sequence > reply.sequence
+        )
         await until(lambda e: e.event_type == "agent.paused" and e.sequence > resumed.sequence)
         wake = orjson.loads(resumed.payload)
-        console.print(f"[bold green]woken in {wake['wake_ms']} ms[/bold green] "
-                      f"[dim]by event #{wake['trigger_sequence']}, from {wake['from']}[/dim]")
+        console.print(
+            f"[bold green]woken in {wake['wake_ms']} ms[/bold green] "
+            f"[dim]by event #{wake['trigger_sequence']}, from {wake['from']}[/dim]"
+        )
         await engine.agents.remove(axon.id, "triage")
     finally:
         follower.cancel()
 
     sql = "SELECT id, status, priority, summary FROM tickets"
     console.print(_table("tickets now", await engine.query(axon.id, sql)))
-    console.print(_table(f"tickets as of event #{asked.sequence}, before the reply (time travel)",
-                         await engine.query(axon.id, sql, at_sequence=asked.sequence)))
+    console.print(
+        _table(
+            f"tickets as of event #{asked.sequence}, before the reply (time travel)",
+            await engine.query(axon.id, sql, at_sequence=asked.sequence),
+        )
+    )
     report = await engine.verify(axon.id)
-    mark = "[green]intact[/green]" if report.ok else f"[red]broken at {report.first_bad_sequence}[/red]"
+    mark = (
+        "[green]intact[/green]"
+        if report.ok
+        else f"[red]broken at {report.first_bad_sequence}[/red]"
+    )
     console.print(f"hash chain {mark}: {report.checked} events checked")
 
 

@@ -65,7 +65,9 @@ def load(path: Path) -> dict[str, Any]:
                 code="invalid_scenario",
             )
         if "axon" not in step[kinds[0]]:
-            raise InvalidInput(f"{path}: step {i} ({kinds[0]}) names no axon", code="invalid_scenario")
+            raise InvalidInput(
+                f"{path}: step {i} ({kinds[0]}) names no axon", code="invalid_scenario"
+            )
     return scenario
 
 
@@ -112,23 +114,38 @@ class Run:
             ok, detail, data = False, f"{e.code}: {e.message}", {}
         return Outcome(index, kind, ok, detail, round((time.monotonic() - began) * 1000, 1), data)
 
-    async def _publish(self, spec: dict[str, Any], _step: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
+    async def _publish(
+        self, spec: dict[str, Any], _step: dict[str, Any]
+    ) -> tuple[bool, str, dict[str, Any]]:
         payload = spec.get("payload")
         if payload is None:
             payload = {"text": spec.get("text", "")}
         text = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-        draft = Draft(spec.get("type", "message"), text, spec.get("source", "scenario"),
-                      spec.get("origin", "USER_EVENT"), spec.get("idempotency_key"))
+        draft = Draft(
+            spec.get("type", "message"),
+            text,
+            spec.get("source", "scenario"),
+            spec.get("origin", "USER_EVENT"),
+            spec.get("idempotency_key"),
+        )
         result = await self.backend.publish(await self.axon(spec["axon"]), draft)
-        return True, f"published #{result.sequence} to {spec['axon']}", {"sequence": result.sequence}
+        return (
+            True,
+            f"published #{result.sequence} to {spec['axon']}",
+            {"sequence": result.sequence},
+        )
 
-    async def _sql(self, spec: dict[str, Any], _step: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
+    async def _sql(
+        self, spec: dict[str, Any], _step: dict[str, Any]
+    ) -> tuple[bool, str, dict[str, Any]]:
         statements = spec.get("statements") or [spec.get("sql")]
         results = await self.backend.batch(await self.axon(spec["axon"]), statements)
         changes = sum(r.meta.changes for r in results)
         return True, f"{len(results)} statements, {changes} rows changed", {"changes": changes}
 
-    async def _wait(self, spec: dict[str, Any], step: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
+    async def _wait(
+        self, spec: dict[str, Any], step: dict[str, Any]
+    ) -> tuple[bool, str, dict[str, Any]]:
         axon_id = await self.axon(spec["axon"])
         timeout = float(step.get("timeout_s", spec.get("timeout_s", 10)))
         fields = {k: v for k, v in spec.items() if k in ("event_type", "source", "origin")}
@@ -149,16 +166,34 @@ class Run:
             found = await asyncio.wait_for(first_match(), timeout)
         except TimeoutError:
             return False, f"no event matching {spec} within {timeout:g} s", {}
-        return True, f"#{found.sequence} {found.source} {found.event_type}", {"sequence": found.sequence}
+        return (
+            True,
+            f"#{found.sequence} {found.source} {found.event_type}",
+            {"sequence": found.sequence},
+        )
 
-    async def _expect(self, spec: dict[str, Any], _step: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
-        result = await self.backend.query(await self.axon(spec["axon"]), spec["sql"],
-                                          spec.get("params") or [], at_sequence=spec.get("at"))
+    async def _expect(
+        self, spec: dict[str, Any], _step: dict[str, Any]
+    ) -> tuple[bool, str, dict[str, Any]]:
+        result = await self.backend.query(
+            await self.axon(spec["axon"]),
+            spec["sql"],
+            spec.get("params") or [],
+            at_sequence=spec.get("at"),
+        )
         want = spec.get("rows")
         if want is not None and result.rows != want:
-            return False, f"{spec['sql']!r} returned {result.rows}, expected {want}", {"rows": result.rows}
+            return (
+                False,
+                f"{spec['sql']!r} returned {result.rows}, expected {want}",
+                {"rows": result.rows},
+            )
         if "count" in spec and len(result.rows) != spec["count"]:
-            return False, f"{spec['sql']!r} returned {len(result.rows)} rows, expected {spec['count']}", {}
+            return (
+                False,
+                f"{spec['sql']!r} returned {len(result.rows)} rows, expected {spec['count']}",
+                {},
+            )
         return True, f"{spec['sql']!r} as expected ({len(result.rows)} rows)", {"rows": result.rows}
 
 
@@ -178,8 +213,10 @@ async def run_scenario(path: Path, *, home: Path | None, connect: str | None, as
                 print(orjson.dumps(outcome.__dict__).decode(), flush=True)
             else:
                 mark = "[green]✓[/green]" if outcome.ok else "[red]✗[/red]"
-                console.print(f"{mark} {i:>2} {outcome.kind:<8} {outcome.detail} "
-                              f"[dim]{outcome.elapsed_ms} ms[/dim]")
+                console.print(
+                    f"{mark} {i:>2} {outcome.kind:<8} {outcome.detail} "
+                    f"[dim]{outcome.elapsed_ms} ms[/dim]"
+                )
             if not outcome.ok and step.get("stop_on_failure", True):
                 break
     if not as_json:

@@ -53,7 +53,10 @@ def new_axon_id() -> str:
 def _view(row: tuple[Any, ...]) -> AxonView:
     axon_id, created, metadata, name, deleted = row
     return AxonView(
-        id=axon_id, created_at_ms=created, metadata=orjson.loads(metadata), name=name,
+        id=axon_id,
+        created_at_ms=created,
+        metadata=orjson.loads(metadata),
+        name=name,
         deleted_at_ms=deleted,
     )
 
@@ -64,15 +67,17 @@ def check_metadata(metadata: object) -> dict[str, str]:
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
-        raise InvalidInput("metadata must be an object of string keys and string values",
-                           code="invalid_metadata")
+        raise InvalidInput(
+            "metadata must be an object of string keys and string values", code="invalid_metadata"
+        )
     try:
         size = len(orjson.dumps(metadata))
     except TypeError:  # a lone surrogate: not text that can be stored
         raise InvalidInput("metadata must be valid Unicode text", code="invalid_metadata") from None
     if size > MAX_METADATA_BYTES:
-        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
-                           code="invalid_metadata")
+        raise InvalidInput(
+            f"metadata is larger than {MAX_METADATA_BYTES} bytes", code="invalid_metadata"
+        )
     return metadata
 
 
@@ -90,12 +95,16 @@ class Catalog:
         with self._lock:
             self._conn.close()
 
-    def create(self, name: str | None, metadata: dict[str, str], axon_id: str | None = None) -> AxonView:
+    def create(
+        self, name: str | None, metadata: dict[str, str], axon_id: str | None = None
+    ) -> AxonView:
         if name is not None:
             check_label("name", name)
         view = AxonView(
-            id=axon_id or new_axon_id(), created_at_ms=time.time_ns() // 1_000_000,
-            metadata=check_metadata(metadata), name=name,
+            id=axon_id or new_axon_id(),
+            created_at_ms=time.time_ns() // 1_000_000,
+            metadata=check_metadata(metadata),
+            name=name,
         )
         with self._lock:
             self._conn.execute(
@@ -109,7 +118,9 @@ class Catalog:
         if not isinstance(ref, str) or not ref.isprintable():  # ids and names never are
             raise NotFound(f"no Axon {ref!r:.80}; `axons ls` lists them", code="axon_not_found")
         with self._lock:
-            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM axons WHERE id = ?", (ref,)).fetchall()
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM axons WHERE id = ?", (ref,)
+            ).fetchall()
             if not rows:
                 rows = self._conn.execute(
                     f"SELECT {_COLUMNS} FROM axons WHERE name = ? AND deleted_at_ms IS NULL "
@@ -136,7 +147,7 @@ class Catalog:
             )
         return self.get(axon_id)
 
-    def list(
+    def list_axons(
         self,
         *,
         limit: int = 20,
@@ -157,7 +168,9 @@ class Catalog:
             where.append("name >= ? AND name < ?")
             args += [name, name + "\U0010ffff"]
         if search:
-            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = (
+                "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
             where.append(
                 "(id LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\' OR metadata LIKE ? ESCAPE '\\')"
             )
@@ -169,14 +182,19 @@ class Catalog:
         with self._lock:
             total = None
             if include_total_count:
-                total = self._conn.execute(f"SELECT count(*) FROM axons WHERE {filters}", args).fetchall()[0][0]
+                total = self._conn.execute(
+                    f"SELECT count(*) FROM axons WHERE {filters}", args
+                ).fetchall()[0][0]
             page_where = filters
             page_args = list(args)
             if starting_after:
-                found = self._conn.execute("SELECT n FROM axons WHERE id = ?", (starting_after,)).fetchall()
+                found = self._conn.execute(
+                    "SELECT n FROM axons WHERE id = ?", (starting_after,)
+                ).fetchall()
                 if not found:
-                    raise InvalidInput(f"starting_after: no Axon {starting_after!r:.80}",
-                                       code="invalid_cursor")
+                    raise InvalidInput(
+                        f"starting_after: no Axon {starting_after!r:.80}", code="invalid_cursor"
+                    )
                 page_where += " AND n < ?"
                 page_args.append(found[0][0])
             rows = self._conn.execute(
@@ -193,7 +211,9 @@ class Catalog:
             self._conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('home_id', ?)", (secrets.token_hex(8),)
             )
-            return str(self._conn.execute("SELECT value FROM meta WHERE key = 'home_id'").fetchall()[0][0])
+            return str(
+                self._conn.execute("SELECT value FROM meta WHERE key = 'home_id'").fetchall()[0][0]
+            )
 
     # -- agents -------------------------------------------------------------------------
 
@@ -207,8 +227,10 @@ class Catalog:
 
     def set_agent_desired(self, axon_id: str, name: str, desired: str) -> None:
         with self._lock:
-            self._conn.execute("UPDATE agents SET desired = ? WHERE axon_id = ? AND name = ?",
-                               (desired, axon_id, name))
+            self._conn.execute(
+                "UPDATE agents SET desired = ? WHERE axon_id = ? AND name = ?",
+                (desired, axon_id, name),
+            )
 
     def agents(self) -> list[tuple[str, str, dict[str, Any], str]]:
         with self._lock:
@@ -226,4 +248,3 @@ class Catalog:
 
 def open_catalog(home: Path) -> Catalog:
     return Catalog(home / "catalog.db")
-

@@ -23,7 +23,6 @@ from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog
 from engine.errors import Conflict, InvalidInput, Unavailable
 from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft
-from engine.supervisor import Supervisor
 from engine.models import (
     AxonPage,
     AxonView,
@@ -36,6 +35,7 @@ from engine.models import (
     Statement,
     VerifyReport,
 )
+from engine.supervisor import Supervisor
 
 T = TypeVar("T")
 CATCH_UP_PAGE = 1000
@@ -123,8 +123,8 @@ class Engine:
         return await self._run(self.catalog.get, ref)
 
     async def list_axons(self, **filters: Any) -> AxonPage:
-        """Newest first; see `Catalog.list` for the filters."""
-        return await self._run(lambda: self.catalog.list(**filters))
+        """Newest first; see `Catalog.list_axons` for the filters."""
+        return await self._run(lambda: self.catalog.list_axons(**filters))
 
     async def update_axon(self, ref: str, metadata: dict[str, str]) -> AxonView:
         view = await self.get_axon(ref)
@@ -160,15 +160,18 @@ class Engine:
         else:
             self._files.move_to_end(axon_id)
         if axon_id in self._deleted:
-            raise Conflict(f"Axon {axon_id} is deleted; it can be read but not written",
-                           code="axon_deleted")
+            raise Conflict(
+                f"Axon {axon_id} is deleted; it can be read but not written", code="axon_deleted"
+            )
         return await f.append(checked)
 
     async def last_sequence(self, axon_id: str) -> int:
         f = self._files.get(axon_id) or await self._open(axon_id)
         return f.last_sequence
 
-    async def read_events(self, axon_id: str, after: int = 0, limit: int = CATCH_UP_PAGE) -> list[Event]:
+    async def read_events(
+        self, axon_id: str, after: int = 0, limit: int = CATCH_UP_PAGE
+    ) -> list[Event]:
         """Oldest first: up to `limit` events with sequence > `after`."""
         _check_limit(limit)
         async with self._using(axon_id) as f:
@@ -197,7 +200,9 @@ class Engine:
         """Every event with sequence > `after_sequence`, then live ones, forever: no gap, no
         duplicate. A subscriber that falls behind reads from the file until it catches up."""
         if not isinstance(after_sequence, int) or after_sequence < 0:
-            raise InvalidInput("after_sequence must be a whole number >= 0", code="invalid_sequence")
+            raise InvalidInput(
+                "after_sequence must be a whole number >= 0", code="invalid_sequence"
+            )
         async with self._using(axon_id) as f:
             next_seq = after_sequence + 1
             while not self._closing:
@@ -261,8 +266,9 @@ class Engine:
         async with self._using(axon_id) as f:
             if at_sequence is not None:
                 if write:
-                    raise InvalidInput("a query at a past sequence is read-only",
-                                       code="read_only_history")
+                    raise InvalidInput(
+                        "a query at a past sequence is read-only", code="read_only_history"
+                    )
                 _check_sequence(at_sequence, f.last_sequence)
                 return await self._run(_query_at, str(f.path), at_sequence, sql, params, max_rows)
             if not write:
@@ -271,7 +277,7 @@ class Engine:
                 )
             # Unvalidated on purpose: run_statement refuses bad sql and params with clear
             # errors (list(params) would silently bind the letters of a string).
-            statement = Statement.model_construct(sql=sql, params=params)
+            statement = Statement.model_construct(sql=sql, params=params)  # type: ignore[arg-type]
             try:
                 results = await f.submit(
                     lambda ctx: state.write_statements(ctx.conn, [statement], max_rows=max_rows)
@@ -302,8 +308,11 @@ class Engine:
     async def agent_cursor(self, axon_id: str, agent: str) -> int:
         """The last sequence the agent acknowledged (0: none)."""
         async with self._using(axon_id) as f:
-            rows = await f.run_read(lambda c: c.execute(
-                "SELECT sequence FROM axon_agent_cursors WHERE agent = ?", (agent,)).fetchall())
+            rows = await f.run_read(
+                lambda c: c.execute(
+                    "SELECT sequence FROM axon_agent_cursors WHERE agent = ?", (agent,)
+                ).fetchall()
+            )
         return int(rows[0][0]) if rows else 0
 
     async def ack(self, axon_id: str, agent: str, sequence: int) -> int:
@@ -336,9 +345,7 @@ class Engine:
         """A new Axon equal to the exported one (events, hashes, state and its history)."""
         parsed = await self._run(records.parse, lines)
         header = parsed.header
-        view = await self.create_axon(
-            name or header.get("name"), header.get("metadata") or {}
-        )
+        view = await self.create_axon(name or header.get("name"), header.get("metadata") or {})
         f = await self._open(view.id)
         await f.submit(lambda ctx: records.load(ctx, parsed))
         return view
@@ -386,8 +393,8 @@ class Engine:
     async def _open(self, axon_id: str) -> AxonFile:
         if self._closing:
             raise Unavailable("the engine is shutting down; retry shortly", code="shutting_down")
-        if (f := self._files.get(axon_id)) is not None:
-            return f
+        if (cached := self._files.get(axon_id)) is not None:
+            return cached
         if (pending := self._opening.get(axon_id)) is not None:
             return await asyncio.shield(pending)
         opening: asyncio.Future[AxonFile] = asyncio.get_running_loop().create_future()
@@ -395,14 +402,18 @@ class Engine:
         try:
             view = await self._run(self.catalog.get, axon_id)
             if view.id != axon_id:  # a name: the caller must use ids on the hot path
-                raise InvalidInput(f"use the Axon's id ({view.id}), not its name",
-                                   code="id_required")
+                raise InvalidInput(
+                    f"use the Axon's id ({view.id}), not its name", code="id_required"
+                )
             if view.deleted_at_ms is not None:
                 self._deleted.add(axon_id)
             path = self.path_of(axon_id)
+            executor = self._executor
+            assert executor is not None
             f = await self._run(
-                lambda: AxonFile(axon_id, path, self._executor, self.bus.deliver,  # type: ignore[arg-type]
-                                 create=not path.exists())
+                lambda: AxonFile(
+                    axon_id, path, executor, self.bus.deliver, create=not path.exists()
+                )
             )
             self._files[axon_id] = f
             opening.set_result(f)
@@ -443,8 +454,11 @@ def _move_cursor(ctx: WriteContext, agent: str, sequence: int) -> int:
         "DO UPDATE SET sequence = max(sequence, excluded.sequence)",
         (agent, sequence),
     )
-    return int(ctx.conn.execute(
-        "SELECT sequence FROM axon_agent_cursors WHERE agent = ?", (agent,)).fetchall()[0][0])
+    return int(
+        ctx.conn.execute(
+            "SELECT sequence FROM axon_agent_cursors WHERE agent = ?", (agent,)
+        ).fetchall()[0][0]
+    )
 
 
 def _query_at(

@@ -382,7 +382,11 @@ def ensure_image(ref: str, progress: Progress | None = None) -> str:
         repo, _, tag = ref.partition(":")
         name = repo.removeprefix("axons/")
         context = SAMPLE_AGENTS / name
-        if repo.startswith("axons/") and tag in ("", "latest") and (context / "Dockerfile").is_file():
+        if (
+            repo.startswith("axons/")
+            and tag in ("", "latest")
+            and (context / "Dockerfile").is_file()
+        ):
             return ensure_agent_image(name, context, progress, client=client)
         if ref == BASE_IMAGE:
             return ensure_base_image(progress, client=client)

@@ -116,7 +116,10 @@ def check_draft(d: Draft, *, max_payload: int = DEFAULT_MAX_PAYLOAD, system: boo
     payload = d.payload
     if not isinstance(payload, str):
         raise InvalidInput("payload must be JSON text (a string)", code="invalid_payload")
-    if len(payload) * 4 > max_payload and len(payload.encode("utf-8", "surrogatepass")) > max_payload:
+    if (
+        len(payload) * 4 > max_payload
+        and len(payload.encode("utf-8", "surrogatepass")) > max_payload
+    ):
         raise PayloadTooLarge(
             f"payload is larger than {max_payload} bytes; store big content elsewhere "
             "and publish a reference",
@@ -125,13 +128,14 @@ def check_draft(d: Draft, *, max_payload: int = DEFAULT_MAX_PAYLOAD, system: boo
         orjson.loads(payload)
     except orjson.JSONDecodeError as e:
         raise InvalidInput(
-            f"payload must be valid JSON text ({e}); to send plain text use "
-            '{"text": "..."}',
+            f'payload must be valid JSON text ({e}); to send plain text use {{"text": "..."}}',
             code="invalid_payload",
         ) from None
     key = d.idempotency_key
     if key is not None and (
-        not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable()
+        not isinstance(key, str)
+        or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY
+        or not key.isprintable()
     ):
         raise InvalidInput(
             f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
@@ -216,7 +220,9 @@ class WriteContext:
             h = chain_hash(h, seq, ts, d)
             rows.append((seq, ts, d.origin, d.source, d.event_type, d.payload, d.author, key, h))
             events.append(
-                Event(axon_id, seq, ts, d.origin, d.source, d.event_type, d.payload, d.author, key, h)
+                Event(
+                    axon_id, seq, ts, d.origin, d.source, d.event_type, d.payload, d.author, key, h
+                )
             )
             result = PublishResult(seq, ts)
             if key is not None:
@@ -383,12 +389,12 @@ class AxonFile:
 
     def events_after(self, after: int, limit: int) -> list[Event]:
         """Oldest first: events with sequence > after (executor thread)."""
-        sql = f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence > ? ORDER BY sequence LIMIT ?"
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence > ? ORDER BY sequence LIMIT ?"
+        )
         axon_id = self.axon_id
         after = max(-1, min(after, _NO_SEQUENCE))  # any int a client sends fits SQLite
-        return self.read(
-            lambda c: [Event(axon_id, *r) for r in c.execute(sql, (after, limit))]
-        )
+        return self.read(lambda c: [Event(axon_id, *r) for r in c.execute(sql, (after, limit))])
 
     def events_before(self, before: int | None, limit: int) -> list[Event]:
         """Newest first: events with sequence < before (all when None)."""
@@ -398,9 +404,7 @@ class AxonFile:
             "ORDER BY sequence DESC LIMIT ?"
         )
         axon_id = self.axon_id
-        return self.read(
-            lambda c: [Event(axon_id, *r) for r in c.execute(sql, (bound, limit))]
-        )
+        return self.read(lambda c: [Event(axon_id, *r) for r in c.execute(sql, (bound, limit))])
 
     # -- lifetime ---------------------------------------------------------------------
 

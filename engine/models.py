@@ -146,7 +146,7 @@ class AgentSpec(BaseModel):
     command: list[str] | None = None
     protocol: Literal["axon", "acp", "claude_json"] = "axon"
     runtime: Literal["auto", "docker", "process"] = "auto"
-    wake_on: list[Origin] = Field(default_factory=lambda: ["USER_EVENT", "EXTERNAL_EVENT"])
+    wake_on: list[Origin] = Field(default_factory=lambda: ["USER_EVENT", "EXTERNAL_EVENT"])  # type: ignore[arg-type]
     idle_pause_s: float = Field(30.0, ge=0)
     idle_hibernate_s: float = Field(600.0, ge=0)
     on_busy: Literal["queue", "interrupt", "merge"] = "queue"

@@ -26,24 +26,41 @@ from engine.state import STATE_SCHEMA, install_capture, quote, schema_at, state_
 
 FORMAT = 1
 _EVENT_FIELDS = (
-    "sequence", "timestamp_ms", "origin", "source", "event_type", "payload", "author",
-    "idempotency_key", "hash",
+    "sequence",
+    "timestamp_ms",
+    "origin",
+    "source",
+    "event_type",
+    "payload",
+    "author",
+    "idempotency_key",
+    "hash",
 )
 
 
 def verify(conn: apsw.Connection) -> VerifyReport:
     """Recompute the chain; name the first event whose hash or position is wrong."""
     previous, expected, checked = "", 1, 0
-    for row in conn.execute(f"SELECT {', '.join(_EVENT_FIELDS)} FROM axon_events ORDER BY sequence"):
+    for row in conn.execute(
+        f"SELECT {', '.join(_EVENT_FIELDS)} FROM axon_events ORDER BY sequence"
+    ):
         seq, ts, origin, source, event_type, payload, author, key, stored = row
         if seq != expected:
-            return VerifyReport(ok=False, checked=checked, first_bad_sequence=expected,
-                                reason=f"sequence {expected} is missing")
+            return VerifyReport(
+                ok=False,
+                checked=checked,
+                first_bad_sequence=expected,
+                reason=f"sequence {expected} is missing",
+            )
         draft = Draft(event_type, payload, source, origin, key, author)
         computed = chain_hash(previous, seq, ts, draft)
         if computed != stored:
-            return VerifyReport(ok=False, checked=checked, first_bad_sequence=seq,
-                                reason="hash does not match the event's content and its predecessor")
+            return VerifyReport(
+                ok=False,
+                checked=checked,
+                first_bad_sequence=seq,
+                reason="hash does not match the event's content and its predecessor",
+            )
         previous, expected, checked = stored, seq + 1, checked + 1
     return VerifyReport(ok=True, checked=checked)
 
@@ -63,9 +80,16 @@ def _decode(value: Any) -> Any:
 def dump(view: AxonView, path: str, at_sequence: int) -> list[bytes]:
     """Every line of the export of the Axon at `path`, as of `at_sequence` (executor thread)."""
     lines = [
-        orjson.dumps({"type": "axon", "format": FORMAT, "name": view.name,
-                      "metadata": view.metadata, "source_id": view.id,
-                      "at_sequence": at_sequence})
+        orjson.dumps(
+            {
+                "type": "axon",
+                "format": FORMAT,
+                "name": view.name,
+                "metadata": view.metadata,
+                "source_id": view.id,
+                "at_sequence": at_sequence,
+            }
+        )
     ]
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
@@ -75,7 +99,9 @@ def dump(view: AxonView, path: str, at_sequence: int) -> list[bytes]:
             "ORDER BY sequence",
             (at_sequence,),
         ):
-            lines.append(orjson.dumps({"type": "event", "event": dict(zip(_EVENT_FIELDS, row, strict=True))}))
+            lines.append(
+                orjson.dumps({"type": "event", "event": dict(zip(_EVENT_FIELDS, row, strict=True))})
+            )
         objects = schema_at(conn, at_sequence)
         for name, kind, sql, _epoch in objects:
             lines.append(orjson.dumps({"type": "object", "name": name, "kind": kind, "sql": sql}))
@@ -87,7 +113,9 @@ def dump(view: AxonView, path: str, at_sequence: int) -> list[bytes]:
     return lines
 
 
-def _state_rows(path: str, at_sequence: int, objects: list[tuple[str, str, str, int]]) -> list[bytes]:
+def _state_rows(
+    path: str, at_sequence: int, objects: list[tuple[str, str, str, int]]
+) -> list[bytes]:
     mem = state_at(path, at_sequence)
     try:
         out = []
@@ -100,41 +128,64 @@ def _state_rows(path: str, at_sequence: int, objects: list[tuple[str, str, str, 
             except apsw.ExecutionCompleteError:  # apsw: an empty result has no description
                 continue
             for rowid, *values in cur:
-                out.append(orjson.dumps({
-                    "type": "row", "table": name, "rowid": rowid,
-                    "values": dict(zip(columns, map(_encode, values), strict=True)),
-                }))
+                out.append(
+                    orjson.dumps(
+                        {
+                            "type": "row",
+                            "table": name,
+                            "rowid": rowid,
+                            "values": dict(zip(columns, map(_encode, values), strict=True)),
+                        }
+                    )
+                )
         return out
     finally:
         mem.close()
 
 
 def _history_rows(conn: apsw.Connection, at_sequence: int) -> list[bytes]:
-    if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'axon_schema_history'").fetchall():
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE name = 'axon_schema_history'"
+    ).fetchall():
         return []
     out = []
     cur = conn.execute(
         "SELECT id, sequence, tbl, type, sql, epoch FROM axon_schema_history WHERE sequence <= ? "
-        "ORDER BY id", (at_sequence,),
+        "ORDER BY id",
+        (at_sequence,),
     )
     for values in cur:
-        out.append(orjson.dumps({"type": "history", "table": "axon_schema_history",
-                                 "values": list(values)}))
+        out.append(
+            orjson.dumps(
+                {"type": "history", "table": "axon_schema_history", "values": list(values)}
+            )
+        )
     hist_tables = [
-        name for (name,) in conn.execute(
+        name
+        for (name,) in conn.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table' "
             "AND name LIKE 'axon\\_hist\\_%' ESCAPE '\\' ORDER BY name"
         )
     ]
     for table in hist_tables:
-        cur = conn.execute(f"SELECT * FROM {quote(table)} WHERE _ax_seq <= ? ORDER BY _ax_id", (at_sequence,))
+        cur = conn.execute(
+            f"SELECT * FROM {quote(table)} WHERE _ax_seq <= ? ORDER BY _ax_id", (at_sequence,)
+        )
         try:
             columns = [d[0] for d in cur.get_description()]
         except apsw.ExecutionCompleteError:  # no rows
             continue
         for values in cur:
-            out.append(orjson.dumps({"type": "history", "table": table, "columns": columns,
-                                     "values": [_encode(v) for v in values]}))
+            out.append(
+                orjson.dumps(
+                    {
+                        "type": "history",
+                        "table": table,
+                        "columns": columns,
+                        "values": [_encode(v) for v in values],
+                    }
+                )
+            )
     return out
 
 
@@ -168,10 +219,16 @@ def parse(lines: Any) -> Parsed:
                 )
             parsed = Parsed(header=item)
             continue
-        bucket = {"event": parsed.events, "object": parsed.objects, "row": parsed.rows,
-                  "history": parsed.history}.get(kind)  # type: ignore[arg-type]
+        bucket = {
+            "event": parsed.events,
+            "object": parsed.objects,
+            "row": parsed.rows,
+            "history": parsed.history,
+        }.get(kind)  # type: ignore[arg-type]
         if bucket is None:
-            raise InvalidInput(f"line {number}: unknown record type {kind!r}", code="invalid_export")
+            raise InvalidInput(
+                f"line {number}: unknown record type {kind!r}", code="invalid_export"
+            )
         bucket.append(item)
     if parsed is None:
         raise InvalidInput("the export is empty", code="invalid_export")
@@ -182,12 +239,20 @@ def parse(lines: Any) -> Parsed:
 def _check_chain(events: list[dict[str, Any]]) -> None:
     previous = ""
     for expected, item in enumerate(events, 1):
-        e = item.get("event")
+        e: Any = item.get("event")
         try:
             seq = e["sequence"]
-            draft = Draft(e["event_type"], e["payload"], e["source"], e["origin"],
-                          e.get("idempotency_key"), e.get("author"))
-            ok = seq == expected and chain_hash(previous, seq, e["timestamp_ms"], draft) == e["hash"]
+            draft = Draft(
+                e["event_type"],
+                e["payload"],
+                e["source"],
+                e["origin"],
+                e.get("idempotency_key"),
+                e.get("author"),
+            )
+            ok = (
+                seq == expected and chain_hash(previous, seq, e["timestamp_ms"], draft) == e["hash"]
+            )
         except (KeyError, TypeError):
             ok = False
         if not ok:
@@ -202,13 +267,16 @@ def load(ctx: WriteContext, parsed: Parsed) -> None:
     """Write a parsed export into a new, empty Axon (inside the writer's transaction)."""
     conn = ctx.conn
     conn.executemany(
-        f"INSERT INTO axon_events({', '.join(_EVENT_FIELDS)}) VALUES ({', '.join('?' * len(_EVENT_FIELDS))})",
+        f"INSERT INTO axon_events({', '.join(_EVENT_FIELDS)}) "
+        f"VALUES ({', '.join('?' * len(_EVENT_FIELDS))})",
         [tuple(item["event"][k] for k in _EVENT_FIELDS) for item in parsed.events],
     )
     if parsed.events:
         last = parsed.events[-1]["event"]
         ctx.tip.sequence, ctx.tip.hash, ctx.tip.timestamp_ms = (
-            last["sequence"], last["hash"], last["timestamp_ms"],
+            last["sequence"],
+            last["hash"],
+            last["timestamp_ms"],
         )
     conn.execute(STATE_SCHEMA)
     tables = [o for o in parsed.objects if o["kind"] == "table"]
@@ -229,8 +297,9 @@ def load(ctx: WriteContext, parsed: Parsed) -> None:
     for o in parsed.objects:
         if o["kind"] != "table":
             conn.execute(o["sql"])
-    conn.executemany("INSERT INTO axon_captured VALUES (?, ?)",
-                     [(o["name"], o["sql"]) for o in parsed.objects])
+    conn.executemany(
+        "INSERT INTO axon_captured VALUES (?, ?)", [(o["name"], o["sql"]) for o in parsed.objects]
+    )
     for h in parsed.history:
         table = h["table"]
         if table == "axon_schema_history":
@@ -257,4 +326,3 @@ def _ensure_history_table(conn: apsw.Connection, table: str, columns: list[str])
     for c in columns:
         if c not in have:
             conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(c)}")
-

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import apsw
 
@@ -36,19 +36,33 @@ CREATE TABLE IF NOT EXISTS axon_schema_history(
 
 _RESERVED_PREFIX = "axon_"  # SQLite itself guards sqlite_ names
 _READ_PRAGMAS = frozenset(
-    {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
-     "foreign_key_list", "collation_list"}
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "collation_list",
+    }
 )
 _DENIED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer"})
 _READ_ACTIONS = frozenset({apsw.SQLITE_SELECT, apsw.SQLITE_READ, apsw.SQLITE_RECURSIVE})
 # Actions whose first argument names the object written to.
 _WRITE_ACTIONS = frozenset(
     {
-        apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE,
-        apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_DROP_TABLE,
-        apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_DROP_INDEX,
-        apsw.SQLITE_CREATE_TRIGGER, apsw.SQLITE_DROP_TRIGGER,
-        apsw.SQLITE_CREATE_VIEW, apsw.SQLITE_DROP_VIEW,
+        apsw.SQLITE_INSERT,
+        apsw.SQLITE_UPDATE,
+        apsw.SQLITE_DELETE,
+        apsw.SQLITE_CREATE_TABLE,
+        apsw.SQLITE_DROP_TABLE,
+        apsw.SQLITE_CREATE_INDEX,
+        apsw.SQLITE_DROP_INDEX,
+        apsw.SQLITE_CREATE_TRIGGER,
+        apsw.SQLITE_DROP_TRIGGER,
+        apsw.SQLITE_CREATE_VIEW,
+        apsw.SQLITE_DROP_VIEW,
     }
 )
 
@@ -88,7 +102,9 @@ class _Guard:
         if action in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
             return "ATTACH, DETACH and VACUUM are not allowed; an Axon is one file"
         if not self.write:
-            return "this query is read-only; writes need write mode (--write, or the sql-write scope)"
+            return (
+                "this query is read-only; writes need write mode (--write, or the sql-write scope)"
+            )
         if trigger is not None and trigger.startswith("axon_"):
             return None  # the engine's own change-capture triggers
         if action == apsw.SQLITE_ALTER_TABLE:
@@ -104,8 +120,9 @@ class _Guard:
         if action in _WRITE_ACTIONS:
             if db is not None and db != "main":
                 return "temporary objects are not allowed; create tables in the Axon"
-            if _reserved(a1) or (action in (apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_CREATE_TRIGGER)
-                                 and _reserved(a2)):
+            if _reserved(a1) or (
+                action in (apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_CREATE_TRIGGER) and _reserved(a2)
+            ):
                 return f"{a1} belongs to the engine (names starting axon_ are reserved)"
             return None
         if action == apsw.SQLITE_CREATE_VTABLE:
@@ -196,7 +213,9 @@ def run_statement(
             "this query is read-only; writes need write mode (--write, or the sql-write scope)"
         ) from None
     except apsw.BindingsError as e:
-        raise InvalidInput(f"params do not match the statement: {e}", code="invalid_params") from None
+        raise InvalidInput(
+            f"params do not match the statement: {e}", code="invalid_params"
+        ) from None
     except UnicodeEncodeError:
         raise InvalidInput(
             "sql and params must be valid Unicode text (no lone surrogates)", code="invalid_sql"
@@ -208,9 +227,7 @@ def run_statement(
         cursor.close()
     columns = []
     for i, (name, decltype) in enumerate(description):
-        declared = decltype or next(
-            (_value_type(r[i]) for r in rows if r[i] is not None), ""
-        )
+        declared = decltype or next((_value_type(r[i]) for r in rows if r[i] is not None), "")
         columns.append(Column(name=name, type=declared))
     return QueryResult(
         columns=columns,
@@ -332,7 +349,8 @@ def sync_capture(conn: apsw.Connection) -> None:
         conn.execute("INSERT OR REPLACE INTO axon_captured VALUES (?, ?)", (name, sql))
     for name in captured.keys() - objects.keys():
         conn.execute(
-            "INSERT INTO axon_schema_history(sequence, tbl, type, sql, epoch) VALUES (?,?,?,NULL,0)",
+            "INSERT INTO axon_schema_history(sequence, tbl, type, sql, epoch) "
+            "VALUES (?,?,?,NULL,0)",
             (sequence, name, "dropped"),
         )
         conn.execute("DELETE FROM axon_captured WHERE tbl = ?", (name,))
@@ -373,9 +391,12 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
     hist = _hist(name)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {hist}("
-        "_ax_id INTEGER PRIMARY KEY, _ax_seq INTEGER NOT NULL, _ax_op TEXT NOT NULL, _ax_rowid INTEGER NOT NULL)"
+        "_ax_id INTEGER PRIMARY KEY, _ax_seq INTEGER NOT NULL, _ax_op TEXT NOT NULL, "
+        "_ax_rowid INTEGER NOT NULL)"
     )
-    conn.execute(f"CREATE INDEX IF NOT EXISTS {quote('axon_hist_' + name + '_ax_seq')} ON {hist}(_ax_seq)")
+    conn.execute(
+        f"CREATE INDEX IF NOT EXISTS {quote('axon_hist_' + name + '_ax_seq')} ON {hist}(_ax_seq)"
+    )
     have = {row[1] for row in conn.execute(f"PRAGMA table_info({hist})")}
     had_columns = bool(have - {"_ax_id", "_ax_seq", "_ax_op", "_ax_rowid"})
     added = [col for col in columns if col not in have]
@@ -409,9 +430,7 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
     )
     if fresh and cols:
         # Rows that exist before capture starts (a renamed table, an imported file).
-        conn.execute(
-            f"{target} SELECT ?, 'I', rowid, {cols} FROM {quote(name)}", (sequence,)
-        )
+        conn.execute(f"{target} SELECT ?, 'I', rowid, {cols} FROM {quote(name)}", (sequence,))
     elif added and had_columns:
         # A column added with a DEFAULT, or renamed: rows already have values for it that
         # their history lacks, so record their new version.
@@ -421,7 +440,9 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
         )
 
 
-def schema_at(conn: apsw.Connection, sequence: int, db: str = "main") -> list[tuple[str, str, str, int]]:
+def schema_at(
+    conn: apsw.Connection, sequence: int, db: str = "main"
+) -> list[tuple[str, str, str, int]]:
     """(name, type, create sql, epoch) of the user's tables, indexes, views and triggers as of
     `sequence`, in creation order. `db` names the attached database to read."""
     if not _schema_history_exists(conn, db):
@@ -455,7 +476,8 @@ def state_at(path: str, sequence: int) -> apsw.Connection:
             cols = ", ".join(quote(c) for c in columns)
             mem.execute(
                 f"INSERT INTO main.{quote(name)}(rowid{', ' if cols else ''}{cols}) "
-                f"SELECT _ax_rowid{', ' if picked else ''}{picked} FROM src.{_hist(name)} WHERE _ax_id IN "
+                f"SELECT _ax_rowid{', ' if picked else ''}{picked} FROM src.{_hist(name)} "
+                "WHERE _ax_id IN "
                 f"(SELECT max(_ax_id) FROM src.{_hist(name)} WHERE _ax_seq <= ? AND _ax_id > ? "
                 "GROUP BY _ax_rowid) AND _ax_op != 'D'",
                 (sequence, epoch),
@@ -490,20 +512,37 @@ def changes_at(conn: apsw.Connection, sequence: int) -> list[RowChange]:
     found: list[tuple[int, RowChange]] = []
     for name in tables:
         hist = _hist(name)
-        if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", ("axon_hist_" + name,)).fetchall():
+        if not conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE name = ?", ("axon_hist_" + name,)
+        ).fetchall():
             continue
         names = [row[1] for row in conn.execute(f"PRAGMA table_info({hist})")]
         cur = conn.execute(f"SELECT * FROM {hist} WHERE _ax_seq = ? ORDER BY _ax_id", (sequence,))
         for row in cur.fetchall():
             record = dict(zip(names, row, strict=True))
-            change_id, op, rowid = record.pop("_ax_id"), record.pop("_ax_op"), record.pop("_ax_rowid")
+            change_id, op, rowid = (
+                record.pop("_ax_id"),
+                record.pop("_ax_op"),
+                record.pop("_ax_rowid"),
+            )
             record.pop("_ax_seq")
             before = _previous_version(conn, name, names, rowid, change_id)
             after = None if op == "D" else {k: _jsonable(v) for k, v in record.items()}
-            kind = "delete" if op == "D" else ("update" if before is not None else "insert")
+            kind: Literal["insert", "update", "delete"] = (
+                "delete" if op == "D" else "update" if before is not None else "insert"
+            )
             found.append(
-                (change_id, RowChange(sequence=sequence, table=name, op=kind, rowid=rowid,
-                                      before=before, after=after))
+                (
+                    change_id,
+                    RowChange(
+                        sequence=sequence,
+                        table=name,
+                        op=kind,
+                        rowid=rowid,
+                        before=before,
+                        after=after,
+                    ),
+                )
             )
     return [change for _, change in sorted(found, key=lambda item: (item[1].table, item[0]))]
 

@@ -11,6 +11,7 @@ opens a fresh inbox from the cursor, which is how delivery stays at-least-once.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import time
@@ -61,8 +62,9 @@ class Inbox:
 class AgentWorker:
     """One agent: its driver task, its runtime handle and its broker."""
 
-    def __init__(self, supervisor: Supervisor, axon_id: str, spec: AgentSpec, runtime: Runtime,
-                 desired: str) -> None:
+    def __init__(
+        self, supervisor: Supervisor, axon_id: str, spec: AgentSpec, runtime: Runtime, desired: str
+    ) -> None:
         self.sup = supervisor
         self.engine = supervisor.engine
         self.axon_id = axon_id
@@ -101,9 +103,15 @@ class AgentWorker:
         self._control.put_nowait(action)
 
     def view(self, cursor: int) -> AgentView:
-        return AgentView(axon_id=self.axon_id, name=self.spec.name, state=self.state,
-                         runtime=self.runtime.kind, cursor=cursor, spec=self.spec,
-                         detail=self.detail)
+        return AgentView(
+            axon_id=self.axon_id,
+            name=self.spec.name,
+            state=self.state,
+            runtime=self.runtime.kind,
+            cursor=cursor,
+            spec=self.spec,
+            detail=self.detail,
+        )
 
     async def detach(self) -> None:
         """The engine is stopping: leave the agent as it is (a restart re-attaches)."""
@@ -181,8 +189,9 @@ class AgentWorker:
         if self._serving is not None and self.state in ("running", "paused"):
             waiters.add(self._serving)  # a paused agent can die too (docker kill, rm -f)
         try:
-            done, _ = await asyncio.wait(waiters, timeout=self._idle_deadline(),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waiters, timeout=self._idle_deadline(), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             if not control.done():
                 control.cancel()
@@ -247,15 +256,17 @@ class AgentWorker:
         try:
             await self.broker.initialize(cursor)
         except (ProtocolError, TimeoutError) as e:
-            raise AxonError(f"agent {self.spec.name} did not answer initialize: {e}",
-                            code="agent_init_failed") from None
+            raise AxonError(
+                f"agent {self.spec.name} did not answer initialize: {e}", code="agent_init_failed"
+            ) from None
         self._needs_attach = False
         await self._open_inbox(cursor)
 
     async def _open_channel(self, io: Any) -> None:
         await self._close_channel()
-        hooks = BrokerHooks(on_idle=self._on_idle, on_turn_done=self._on_turn_done,
-                            on_log=self._on_log)
+        hooks = BrokerHooks(
+            on_idle=self._on_idle, on_turn_done=self._on_turn_done, on_log=self._on_log
+        )
         self.broker = NativeBroker(self.engine, self.axon_id, self.spec.name, io, hooks)
         self._expect_exit = False
         self._serving = asyncio.create_task(self.broker.serve())
@@ -303,11 +314,14 @@ class AgentWorker:
             await self._initialize()
             restarted = True
         self._enter("running")
-        resumed = self._draft("agent.resumed", {
-            "trigger_sequence": trigger.sequence,
-            "wake_ms": round((time.monotonic() - began) * 1000, 2),
-            "from": "paused" if was == "paused" else "hibernated",
-        })
+        resumed = self._draft(
+            "agent.resumed",
+            {
+                "trigger_sequence": trigger.sequence,
+                "wake_ms": round((time.monotonic() - began) * 1000, 2),
+                "from": "paused" if was == "paused" else "hibernated",
+            },
+        )
         if restarted:  # the trigger comes again from the fresh inbox
             await self._publish([resumed])
             return None
@@ -334,7 +348,9 @@ class AgentWorker:
         self._in_turn = True
         began = time.monotonic()
         # agent.resumed (when waking) and turn.started share one commit, before delivery
-        await self._publish([*(preface or []), self._draft("turn.started", {"sequences": sequences})])
+        await self._publish(
+            [*(preface or []), self._draft("turn.started", {"sequences": sequences})]
+        )
         outcome = "done"
         try:
             for e in events:
@@ -351,8 +367,9 @@ class AgentWorker:
             self._failures = 0  # it works again: the next crash restarts at the first backoff
             await self._system("turn.completed", {"sequences": sequences, "duration_ms": took})
         else:
-            await self._system("turn.failed", {"sequences": sequences, "reason": outcome,
-                                               "duration_ms": took})
+            await self._system(
+                "turn.failed", {"sequences": sequences, "reason": outcome, "duration_ms": took}
+            )
         self._since = time.monotonic()
         if outcome == "done" and self._idle_requested:
             self._idle_requested = False
@@ -378,8 +395,11 @@ class AgentWorker:
                         self._inbox.arrived.clear()
                     arrival = asyncio.create_task(self._inbox.arrived.wait())
                     waiters.add(arrival)
-                done, _ = await asyncio.wait(waiters, timeout=max(0.0, deadline - time.monotonic()),
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    waiters,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if arrival is not None and not arrival.done():
                     arrival.cancel()
                 if done_wait in done:
@@ -436,8 +456,14 @@ class AgentWorker:
                 await self._open_channel(await self.runtime.attach(self.key))
                 await self._initialize()
             self._enter("running")
-            await self._system("agent.resumed", {"trigger_sequence": None, "from": "paused",
-                                                 "wake_ms": round((time.monotonic() - began) * 1000, 2)})
+            await self._system(
+                "agent.resumed",
+                {
+                    "trigger_sequence": None,
+                    "from": "paused",
+                    "wake_ms": round((time.monotonic() - began) * 1000, 2),
+                },
+            )
         elif action in ("resume", "start") and self.state in ("hibernated", "failed"):
             await self._launch(action)
 
@@ -465,8 +491,11 @@ class AgentWorker:
             backoff = min(MAX_BACKOFF_S, 2.0 ** (self._failures - 1))
             self._enter("failed")
             self.detail["exit_code"] = status.exit_code if status else None
-            body: dict[str, Any] = {"exit_code": self.detail["exit_code"],
-                                    "stderr": list(self._stderr), "restart_in_s": backoff}
+            body: dict[str, Any] = {
+                "exit_code": self.detail["exit_code"],
+                "stderr": list(self._stderr),
+                "restart_in_s": backoff,
+            }
             if error:
                 body["error"] = error
             await self._system("agent.failed", body)
@@ -515,8 +544,9 @@ class AgentWorker:
         await self._system("agent.log", body)
 
     def _draft(self, event_type: str, body: dict[str, Any]) -> Draft:
-        return Draft(event_type, orjson.dumps(body).decode(), self.spec.name, "SYSTEM_EVENT",
-                     author="axons")
+        return Draft(
+            event_type, orjson.dumps(body).decode(), self.spec.name, "SYSTEM_EVENT", author="axons"
+        )
 
     async def _publish(self, drafts: list[Draft]) -> None:
         self.detail["last_event"] = drafts[-1].event_type
@@ -567,7 +597,9 @@ class Supervisor:
         if cached.kind == "process" and not spec.command:
             raise InvalidInput(
                 f"agent {spec.name} names only an image and no Docker engine answers; "
-                "start Docker or give the agent a command", code="docker_unavailable")
+                "start Docker or give the agent a command",
+                code="docker_unavailable",
+            )
         return cached
 
     async def _spawn(self, axon_id: str, spec: AgentSpec, desired: str) -> AgentWorker:
@@ -588,8 +620,10 @@ class Supervisor:
     def environment(self, spec: AgentSpec) -> dict[str, str]:
         missing = [s for s in spec.secrets if s not in os.environ]
         if missing:
-            raise InvalidInput(f"secrets not set in the engine's environment: {', '.join(missing)}",
-                               code="missing_secret")
+            raise InvalidInput(
+                f"secrets not set in the engine's environment: {', '.join(missing)}",
+                code="missing_secret",
+            )
         return {**spec.env, **{s: os.environ[s] for s in spec.secrets}}
 
     # -- API ----------------------------------------------------------------------------
@@ -604,8 +638,13 @@ class Supervisor:
         if old is not None:
             await old.detach()
             await old.runtime.remove(old.key)
-        await self.engine._run(self.engine.catalog.put_agent, axon.id, spec.name,
-                               spec.model_dump(mode="json"), "running")
+        await self.engine._run(
+            self.engine.catalog.put_agent,
+            axon.id,
+            spec.name,
+            spec.model_dump(mode="json"),
+            "running",
+        )
         worker = await self._spawn(axon.id, spec, "running")
         return worker.view(await self.engine.agent_cursor(axon.id, spec.name))
 
@@ -615,7 +654,7 @@ class Supervisor:
             raise NotFound(f"no agent {name!r} on Axon {axon_id}", code="agent_not_found")
         return worker
 
-    async def list(self, axon_id: str | None = None) -> list[AgentView]:
+    async def list(self, axon_id: str | None = None) -> builtins.list[AgentView]:
         views = []
         for (a, _n), w in sorted(self._workers.items()):
             if axon_id is None or a == axon_id:
@@ -629,8 +668,9 @@ class Supervisor:
     async def command(self, axon_id: str, name: str, action: str) -> AgentView:
         """start, pause, resume or stop; the driver applies it in order."""
         if action not in ("start", "pause", "resume", "stop"):
-            raise InvalidInput(f"unknown action {action!r}: start, pause, resume or stop",
-                               code="invalid_action")
+            raise InvalidInput(
+                f"unknown action {action!r}: start, pause, resume or stop", code="invalid_action"
+            )
         worker = self._worker(axon_id, name)
         desired = "stopped" if action == "stop" else "running"
         await self.engine._run(self.engine.catalog.set_agent_desired, axon_id, name, desired)
@@ -648,7 +688,7 @@ class Supervisor:
         del self._workers[(axon_id, name)]
         await self.engine._run(self.engine.catalog.delete_agent, axon_id, name)
 
-    async def logs(self, axon_id: str, name: str, tail: int = 100) -> list[str]:
+    async def logs(self, axon_id: str, name: str, tail: int = 100) -> builtins.list[str]:
         worker = self._worker(axon_id, name)
         lines = await worker.runtime.logs(worker.key, tail)
         return lines or list(worker._stderr)

@@ -100,12 +100,18 @@ class TokenStore:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._lock:
             if self._conn.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchall():
-                raise InvalidInput(f"a token named {name!r} exists; revoke it first",
-                                   code="token_exists")
+                raise InvalidInput(
+                    f"a token named {name!r} exists; revoke it first", code="token_exists"
+                )
             self._conn.execute(
                 "INSERT INTO tokens VALUES (?,?,?,?,?)",
-                (name, _digest(token), scope, orjson.dumps(axons).decode() if axons else None,
-                 time.time_ns() // 1_000_000),
+                (
+                    name,
+                    _digest(token),
+                    scope,
+                    orjson.dumps(axons).decode() if axons else None,
+                    time.time_ns() // 1_000_000,
+                ),
             )
         return token
 
@@ -139,8 +145,10 @@ class TokenStore:
                     "SELECT name, scope, axons FROM tokens WHERE hash = ?", (digest,)
                 ).fetchall()
             if not rows:
-                raise Unauthorized("the bearer token is not valid; create one with "
-                                   "`axons token create NAME --scope SCOPE`")
+                raise Unauthorized(
+                    "the bearer token is not valid; create one with "
+                    "`axons token create NAME --scope SCOPE`"
+                )
             name, scope, axons = rows[0]
             principal = Principal(name, scope, frozenset(orjson.loads(axons)) if axons else None)
             self._cache[digest] = principal

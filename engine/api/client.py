@@ -9,6 +9,7 @@ script, the CLI or a console works the same against a running engine as in-proce
 from __future__ import annotations
 
 import asyncio
+import builtins
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ class RemoteAgents:
                                         json=spec.model_dump(mode="json"))
         return AgentView.model_validate(data)
 
-    async def list(self, axon_id: str | None = None) -> list[AgentView]:
+    async def list(self, axon_id: str | None = None) -> builtins.list[AgentView]:
         data = await self._client._call("GET", f"/v1/axons/{axon_id}/agents")
         return [AgentView.model_validate(a) for a in data["agents"]]
 
@@ -79,7 +80,7 @@ class RemoteAgents:
         data = await self._client._call("POST", f"/v1/axons/{axon_id}/agents/{name}/{action}")
         return AgentView.model_validate(data)
 
-    async def logs(self, axon_id: str, name: str, tail: int = 100) -> list[str]:
+    async def logs(self, axon_id: str, name: str, tail: int = 100) -> builtins.list[str]:
         data = await self._client._call("GET", f"/v1/axons/{axon_id}/agents/{name}/logs",
                                         params={"tail": tail})
         return list(data["lines"])

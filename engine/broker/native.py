@@ -22,7 +22,11 @@ from engine.runtime.base import AgentIO
 
 PROTOCOL_VERSION = 1
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, ENGINE_ERROR = (
-    -32700, -32600, -32601, -32602, -32000,
+    -32700,
+    -32600,
+    -32601,
+    -32602,
+    -32000,
 )
 
 
@@ -64,18 +68,28 @@ class NativeBroker:
     # -- engine -> agent ----------------------------------------------------------------
 
     async def initialize(self, cursor: int, timeout_s: float = 30.0) -> Any:
-        return await asyncio.wait_for(self.call("initialize", {
-            "protocol_version": PROTOCOL_VERSION, "axon_id": self.axon_id,
-            "agent": self.agent, "cursor": cursor,
-        }), timeout_s)
+        return await asyncio.wait_for(
+            self.call(
+                "initialize",
+                {
+                    "protocol_version": PROTOCOL_VERSION,
+                    "axon_id": self.axon_id,
+                    "agent": self.agent,
+                    "cursor": cursor,
+                },
+            ),
+            timeout_s,
+        )
 
     async def send_event(self, event: Event) -> None:
-        await self._send({"jsonrpc": "2.0", "method": "axon/event",
-                          "params": {"event": event.to_dict()}})
+        await self._send(
+            {"jsonrpc": "2.0", "method": "axon/event", "params": {"event": event.to_dict()}}
+        )
 
     async def interrupt(self, sequence: int) -> None:
-        await self._send({"jsonrpc": "2.0", "method": "axon/interrupt",
-                          "params": {"sequence": sequence}})
+        await self._send(
+            {"jsonrpc": "2.0", "method": "axon/interrupt", "params": {"sequence": sequence}}
+        )
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         self._next_id += 1
@@ -83,8 +97,9 @@ class NativeBroker:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[request_id] = future
         try:
-            await self._send({"jsonrpc": "2.0", "id": request_id, "method": method,
-                              "params": params})
+            await self._send(
+                {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+            )
             return await future
         finally:
             self._calls.pop(request_id, None)
@@ -141,8 +156,9 @@ class NativeBroker:
         request_id = message.get("id")
         method = self._methods.get(message["method"])
         if method is None:
-            await self._reply_error(request_id, METHOD_NOT_FOUND,
-                                    f"unknown method {message['method']!r}")
+            await self._reply_error(
+                request_id, METHOD_NOT_FOUND, f"unknown method {message['method']!r}"
+            )
             return
         params = message.get("params") or {}
         if not isinstance(params, dict):
@@ -159,8 +175,9 @@ class NativeBroker:
         if request_id is not None:
             await self._send({"jsonrpc": "2.0", "id": request_id, "result": result})
 
-    async def _reply_error(self, request_id: Any, code: int, message: str,
-                           data: dict[str, Any] | None = None) -> None:
+    async def _reply_error(
+        self, request_id: Any, code: int, message: str, data: dict[str, Any] | None = None
+    ) -> None:
         if request_id is None and code not in (PARSE_ERROR, INVALID_REQUEST):
             return  # a failed notification has nobody to tell
         error: dict[str, Any] = {"code": code, "message": message}
@@ -171,8 +188,14 @@ class NativeBroker:
     async def _publish(self, p: dict[str, Any]) -> dict[str, int]:
         payload = p.get("payload", {})
         text = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-        draft = Draft(p["event_type"], text, p.get("source") or self.agent, "AGENT_EVENT",
-                      p.get("idempotency_key"), self.agent)
+        draft = Draft(
+            p["event_type"],
+            text,
+            p.get("source") or self.agent,
+            "AGENT_EVENT",
+            p.get("idempotency_key"),
+            self.agent,
+        )
         return (await self.engine.publish(self.axon_id, draft)).to_dict()
 
     async def _sql(self, p: dict[str, Any]) -> Any:
@@ -190,8 +213,9 @@ class NativeBroker:
         return {"cursor": await self.engine.ack(self.axon_id, self.agent, int(p["sequence"]))}
 
     async def _history(self, p: dict[str, Any]) -> dict[str, Any]:
-        events = await self.engine.read_events(self.axon_id, int(p.get("after") or 0),
-                                               int(p.get("limit") or 100))
+        events = await self.engine.read_events(
+            self.axon_id, int(p.get("after") or 0), int(p.get("limit") or 100)
+        )
         return {"events": [e.to_dict() for e in events]}
 
     async def _idle(self, _p: dict[str, Any]) -> dict[str, Any]:

@@ -94,5 +94,5 @@ class Runtime(ABC):
     async def managed(self) -> list[tuple[AgentKey, Status]]:
         """Every agent of this home the runtime knows about (for reconciling)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most runtimes hold nothing to release
         """Release the runtime's own resources; agents keep running."""

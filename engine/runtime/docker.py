@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import socket
 import logging
+import socket
 import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +46,9 @@ def docker_available() -> bool:
 
 def spec_hash(spec: AgentSpec, env: dict[str, str]) -> str:
     """What the container was made from; a change means a new container."""
-    material = orjson.dumps([spec.model_dump(mode="json"), sorted(env)], option=orjson.OPT_SORT_KEYS)
+    material = orjson.dumps(
+        [spec.model_dump(mode="json"), sorted(env)], option=orjson.OPT_SORT_KEYS
+    )
     return hashlib.sha256(material).hexdigest()[:16]
 
 
@@ -109,14 +111,16 @@ class DockerRuntime(Runtime):
         try:
             return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         except docker.errors.NotFound as e:
-            raise AxonError(f"container not found: {e.explanation}", code="agent_missing",
-                            status=404) from None
+            raise AxonError(
+                f"container not found: {e.explanation}", code="agent_missing", status=404
+            ) from None
         except docker.errors.APIError as e:
             raise Unavailable(f"docker: {e.explanation or e}", code="docker_error") from None
         except Exception as e:
             if "Connection" in type(e).__name__ or isinstance(e, OSError):
-                raise Unavailable(f"the Docker engine does not answer ({e})",
-                                  code="docker_unavailable") from None
+                raise Unavailable(
+                    f"the Docker engine does not answer ({e})", code="docker_unavailable"
+                ) from None
             raise
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -168,7 +172,8 @@ class DockerRuntime(Runtime):
 
     async def attach(self, key: AgentKey) -> AgentIO:
         sock = await self._call(
-            self._api.attach_socket, key.slug,
+            self._api.attach_socket,
+            key.slug,
             params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
         )
         raw = getattr(sock, "_sock", sock)
@@ -216,10 +221,22 @@ class DockerRuntime(Runtime):
         result = []
         for c in found:
             labels = c.get("Labels") or {}
-            key = AgentKey(self.home_id, labels.get("axons.axon", ""), labels.get("axons.agent", ""))
+            key = AgentKey(
+                self.home_id, labels.get("axons.axon", ""), labels.get("axons.agent", "")
+            )
             state = c.get("State", "")
-            result.append((key, Status("paused" if state == "paused" else
-                                       "running" if state == "running" else "exited")))
+            result.append(
+                (
+                    key,
+                    Status(
+                        "paused"
+                        if state == "paused"
+                        else "running"
+                        if state == "running"
+                        else "exited"
+                    ),
+                )
+            )
         return result
 
     async def close(self) -> None:
@@ -246,7 +263,9 @@ def _mounts(key: AgentKey, spec: AgentSpec) -> tuple[list[str], list[str]]:
     for mount in spec.mounts:
         parts = mount.split(":")
         if len(parts) not in (2, 3) or not parts[1].startswith("/"):
-            raise AxonError(f"mount {mount!r}: use SOURCE:/path/in/box[:ro|rw]", code="invalid_mount")
+            raise AxonError(
+                f"mount {mount!r}: use SOURCE:/path/in/box[:ro|rw]", code="invalid_mount"
+            )
         source, target = parts[0], parts[1]
         mode = parts[2] if len(parts) == 3 else ("ro" if source.startswith(("/", ".")) else "rw")
         if source.startswith(("/", ".")):

@@ -80,11 +80,17 @@ class ProcessRuntime(Runtime):
 
     async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
         if not spec.command:
-            raise AxonError(f"agent {spec.name} has no command to run as a local process "
-                            "(it names only an image, and no Docker engine answers)",
-                            code="no_command")
+            raise AxonError(
+                f"agent {spec.name} has no command to run as a local process "
+                "(it names only an image, and no Docker engine answers)",
+                code="no_command",
+            )
         current = self._procs.get(key)
-        if current is not None and current.process is not None and current.process.returncode is None:
+        if (
+            current is not None
+            and current.process is not None
+            and current.process.returncode is None
+        ):
             current.spec, current.env = spec, env  # applies at the next start
             return
         self._procs[key] = _Proc(spec, env)
@@ -98,8 +104,12 @@ class ProcessRuntime(Runtime):
     async def start(self, key: AgentKey) -> AgentIO:
         entry = self._entry(key)
         assert entry.spec.command
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1",
-               **entry.env, "AXONS_AGENT": key.slug}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONUNBUFFERED": "1",
+            **entry.env,
+            "AXONS_AGENT": key.slug,
+        }
         entry.process = await asyncio.create_subprocess_exec(
             *entry.spec.command,
             stdin=asyncio.subprocess.PIPE,
@@ -115,8 +125,11 @@ class ProcessRuntime(Runtime):
         return ProcessIO(entry.process)
 
     async def attach(self, key: AgentKey) -> AgentIO:
-        raise AxonError("a local process cannot be re-attached; start it again",
-                        code="cannot_attach", status=409)
+        raise AxonError(
+            "a local process cannot be re-attached; start it again",
+            code="cannot_attach",
+            status=409,
+        )
 
     def _signal(self, key: AgentKey, sig: signal.Signals) -> None:
         entry = self._entry(key)

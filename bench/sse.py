@@ -160,24 +160,34 @@ async def _steps(
     tick_ms: float,
     p99_limit_ms: float | None,
 ) -> list[dict[str, Any]]:
-    """Run `steps` of (rate, subscribers) in order on one Axon; stop after a step that
-    failed or, with a limit, whose p99 is over it."""
+    """Run `steps` of (rate, subscribers) in order on one Axon. With a limit, a step whose
+    p99 is over it runs once more (a shared machine has passing hiccups), and the ladder
+    stops after a step that is over it twice, or that failed."""
     axon_id = await asyncio.to_thread(server.create_axon, "sse")
     pool = Pool(server.host, server.port, server.token)
     done: list[dict[str, Any]] = []
     try:
         last = 0
         for rate, subscribers in steps:
-            found = await _step(
-                server, pool, axon_id, last, rate, subscribers, seconds, tick_ms / 1000
-            )
-            last = found.pop("last")
-            done.append(found)
-            if "error" in found or (p99_limit_ms is not None and found["p99_ms"] >= p99_limit_ms):
+            for attempt in (1, 2):
+                found = await _step(
+                    server, pool, axon_id, last, rate, subscribers, seconds, tick_ms / 1000
+                )
+                last = found.pop("last")
+                found["attempt"] = attempt
+                done.append(found)
+                if p99_limit_ms is None or not _over(found, p99_limit_ms):
+                    break
+            if "error" in found or (p99_limit_ms is not None and _over(found, p99_limit_ms)):
                 break
     finally:
         await pool.close()
     return done
+
+
+def _over(step: dict[str, Any], limit: float) -> bool:
+    """Over the limit; a failed step (no p99) is not retried."""
+    return "error" not in step and step["p99_ms"] >= limit
 
 
 def _shape(tick_ms: float) -> str:
@@ -205,6 +215,7 @@ def sse_fanout_p99_ms(sizes: Sizes, base: Path | None) -> Figure:
             )
     if "error" in found:
         raise RuntimeError(found["error"])
+    del found["attempt"]
     return Figure(
         name="sse_fanout_p99_ms",
         value=found.pop("p99_ms"),
@@ -227,6 +238,8 @@ def _step_line(step: dict[str, Any], limit: float) -> str:
     shape = (
         f"{step['rate']} ev/s x {step['subscribers']} subs ({step['events_per_request']} ev/req)"
     )
+    if step["attempt"] > 1:
+        shape += ", run again"
     cpu = (
         f"cpu: server {step['server_cpu_pct']:.0f}%, subscribers "
         f"{step['subscribers_cpu_pct']:.0f}%, publisher {step['publisher_cpu_pct']:.0f}%"
@@ -257,8 +270,9 @@ def sse_deliveries_per_s(sizes: Sizes, base: Path | None) -> Figure:
         unit="deliveries/s",
         better="higher",
         note=f"events x subscribers delivered per second at the best of the steps "
-        f"(rate x subscribers, {sizes.sse_step_seconds:g} s each, stopping at the first over "
-        f"the limit) whose p99 stayed under {limit:g} ms; " + _shape(sizes.sse_step_tick_ms),
+        f"(rate x subscribers, {sizes.sse_step_seconds:g} s each; a step over the limit runs "
+        f"once more, and the ladder stops at a step over it twice) whose p99 stayed under "
+        f"{limit:g} ms; " + _shape(sizes.sse_step_tick_ms),
         detail={
             "best_step": _step_line(best, limit) if best else None,
             "steps": [_step_line(s, limit) for s in steps],

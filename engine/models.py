@@ -6,9 +6,10 @@ the rest are pydantic models that the HTTP layer serialises as they are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Origin = Literal["EXTERNAL_EVENT", "USER_EVENT", "AGENT_EVENT", "SYSTEM_EVENT"]
@@ -30,8 +31,6 @@ class Draft:
     @classmethod
     def message(cls, text: str, *, source: str = "cli", origin: str = "USER_EVENT") -> Draft:
         """A human message: `event_type` "message" with payload `{"text": ...}`."""
-        import orjson
-
         return cls("message", orjson.dumps({"text": text}).decode(), source, origin)
 
 
@@ -49,6 +48,13 @@ class Event:
     author: str | None
     idempotency_key: str | None
     hash: str
+    _json: bytes | None = field(default=None, repr=False, compare=False)
+
+    def json(self) -> bytes:
+        """The wire JSON, encoded once however many subscribers send it."""
+        if self._json is None:
+            self._json = orjson.dumps(self.to_dict())
+        return self._json
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
-from engine.api.server import create_app
+from engine.api.server import create_asgi
 from engine.engine import Engine, default_home
 from engine.errors import InvalidInput
 from engine.tokens import TokenStore
@@ -43,14 +43,16 @@ def webhook_secrets_from_env(environ: dict[str, str] | None = None) -> dict[str,
     """`AXONS_WEBHOOK_SECRET_GITHUB=...` configures the secret of source `github`."""
     env = os.environ if environ is None else environ
     prefix = "AXONS_WEBHOOK_SECRET_"
-    return {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
+    return {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix) and v}
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
     match = re.fullmatch(r"\[?([^\]]*)\]?:(\d{1,5})", listen)
     if not match or int(match.group(2)) > 65535:
-        raise InvalidInput(f"--listen takes HOST:PORT (for example 127.0.0.1:8700), got {listen!r}",
-                           code="invalid_listen")
+        raise InvalidInput(
+            f"--listen takes HOST:PORT (for example 127.0.0.1:8700), got {listen!r}",
+            code="invalid_listen",
+        )
     return match.group(1) or "127.0.0.1", int(match.group(2))
 
 
@@ -96,17 +98,31 @@ async def serve(
         sock_path = home / "engine.sock"
         try:
             for require_token, sock in _listeners(sock_path, listen):
-                app = create_app(engine, tokens, require_token=require_token,
-                                 webhook_secrets=secrets, keepalive_s=keepalive_s)
-                config = uvicorn.Config(app, log_level="warning", access_log=False,
-                                        lifespan="off", timeout_graceful_shutdown=10,
-                                        timeout_keep_alive=30, server_header=False)
+                app = create_asgi(
+                    engine,
+                    tokens,
+                    require_token=require_token,
+                    webhook_secrets=secrets,
+                    keepalive_s=keepalive_s,
+                )
+                config = uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    proxy_headers=False,
+                    timeout_graceful_shutdown=10,
+                    timeout_keep_alive=30,
+                    server_header=False,
+                )
                 listeners.append((_Server(config), sock))
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, stop.set)
-            tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
+            tasks = [
+                asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners
+            ]
             while not all(server.started for server, _ in listeners):
                 if any(t.done() for t in tasks):
                     break

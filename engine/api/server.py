@@ -3,7 +3,6 @@ plus the extensions. `create_app(engine, require_token=...)` builds one; `engine
 runs it on the home's unix socket and, optionally, TCP.
 """
 
-
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -14,8 +13,10 @@ from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from engine.api import schemas as s
+from engine.api.fastpath import FastPublish
 from engine.api.limits import BodyLimit
 from engine.api.sse import EventStream
 from engine.engine import Engine
@@ -33,6 +34,28 @@ MAX_IMPORT_BYTES = 512 << 20
 class ORJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def create_asgi(
+    engine: Engine, tokens: TokenStore, *, require_token: bool, **options: Any
+) -> ASGIApp:
+    """What the server runs: body limits, then the publish fast path, then the app. They
+    sit outside FastAPI's own middleware, which costs more than a publish itself."""
+    app = create_app(engine, tokens, require_token=require_token, **options)
+    fast = FastPublish(
+        app,
+        authenticate=app.state.authenticate,
+        publish=lambda axon_id, drafts: engine.publish_batch(axon_id, drafts),
+    )
+    return BodyLimit(
+        fast,
+        default=engine.max_payload * 4 + (64 << 10),
+        larger={
+            "/v1/axons/import": MAX_IMPORT_BYTES,
+            "/publish/batch": 64 << 20,
+            "/sql/batch": 64 << 20,
+        },
+    )
 
 
 def create_app(
@@ -53,19 +76,23 @@ def create_app(
         default_response_class=ORJSONResponse,
         responses=ERRORS,
     )
-    app.add_middleware(BodyLimit, default=engine.max_payload * 4 + (64 << 10),
-                       larger={"/v1/axons/import": MAX_IMPORT_BYTES,
-                               "/publish/batch": 64 << 20, "/sql/batch": 64 << 20})
     secrets = webhook_secrets or {}
     local = Principal(engine.local_user)
 
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+    def authenticate(authorization: str | None) -> Principal:
         if not require_token:
             return local
         if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthorized("send `Authorization: Bearer <token>`; create a token with "
-                               "`axons token create NAME --scope SCOPE`")
+            raise Unauthorized(
+                "send `Authorization: Bearer <token>`; create a token with "
+                "`axons token create NAME --scope SCOPE`"
+            )
         return tokens.authenticate(authorization[7:].strip())
+
+    app.state.authenticate = authenticate
+
+    async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        return authenticate(authorization)  # async: FastAPI would run a plain def in a thread
 
     Caller = Annotated[Principal, Depends(principal)]
     AxonId = Annotated[str, Path(alias="id", min_length=1, max_length=200)]
@@ -85,8 +112,12 @@ def create_app(
 
     def malformed_json() -> Response:
         return ORJSONResponse(
-            {"error": {"code": "malformed_json", "message":
-                       "the body is not valid JSON (UTF-8); check quoting and encoding"}},
+            {
+                "error": {
+                    "code": "malformed_json",
+                    "message": "the body is not valid JSON (UTF-8); check quoting and encoding",
+                }
+            },
             status_code=400,
         )
 
@@ -110,10 +141,12 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = str(exc.detail)
         if code != "http_error" and message in ("Not Found", "Method Not Allowed"):  # routing
-            message = (f"no route for {request.method} {request.url.path}; "
-                       "GET /openapi.json lists the API")
-        return ORJSONResponse({"error": {"code": code, "message": message}},
-                              status_code=exc.status_code)
+            message = (
+                f"no route for {request.method} {request.url.path}; GET /openapi.json lists the API"
+            )
+        return ORJSONResponse(
+            {"error": {"code": code, "message": message}}, status_code=exc.status_code
+        )
 
     # -- Axons --------------------------------------------------------------------------
 
@@ -127,9 +160,17 @@ def create_app(
         body = body or s.CreateAxon()
         return await engine.create_axon(body.name, body.metadata)
 
-    @app.post("/v1/axons/import", response_model=s.AxonView, tags=["records"],
-              openapi_extra={"requestBody": {"required": True,
-                                             "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}})
+    @app.post(
+        "/v1/axons/import",
+        response_model=s.AxonView,
+        tags=["records"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def import_axon(caller: Caller, request: Request, name: str | None = None) -> s.AxonView:
         """Registered before `/v1/axons/{id}`, which would otherwise match "import"."""
         caller.require("admin")
@@ -153,7 +194,11 @@ def create_app(
             if not ids:
                 return s.AxonPage(axons=[], has_more=False, total_count=0)
         return await engine.list_axons(
-            limit=limit, starting_after=starting_after, name=name, search=search, ids=ids,
+            limit=limit,
+            starting_after=starting_after,
+            name=name,
+            search=search,
+            ids=ids,
             include_total_count=include_total_count,
         )
 
@@ -175,8 +220,14 @@ def create_app(
     # -- events -------------------------------------------------------------------------
 
     def draft_of(body: s.PublishRequest, caller: Principal, key: str | None) -> Draft:
-        return Draft(body.event_type, body.payload, body.source, body.origin,
-                     key or body.idempotency_key, caller.name)
+        return Draft(
+            body.event_type,
+            body.payload,
+            body.source,
+            body.origin,
+            key or body.idempotency_key,
+            caller.name,
+        )
 
     @app.post("/v1/axons/{id}/publish", response_model=s.PublishResultView, tags=["events"])
     async def publish(
@@ -187,15 +238,20 @@ def create_app(
         x_request_id: Annotated[str | None, Header()] = None,
     ) -> Response:
         axon_id = await axon_for(caller, ref, "publish")
-        result = await engine.publish(axon_id, draft_of(body, caller, idempotency_key or x_request_id))
+        result = await engine.publish(
+            axon_id, draft_of(body, caller, idempotency_key or x_request_id)
+        )
         return Response(orjson.dumps(result.to_dict()), media_type="application/json")
 
     @app.post("/v1/axons/{id}/publish/batch", response_model=s.PublishBatchResult, tags=["events"])
     async def publish_batch(caller: Caller, ref: AxonId, body: s.PublishBatchRequest) -> Response:
         axon_id = await axon_for(caller, ref, "publish")
-        results = await engine.publish_batch(axon_id, [draft_of(e, caller, None) for e in body.events])
-        return Response(orjson.dumps({"results": [r.to_dict() for r in results]}),
-                        media_type="application/json")
+        results = await engine.publish_batch(
+            axon_id, [draft_of(e, caller, None) for e in body.events]
+        )
+        return Response(
+            orjson.dumps({"results": [r.to_dict() for r in results]}), media_type="application/json"
+        )
 
     @app.get("/v1/axons/{id}/events", response_model=s.EventsPage, tags=["events"])
     async def list_events(
@@ -204,20 +260,28 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=5000)] = 20,
         starting_after: Annotated[int | None, Query(ge=0)] = None,
         include_total_count: bool = False,
-        after_sequence: Annotated[int | None, Query(
-            ge=0, description="extension: oldest first, the events after this sequence")] = None,
+        after_sequence: Annotated[
+            int | None,
+            Query(ge=0, description="extension: oldest first, the events after this sequence"),
+        ] = None,
     ) -> Response:
         """Newest first (Runloop's paging), or oldest first with `after_sequence`."""
         axon_id = await axon_for(caller, ref, "read")
         if after_sequence is not None:
             events = await engine.read_events(axon_id, after_sequence, limit)
             last = await engine.last_sequence(axon_id)  # gapless: more iff the page ends before it
-            page = {"events": [e.to_dict() for e in events],
-                    "has_more": bool(events) and events[-1].sequence < last,
-                    "total_count": last if include_total_count else None}
+            page = {
+                "events": [e.to_dict() for e in events],
+                "has_more": bool(events) and events[-1].sequence < last,
+                "total_count": last if include_total_count else None,
+            }
             return Response(orjson.dumps(page), media_type="application/json")
-        page_view = await engine.list_events(axon_id, limit=limit, starting_after=starting_after,
-                                             include_total_count=include_total_count)
+        page_view = await engine.list_events(
+            axon_id,
+            limit=limit,
+            starting_after=starting_after,
+            include_total_count=include_total_count,
+        )
         return Response(orjson.dumps(page_view.model_dump()), media_type="application/json")
 
     def start_after(after_sequence: int | None, last_event_id: str | None) -> int:
@@ -227,14 +291,22 @@ def create_app(
             try:
                 return max(0, int(last_event_id))
             except ValueError:
-                raise InvalidInput("Last-Event-ID must be a sequence number",
-                                   code="invalid_sequence") from None
+                raise InvalidInput(
+                    "Last-Event-ID must be a sequence number", code="invalid_sequence"
+                ) from None
         return 0
 
-    @app.get("/v1/axons/{id}/subscribe/sse", tags=["events"],
-             response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}},
-                              "description": "`id: <sequence>` and `data: <event JSON>` per event"}})
+    @app.get(
+        "/v1/axons/{id}/subscribe/sse",
+        tags=["events"],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "`id: <sequence>` and `data: <event JSON>` per event",
+            }
+        },
+    )
     async def subscribe(
         caller: Caller,
         ref: AxonId,
@@ -244,11 +316,16 @@ def create_app(
         axon_id = await axon_for(caller, ref, "read")
         await engine.get_axon(axon_id)  # a missing Axon is a 404, not an empty stream
         after = start_after(after_sequence, last_event_id)
-        return EventStream(engine.subscribe(axon_id, after), buffer=sse_buffer,
-                           keepalive_s=keepalive_s)
+        return EventStream(
+            engine.subscribe(axon_id, after), buffer=sse_buffer, keepalive_s=keepalive_s
+        )
 
-    @app.get("/v1/subscribe/sse", tags=["events"], response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}}}})
+    @app.get(
+        "/v1/subscribe/sse",
+        tags=["events"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
     async def subscribe_many(caller: Caller, axons: str | None = None) -> Any:
         """Live events of several Axons (comma-separated ids), or of all of them."""
         caller.require("read")
@@ -264,8 +341,9 @@ def create_app(
     async def sql_query(caller: Caller, ref: AxonId, body: s.QueryRequest) -> Response:
         axon_id = await axon_for(caller, ref, "read")
         write = body.at_sequence is None and not body.read_only and caller.allows("sql-write")
-        result = await engine.query(axon_id, body.sql, body.params, write=write,
-                                    at_sequence=body.at_sequence)
+        result = await engine.query(
+            axon_id, body.sql, body.params, write=write, at_sequence=body.at_sequence
+        )
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/axons/{id}/sql/batch", response_model=s.SqlBatchResult, tags=["sql"])
@@ -278,15 +356,20 @@ def create_app(
                 {"error": {"message": f"rolled back: statement {failed.index + 1} failed"}}
                 for _ in failed.completed
             ]
-            steps.append({"error": {"message": failed.cause.args[0] if failed.cause.args else str(failed)}})
-            steps += [{"error": {"message": "not run: an earlier statement failed"}}
-                      for _ in body.statements[failed.index + 1:]]
+            steps.append(
+                {"error": {"message": failed.cause.args[0] if failed.cause.args else str(failed)}}
+            )
+            steps += [
+                {"error": {"message": "not run: an earlier statement failed"}}
+                for _ in body.statements[failed.index + 1 :]
+            ]
             return ORJSONResponse({"results": steps})
         return s.SqlBatchResult(results=[s.BatchStep(success=r) for r in results])
 
     @app.get("/v1/axons/{id}/changes/{sequence}", response_model=s.ChangesView, tags=["sql"])
-    async def changes(caller: Caller, ref: AxonId,
-                      sequence: Annotated[int, Path(ge=0)]) -> s.ChangesView:
+    async def changes(
+        caller: Caller, ref: AxonId, sequence: Annotated[int, Path(ge=0)]
+    ) -> s.ChangesView:
         """The row changes made while `sequence` was the latest event (time travel)."""
         axon_id = await axon_for(caller, ref, "read")
         return s.ChangesView(changes=await engine.changes(axon_id, sequence))
@@ -297,13 +380,18 @@ def create_app(
     async def verify(caller: Caller, ref: AxonId) -> s.VerifyReport:
         return await engine.verify(await axon_for(caller, ref, "read"))
 
-    @app.get("/v1/axons/{id}/export", tags=["records"], response_class=StreamingResponse,
-             responses={200: {"content": {"application/x-ndjson": {}}}})
+    @app.get(
+        "/v1/axons/{id}/export",
+        tags=["records"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson": {}}}},
+    )
     async def export(caller: Caller, ref: AxonId) -> Any:
         axon_id = await axon_for(caller, ref, "read")
         lines = [line async for line in engine.export(axon_id)]
-        return StreamingResponse((line + b"\n" for line in lines),
-                                 media_type="application/x-ndjson")
+        return StreamingResponse(
+            (line + b"\n" for line in lines), media_type="application/x-ndjson"
+        )
 
     @app.post("/v1/axons/{id}/fork", response_model=s.AxonView, tags=["records"])
     async def fork(caller: Caller, ref: AxonId, body: s.ForkRequest) -> s.AxonView:
@@ -326,15 +414,17 @@ def create_app(
         return await engine.agents.add(spec)
 
     @app.get("/v1/axons/{id}/agents/{name}/logs", response_model=s.AgentLogs, tags=["agents"])
-    async def agent_logs(caller: Caller, ref: AxonId, name: str,
-                         tail: Annotated[int, Query(ge=1, le=10_000)] = 100) -> s.AgentLogs:
+    async def agent_logs(
+        caller: Caller, ref: AxonId, name: str, tail: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> s.AgentLogs:
         axon_id = await axon_for(caller, ref, "read")
         return s.AgentLogs(lines=await engine.agents.logs(axon_id, name, tail))
 
-    @app.post("/v1/axons/{id}/agents/{name}/{action}", response_model=s.AgentView,
-              tags=["agents"])
+    @app.post("/v1/axons/{id}/agents/{name}/{action}", response_model=s.AgentView, tags=["agents"])
     async def agent_action(
-        caller: Caller, ref: AxonId, name: str,
+        caller: Caller,
+        ref: AxonId,
+        name: str,
         action: Annotated[str, Path(pattern="^(start|pause|resume|stop)$")],
     ) -> s.AgentView:
         axon_id = await axon_for(caller, ref, "admin")
@@ -342,8 +432,9 @@ def create_app(
 
     # -- webhooks -----------------------------------------------------------------------
 
-    @app.post("/v1/axons/{id}/webhook/{source}", response_model=s.PublishResultView,
-              tags=["events"])
+    @app.post(
+        "/v1/axons/{id}/webhook/{source}", response_model=s.PublishResultView, tags=["events"]
+    )
     async def webhook(
         caller: Caller,
         ref: AxonId,
@@ -362,14 +453,15 @@ def create_app(
         if secret is not None:
             expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
             if not x_hub_signature_256 or not hmac.compare_digest(expected, x_hub_signature_256):
-                raise Unauthorized(f"the X-Hub-Signature-256 of this {source} webhook does not "
-                                   "match its configured secret")
+                raise Unauthorized(
+                    f"the X-Hub-Signature-256 of this {source} webhook does not "
+                    "match its configured secret"
+                )
         kind = event_type or x_github_event or _body_type(body) or "webhook"
         # The sender's own bytes (already checked to be JSON): what its signature covers,
         # and nothing lost to re-encoding (integers beyond 64 bits, key order).
         payload = raw.decode("utf-8") if raw.strip() else "null"
-        draft = Draft(kind[:200], payload, source, "EXTERNAL_EVENT", x_github_delivery,
-                      caller.name)
+        draft = Draft(kind[:200], payload, source, "EXTERNAL_EVENT", x_github_delivery, caller.name)
         result = await engine.publish(axon_id, draft)
         return Response(orjson.dumps(result.to_dict()), media_type="application/json")
 
@@ -385,4 +477,3 @@ def _body_type(body: Any) -> str | None:
         if isinstance(body.get("type"), str):
             return body["type"]
     return None
-

@@ -30,7 +30,7 @@ HEADERS = [
 
 
 def event_frame(e: Event) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (e.sequence, orjson.dumps(e.to_dict()))
+    return b"id: %d\ndata: %s\n\n" % (e.sequence, e.json())
 
 
 def error_frame(code: str, message: str) -> bytes:

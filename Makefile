@@ -19,8 +19,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 check: $(STAMP)
-	$(BIN)/ruff check engine axons_tui bench tests
-	$(BIN)/ruff format --check engine axons_tui bench tests
+	$(BIN)/ruff check engine axons_tui bench tests sample_agents
+	$(BIN)/ruff format --check engine axons_tui bench tests sample_agents
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

@@ -36,8 +36,12 @@ async def main(home: str) -> None:
             elif e.event_type in ("agent.failed", "turn.failed"):
                 sys.stderr.write(f"child: {e.event_type} {orjson.loads(e.payload)}\n")
                 sys.exit(1)
-        line = {"axon_id": axon_id, "home_id": engine.agents.home_id, "report": report,
-                "paused": paused}
+        line = {
+            "axon_id": axon_id,
+            "home_id": engine.agents.home_id,
+            "report": report,
+            "paused": paused,
+        }
         sys.stdout.write(f"READY {json.dumps(line)}\n")
         sys.stdout.flush()
         await asyncio.Event().wait()

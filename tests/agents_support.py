@@ -59,8 +59,11 @@ def docker_client() -> Iterator[docker.DockerClient]:
     except Exception as e:
         problem = str(e)
     if problem is not None:
-        pytest.fail(f"the agent tests need a running Docker engine and none answers ({problem}); "
-                    "start dockerd (as .ci/run does) and run them again", pytrace=False)
+        pytest.fail(
+            f"the agent tests need a running Docker engine and none answers ({problem}); "
+            "start dockerd (as .ci/run does) and run them again",
+            pytrace=False,
+        )
     from engine.images import ensure_image
 
     try:
@@ -135,8 +138,9 @@ def inspect(client: docker.DockerClient, home_id: str, axon_id: str, name: str) 
     return info
 
 
-def container_state(client: docker.DockerClient, engine: Engine, axon_id: str,
-                    name: str) -> dict[str, Any]:
+def container_state(
+    client: docker.DockerClient, engine: Engine, axon_id: str, name: str
+) -> dict[str, Any]:
     state: dict[str, Any] = inspect(client, engine.agents.home_id, axon_id, name)["State"]
     return state
 
@@ -146,8 +150,12 @@ def container_state(client: docker.DockerClient, engine: Engine, axon_id: str,
 
 def triage_spec(axon: str, runtime: str, name: str = "triage", **overrides: Any) -> AgentSpec:
     """The deterministic triage agent, in a container or as a local process."""
-    base: dict[str, Any] = {"name": name, "axon": axon, "idle_pause_s": 600.0,
-                            "idle_hibernate_s": 600.0}
+    base: dict[str, Any] = {
+        "name": name,
+        "axon": axon,
+        "idle_pause_s": 600.0,
+        "idle_hibernate_s": 600.0,
+    }
     if runtime == "docker":
         base["image"] = TRIAGE_IMAGE
     else:
@@ -165,8 +173,10 @@ def body(e: Event) -> Any:
 
 
 def describe(events: list[Event], last: int = 40) -> str:
-    return "\n".join(f"  #{e.sequence} {e.origin} {e.source} {e.event_type} {e.payload[:160]}"
-                     for e in events[-last:])
+    return "\n".join(
+        f"  #{e.sequence} {e.origin} {e.source} {e.event_type} {e.payload[:160]}"
+        for e in events[-last:]
+    )
 
 
 class Watch:
@@ -189,8 +199,14 @@ class Watch:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
 
-    async def wait(self, predicate: Callable[[Event], bool], what: str, *, after: int = 0,
-                   seconds: float = WAIT_S) -> Event:
+    async def wait(
+        self,
+        predicate: Callable[[Event], bool],
+        what: str,
+        *,
+        after: int = 0,
+        seconds: float = WAIT_S,
+    ) -> Event:
         """The first event after sequence `after` that satisfies `predicate`."""
         deadline = time.monotonic() + seconds
         seen = 0
@@ -203,46 +219,77 @@ class Watch:
                 raise AssertionError(f"the subscription ended while waiting for {what}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out after {seconds:g} s waiting for {what}; "
-                                     f"the log ends with:\n{describe(self.events)}")
+                raise AssertionError(
+                    f"timed out after {seconds:g} s waiting for {what}; "
+                    f"the log ends with:\n{describe(self.events)}"
+                )
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
-    async def system(self, event_type: str, agent: str, *, after: int = 0,
-                     where: Callable[[dict[str, Any]], bool] | None = None,
-                     seconds: float = WAIT_S) -> Event:
+    async def system(
+        self,
+        event_type: str,
+        agent: str,
+        *,
+        after: int = 0,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        seconds: float = WAIT_S,
+    ) -> Event:
         """The first system event of `agent` of this type after `after`."""
         return await self.wait(
-            lambda e: (e.origin == "SYSTEM_EVENT" and e.source == agent
-                       and e.event_type == event_type and (where is None or where(body(e)))),
-            f"{event_type} of {agent} after #{after}", after=after, seconds=seconds)
+            lambda e: (
+                e.origin == "SYSTEM_EVENT"
+                and e.source == agent
+                and e.event_type == event_type
+                and (where is None or where(body(e)))
+            ),
+            f"{event_type} of {agent} after #{after}",
+            after=after,
+            seconds=seconds,
+        )
 
     async def turn_completed(self, agent: str, sequence: int, after: int = 0) -> Event:
         """turn.completed for a turn that handled `sequence` (a failed turn fails here)."""
         e = await self.wait(
-            lambda e: (e.origin == "SYSTEM_EVENT" and e.source == agent
-                       and e.event_type in ("turn.completed", "turn.failed")
-                       and sequence in body(e)["sequences"]),
-            f"the end of {agent}'s turn on #{sequence}", after=after)
+            lambda e: (
+                e.origin == "SYSTEM_EVENT"
+                and e.source == agent
+                and e.event_type in ("turn.completed", "turn.failed")
+                and sequence in body(e)["sequences"]
+            ),
+            f"the end of {agent}'s turn on #{sequence}",
+            after=after,
+        )
         assert e.event_type == "turn.completed", (
-            f"turn failed: {e.payload}\n{describe(self.events)}")
+            f"turn failed: {e.payload}\n{describe(self.events)}"
+        )
         return e
 
     async def quiet(self, agent: str, after: int, seconds: float) -> None:
         """A negative check: nothing from `agent` after `after` during an observation window."""
         try:
-            e = await self.wait(lambda e: e.source == agent, f"anything from {agent}",
-                                after=after, seconds=seconds)
+            e = await self.wait(
+                lambda e: e.source == agent, f"anything from {agent}", after=after, seconds=seconds
+            )
         except AssertionError:
             return
-        raise AssertionError(f"{agent} did something it must not: #{e.sequence} "
-                             f"{e.event_type} {e.payload}\n{describe(self.events)}")
+        raise AssertionError(
+            f"{agent} did something it must not: #{e.sequence} "
+            f"{e.event_type} {e.payload}\n{describe(self.events)}"
+        )
 
-    def of(self, agent: str, event_type: str, origin: str = "SYSTEM_EVENT",
-           after: int = 0) -> list[Event]:
-        return [e for e in self.events if e.source == agent and e.event_type == event_type
-                and e.origin == origin and e.sequence > after]
+    def of(
+        self, agent: str, event_type: str, origin: str = "SYSTEM_EVENT", after: int = 0
+    ) -> list[Event]:
+        return [
+            e
+            for e in self.events
+            if e.source == agent
+            and e.event_type == event_type
+            and e.origin == origin
+            and e.sequence > after
+        ]
 
     def turn_sequences(self, agent: str, after: int = 0) -> list[int]:
         """Every sequence handed to `agent` in a turn (after `after`), once per turn.started."""
@@ -268,16 +315,23 @@ async def rows(engine: Engine, axon_id: str, sql: str, *params: Any) -> list[lis
     return (await engine.query(axon_id, sql, list(params))).rows
 
 
-async def wait_view(engine: Engine, axon_id: str, name: str,
-                    predicate: Callable[[AgentView], bool], what: str,
-                    seconds: float = WAIT_S) -> AgentView:
+async def wait_view(
+    engine: Engine,
+    axon_id: str,
+    name: str,
+    predicate: Callable[[AgentView], bool],
+    what: str,
+    seconds: float = WAIT_S,
+) -> AgentView:
     """Poll the agent's view until `predicate` holds (for transitions with no event of
     their own, such as reconciling with Docker at start)."""
     deadline = time.monotonic() + seconds
     while not predicate(view := await engine.agents.get(axon_id, name)):
         if time.monotonic() > deadline:
-            raise AssertionError(f"agent {name} is {view.state!r} after {seconds:g} s, "
-                                 f"waiting for {what} ({view.detail})")
+            raise AssertionError(
+                f"agent {name} is {view.state!r} after {seconds:g} s, "
+                f"waiting for {what} ({view.detail})"
+            )
         await asyncio.sleep(0.02)
     return view
 
@@ -285,8 +339,9 @@ async def wait_view(engine: Engine, axon_id: str, name: str,
 # -- the seed scenario --------------------------------------------------------------------
 
 
-async def run_seed_scenario(engine: Engine, runtime: str,
-                            is_paused: Callable[[Engine, str, str], Awaitable[bool]]) -> None:
+async def run_seed_scenario(
+    engine: Engine, runtime: str, is_paused: Callable[[Engine, str, str], Awaitable[bool]]
+) -> None:
     """A `web` report: the agent opens the ticket, publishes what it checked and a question,
     idles and is really paused (`is_paused` asks the runtime's own view: docker inspect, or
     the process state). A `slack` reply wakes it: `agent.resumed` (trigger = the reply, from
@@ -301,16 +356,20 @@ async def run_seed_scenario(engine: Engine, runtime: str,
         web = await publish(engine, axon_id, REPORT, "web")
         assert web > running.sequence
         done = await watch.turn_completed("triage", web, after=web)
-        said = [e for e in watch.of("triage", "message", "AGENT_EVENT", after=web)
-                if e.sequence < done.sequence]
+        said = [
+            e
+            for e in watch.of("triage", "message", "AGENT_EVENT", after=web)
+            if e.sequence < done.sequence
+        ]
         assert len(said) == 2, describe(watch.events)
         checked, question = (body(e) for e in said)
         ticket = f"TCK-{web}"
         assert checked["ticket"] == ticket and checked["text"].startswith("Checked the report")
         assert "priority high" in checked["text"]
         assert question["ticket"] == ticket and question["text"].startswith("Can someone confirm")
-        assert await rows(engine, axon_id, "SELECT status, priority FROM tickets WHERE id = ?",
-                          ticket) == [["awaiting_human", "high"]]
+        assert await rows(
+            engine, axon_id, "SELECT status, priority FROM tickets WHERE id = ?", ticket
+        ) == [["awaiting_human", "high"]]
 
         paused = await watch.system("agent.paused", "triage", after=done.sequence)
         assert body(paused)["reason"] == "agent asked (axon/idle)"
@@ -326,25 +385,33 @@ async def run_seed_scenario(engine: Engine, runtime: str,
         assert wake["trigger_sequence"] == slack
         assert wake["from"] == "paused"
         assert isinstance(wake["wake_ms"], (int, float)) and wake["wake_ms"] >= 0
-        started = await watch.system("turn.started", "triage", after=slack,
-                                     where=lambda b: slack in b["sequences"])
+        started = await watch.system(
+            "turn.started", "triage", after=slack, where=lambda b: slack in b["sequences"]
+        )
         reply = await watch.wait(
-            lambda e: (e.origin == "AGENT_EVENT" and e.source == "triage"
-                       and e.event_type == "message"),
-            "the agent's reply", after=slack)
+            lambda e: (
+                e.origin == "AGENT_EVENT" and e.source == "triage" and e.event_type == "message"
+            ),
+            "the agent's reply",
+            after=slack,
+        )
         # The agent receives the waking event only after agent.resumed is committed.
         assert slack < resumed.sequence < started.sequence < reply.sequence < done.sequence
         answer = body(reply)
         assert answer["ticket"] == ticket
-        assert answer["text"] == ("Resumed with the new constraint. "
-                                  "Next step: inspect the export worker timeouts.")
+        assert answer["text"] == (
+            "Resumed with the new constraint. Next step: inspect the export worker timeouts."
+        )
 
         assert await rows(engine, axon_id, "SELECT status, summary FROM tickets") == [
-            ["investigating", f"{REPORT} — constraint: {CONSTRAINT}"]]
-        assert await rows(engine, axon_id,
-                          "SELECT ticket_id, note_type, content FROM workflow_notes "
-                          "WHERE note_type = 'human_reply'") == [
-            [ticket, "human_reply", CONSTRAINT]]
+            ["investigating", f"{REPORT} — constraint: {CONSTRAINT}"]
+        ]
+        assert await rows(
+            engine,
+            axon_id,
+            "SELECT ticket_id, note_type, content FROM workflow_notes "
+            "WHERE note_type = 'human_reply'",
+        ) == [[ticket, "human_reply", CONSTRAINT]]
         assert await engine.agent_cursor(axon_id, "triage") == slack
         # Each message reached the agent in exactly one turn.
         assert sorted(watch.turn_sequences("triage")) == [web, slack]

@@ -38,18 +38,30 @@ def events_of(http: httpx.Client, axon_id: str) -> list[dict[str, Any]]:
     return list(reversed(r.json()["events"]))
 
 
-def system_event(http: httpx.Client, axon_id: str, agent: str, event_type: str,
-                 after: int = 0) -> dict[str, Any]:
+def system_event(
+    http: httpx.Client, axon_id: str, agent: str, event_type: str, after: int = 0
+) -> dict[str, Any]:
     """Wait (with a deadline) for a system event of `agent` after sequence `after`."""
+
     def found() -> dict[str, Any] | None:
-        return next((e for e in events_of(http, axon_id)
-                     if e["sequence"] > after and e["origin"] == "SYSTEM_EVENT"
-                     and e["source"] == agent and e["event_type"] == event_type), None)
+        return next(
+            (
+                e
+                for e in events_of(http, axon_id)
+                if e["sequence"] > after
+                and e["origin"] == "SYSTEM_EVENT"
+                and e["source"] == agent
+                and e["event_type"] == event_type
+            ),
+            None,
+        )
+
     return wait_until(found, f"{event_type} of {agent} after #{after}")
 
 
-def test_agents_over_http_and_the_cli(agent_home: Path, docker_client: docker.DockerClient,
-                                      tmp_path: Path) -> None:
+def test_agents_over_http_and_the_cli(
+    agent_home: Path, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
     token = make_token(agent_home, "admin-test", "admin")
     with running_server(agent_home) as server, server.http(token) as http:
         home_id = home_id_of(agent_home)
@@ -59,8 +71,12 @@ def test_agents_over_http_and_the_cli(agent_home: Path, docker_client: docker.Do
         axon_id = r.json()["id"]
 
         # POST /v1/axons/{id}/agents with a JSON spec (the Axon comes from the path).
-        spec = {"name": "triage", "image": TRIAGE_IMAGE, "idle_pause_s": 600,
-                "idle_hibernate_s": 600}
+        spec = {
+            "name": "triage",
+            "image": TRIAGE_IMAGE,
+            "idle_pause_s": 600,
+            "idle_hibernate_s": 600,
+        }
         r = http.post(f"/v1/axons/{axon_id}/agents", json=spec)
         assert r.status_code == 200, r.text
         view = r.json()
@@ -106,7 +122,9 @@ def test_agents_over_http_and_the_cli(agent_home: Path, docker_client: docker.Do
 
         listed = axons_json("agent", "ls", "support", home=agent_home)
         assert sorted((a["name"], a["state"]) for a in listed) == [
-            ("helper", "running"), ("triage", "paused")]
+            ("helper", "running"),
+            ("triage", "paused"),
+        ]
 
         stopped = axons_json("agent", "stop", "support", "helper", home=agent_home)
         assert stopped["name"] == "helper"
@@ -114,7 +132,9 @@ def test_agents_over_http_and_the_cli(agent_home: Path, docker_client: docker.Do
         assert inspect(docker_client, home_id, axon_id, "helper")["State"]["Running"] is False
         listed = axons_json("agent", "ls", "support", home=agent_home)
         assert sorted((a["name"], a["state"]) for a in listed) == [
-            ("helper", "stopped"), ("triage", "paused")]
+            ("helper", "stopped"),
+            ("triage", "paused"),
+        ]
 
         unknown = axons("agent", "stop", "support", "ghost", home=agent_home)
         assert unknown.returncode == 1 and unknown.stderr.strip(), unknown

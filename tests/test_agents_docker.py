@@ -51,8 +51,9 @@ READY_S = 120.0
 # -- 1. the seed scenario ---------------------------------------------------------------
 
 
-async def test_seed_scenario_in_a_container(docker_engine: Engine,
-                                            docker_client: docker.DockerClient) -> None:
+async def test_seed_scenario_in_a_container(
+    docker_engine: Engine, docker_client: docker.DockerClient
+) -> None:
     async def paused(engine: Engine, axon_id: str, name: str) -> bool:
         state = container_state(docker_client, engine, axon_id, name)
         return bool(state["Paused"]) and bool(state["Running"])
@@ -64,7 +65,8 @@ async def test_seed_scenario_in_a_container(docker_engine: Engine,
 
 
 async def test_hibernate_then_wake_redelivers_after_the_cursor_exactly_once(
-        docker_engine: Engine, docker_client: docker.DockerClient) -> None:
+    docker_engine: Engine, docker_client: docker.DockerClient
+) -> None:
     engine = docker_engine
     axon_id = (await engine.create_axon("support")).id
     async with watching(engine, axon_id) as watch:
@@ -96,8 +98,9 @@ async def test_hibernate_then_wake_redelivers_after_the_cursor_exactly_once(
         assert container_state(docker_client, engine, axon_id, "triage")["Paused"] is True
 
         # Every waking event reached the agent in exactly one turn: none lost, none repeated.
-        delivered = [e.sequence for e in watch.events
-                     if e.origin in ("USER_EVENT", "EXTERNAL_EVENT")]
+        delivered = [
+            e.sequence for e in watch.events if e.origin in ("USER_EVENT", "EXTERNAL_EVENT")
+        ]
         assert delivered == [first, reply, second]
         assert Counter(watch.turn_sequences("triage")) == Counter(delivered), describe(watch.events)
         assert not watch.of("triage", "turn.failed") and not watch.of("triage", "agent.failed")
@@ -110,14 +113,20 @@ async def test_hibernate_then_wake_redelivers_after_the_cursor_exactly_once(
             [f"TCK-{first}", "investigating", f"{REPORT} — constraint: {CONSTRAINT}"],
             [f"TCK-{second}", "awaiting_human", "Another customer: login is down"],
         ]
-        notes = ("SELECT ticket_id, note_type, count(*) FROM workflow_notes "
-                 "GROUP BY 1, 2 ORDER BY min(id), 2")
+        notes = (
+            "SELECT ticket_id, note_type, count(*) FROM workflow_notes "
+            "GROUP BY 1, 2 ORDER BY min(id), 2"
+        )
         assert await rows(engine, axon_id, notes) == [
-            [f"TCK-{first}", "agent_check", 1], [f"TCK-{first}", "human_reply", 1],
-            [f"TCK-{second}", "agent_check", 1]]
-        checked = [body(e)["text"]
-                   for e in watch.of("triage", "message", "AGENT_EVENT", after=second)
-                   if body(e)["ticket"] == f"TCK-{second}"]
+            [f"TCK-{first}", "agent_check", 1],
+            [f"TCK-{first}", "human_reply", 1],
+            [f"TCK-{second}", "agent_check", 1],
+        ]
+        checked = [
+            body(e)["text"]
+            for e in watch.of("triage", "message", "AGENT_EVENT", after=second)
+            if body(e)["ticket"] == f"TCK-{second}"
+        ]
         assert "1 other open ticket(s)" in checked[0], checked
         assert running.sequence < settled.sequence
 
@@ -126,7 +135,8 @@ async def test_hibernate_then_wake_redelivers_after_the_cursor_exactly_once(
 
 
 async def test_killed_container_fails_restarts_and_loses_nothing(
-        docker_engine: Engine, docker_client: docker.DockerClient) -> None:
+    docker_engine: Engine, docker_client: docker.DockerClient
+) -> None:
     engine = docker_engine
     axon_id = (await engine.create_axon("support")).id
     async with watching(engine, axon_id) as watch:
@@ -157,7 +167,8 @@ async def test_killed_container_fails_restarts_and_loses_nothing(
         # Nothing lost: the report published while the agent was dead was handled, its
         # effects once (they commit with the cursor); the earlier message was not repeated.
         assert await rows(engine, axon_id, "SELECT id, status FROM tickets") == [
-            [f"TCK-{report}", "awaiting_human"]]
+            [f"TCK-{report}", "awaiting_human"]
+        ]
         assert await rows(engine, axon_id, "SELECT count(*) FROM workflow_notes") == [[1]]
         assert watch.turn_sequences("triage").count(stray) == 1
         assert await engine.agent_cursor(axon_id, "triage") == report
@@ -176,13 +187,18 @@ async def test_killed_container_fails_restarts_and_loses_nothing(
 
 
 async def test_engine_sigkill_reconciles_paused_agent_and_removes_orphans(
-        agent_home: Path, docker_client: docker.DockerClient) -> None:
+    agent_home: Path, docker_client: docker.DockerClient
+) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     stderr_path = agent_home.parent / "child.stderr"
     with stderr_path.open("wb") as stderr:
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.agents_engine_child", str(agent_home)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr)
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
     try:
         try:
             line = read_line(child, READY_S, "the child engine")
@@ -190,7 +206,7 @@ async def test_engine_sigkill_reconciles_paused_agent_and_removes_orphans(
             told = stderr_path.read_text(errors="replace")[-3000:]
             raise AssertionError(f"{e}\n{told}") from None
         assert line.startswith(b"READY "), line
-        ready = json.loads(line[len(b"READY "):])
+        ready = json.loads(line[len(b"READY ") :])
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(60) == -signal.SIGKILL
     finally:
@@ -208,15 +224,19 @@ async def test_engine_sigkill_reconciles_paused_agent_and_removes_orphans(
     # A container of this home that no agent spec accounts for: removed at start.
     orphan = f"axons-{home_id[:8]}-axn_orphan-ghost"
     docker_client.api.create_container(
-        "axons/base:bookworm", ["sleep", "3600"], name=orphan,
-        labels={"axons.home": home_id, "axons.axon": "axn_orphan", "axons.agent": "ghost"})
+        "axons/base:bookworm",
+        ["sleep", "3600"],
+        name=orphan,
+        labels={"axons.home": home_id, "axons.axon": "axn_orphan", "axons.agent": "ghost"},
+    )
 
     async with Engine(agent_home, agent_runtime="docker") as engine:
         with pytest.raises(docker.errors.NotFound):
             docker_client.api.inspect_container(orphan)
         # The worker begins as "stopped" until its driver has looked at the container.
-        view = await wait_view(engine, axon_id, "triage", lambda v: v.state != "stopped",
-                               "the agent to be reconciled")
+        view = await wait_view(
+            engine, axon_id, "triage", lambda v: v.state != "stopped", "the agent to be reconciled"
+        )
         assert view.state == "paused", view
         now = inspect(docker_client, home_id, axon_id, "triage")
         assert now["Id"] == left["Id"] and now["State"]["Paused"] is True
@@ -227,12 +247,16 @@ async def test_engine_sigkill_reconciles_paused_agent_and_removes_orphans(
             resumed = await watch.system("agent.resumed", "triage", after=reply)
             assert body(resumed)["trigger_sequence"] == reply
             assert body(resumed)["from"] == "paused"
-            answer = await watch.wait(lambda e: e.origin == "AGENT_EVENT" and e.source == "triage",
-                                      "the agent's reply", after=reply)
+            answer = await watch.wait(
+                lambda e: e.origin == "AGENT_EVENT" and e.source == "triage",
+                "the agent's reply",
+                after=reply,
+            )
             assert resumed.sequence < answer.sequence < done.sequence
             assert body(answer)["ticket"] == f"TCK-{report}"
             assert await rows(engine, axon_id, "SELECT status, summary FROM tickets") == [
-                ["investigating", f"{REPORT} — constraint: {CONSTRAINT}"]]
+                ["investigating", f"{REPORT} — constraint: {CONSTRAINT}"]
+            ]
             # The report handled by the first engine is not handled again.
             assert watch.turn_sequences("triage") == [report, reply]
             assert watch.turn_sequences("triage", after=reply) == [reply]
@@ -246,16 +270,24 @@ async def test_engine_sigkill_reconciles_paused_agent_and_removes_orphans(
 
 
 async def test_container_is_hardened_and_secrets_stay_out_of_the_log(
-        docker_engine: Engine, docker_client: docker.DockerClient,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    docker_engine: Engine, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = docker_engine
     secret = f"s3cret-{uuid.uuid4().hex}"
     monkeypatch.setenv("AXONS_TEST_SECRET", secret)
     axon_id = (await engine.create_axon("support")).id
     async with watching(engine, axon_id) as watch:
-        await engine.agents.add(triage_spec(
-            "support", "docker", memory="256m", cpus=0.5, pids=64,
-            secrets=["AXONS_TEST_SECRET"], env={"LOG_LEVEL": "info"}))
+        await engine.agents.add(
+            triage_spec(
+                "support",
+                "docker",
+                memory="256m",
+                cpus=0.5,
+                pids=64,
+                secrets=["AXONS_TEST_SECRET"],
+                env={"LOG_LEVEL": "info"},
+            )
+        )
         await watch.system("agent.running", "triage")
 
         info = inspect(docker_client, engine.agents.home_id, axon_id, "triage")
@@ -271,13 +303,15 @@ async def test_container_is_hardened_and_secrets_stay_out_of_the_log(
         assert config["OpenStdin"] is True and config["StdinOnce"] is False
 
         # The secret reaches the agent process's own environment (read inside the box).
-        probe = ("import pathlib\n"
-                 "for p in pathlib.Path('/proc').glob('[0-9]*'):\n"
-                 "    try:\n"
-                 "        if b'agent.py' in (p / 'cmdline').read_bytes():\n"
-                 "            print((p / 'environ').read_bytes().decode())\n"
-                 "    except OSError:\n"
-                 "        pass\n")
+        probe = (
+            "import pathlib\n"
+            "for p in pathlib.Path('/proc').glob('[0-9]*'):\n"
+            "    try:\n"
+            "        if b'agent.py' in (p / 'cmdline').read_bytes():\n"
+            "            print((p / 'environ').read_bytes().decode())\n"
+            "    except OSError:\n"
+            "        pass\n"
+        )
         result = docker_client.containers.get(info["Id"]).exec_run(["python3", "-c", probe])
         assert result.exit_code == 0, result.output
         agent_env = result.output.decode(errors="replace").split("\0")
@@ -308,8 +342,9 @@ async def test_container_is_hardened_and_secrets_stay_out_of_the_log(
 # -- 7. manual commands -------------------------------------------------------------------
 
 
-async def test_manual_pause_resume_stop_start(docker_engine: Engine,
-                                              docker_client: docker.DockerClient) -> None:
+async def test_manual_pause_resume_stop_start(
+    docker_engine: Engine, docker_client: docker.DockerClient
+) -> None:
     engine = docker_engine
     axon_id = (await engine.create_axon("support")).id
 

@@ -40,15 +40,26 @@ T = TypeVar("T")
 
 def _event(data: dict[str, Any]) -> Event:
     return Event(
-        data["axon_id"], data["sequence"], data["timestamp_ms"], data["origin"], data["source"],
-        data["event_type"], data["payload"], data.get("author"), data.get("idempotency_key"),
+        data["axon_id"],
+        data["sequence"],
+        data["timestamp_ms"],
+        data["origin"],
+        data["source"],
+        data["event_type"],
+        data["payload"],
+        data.get("author"),
+        data.get("idempotency_key"),
         data.get("hash", ""),
     )
 
 
 def _draft_body(d: Draft) -> dict[str, Any]:
-    body = {"event_type": d.event_type, "origin": d.origin, "payload": d.payload,
-            "source": d.source}
+    body = {
+        "event_type": d.event_type,
+        "origin": d.origin,
+        "payload": d.payload,
+        "source": d.source,
+    }
     if d.idempotency_key is not None:
         body["idempotency_key"] = d.idempotency_key
     return body
@@ -61,8 +72,9 @@ class RemoteAgents:
         self._client = client
 
     async def add(self, spec: AgentSpec) -> AgentView:
-        data = await self._client._call("POST", f"/v1/axons/{spec.axon}/agents",
-                                        json=spec.model_dump(mode="json"))
+        data = await self._client._call(
+            "POST", f"/v1/axons/{spec.axon}/agents", json=spec.model_dump(mode="json")
+        )
         return AgentView.model_validate(data)
 
     async def list(self, axon_id: str | None = None) -> builtins.list[AgentView]:
@@ -72,8 +84,9 @@ class RemoteAgents:
     async def get(self, axon_id: str, name: str) -> AgentView:
         found = [a for a in await self.list(axon_id) if a.name == name]
         if not found:
-            raise AxonError(f"no agent {name!r} on Axon {axon_id}", code="agent_not_found",
-                            status=404)
+            raise AxonError(
+                f"no agent {name!r} on Axon {axon_id}", code="agent_not_found", status=404
+            )
         return found[0]
 
     async def command(self, axon_id: str, name: str, action: str) -> AgentView:
@@ -81,20 +94,31 @@ class RemoteAgents:
         return AgentView.model_validate(data)
 
     async def logs(self, axon_id: str, name: str, tail: int = 100) -> builtins.list[str]:
-        data = await self._client._call("GET", f"/v1/axons/{axon_id}/agents/{name}/logs",
-                                        params={"tail": tail})
+        data = await self._client._call(
+            "GET", f"/v1/axons/{axon_id}/agents/{name}/logs", params={"tail": tail}
+        )
         return list(data["lines"])
 
 
 class Client:
     """Async client. Errors come back as `AxonError` with the server's code and status."""
 
-    def __init__(self, base_url: str = "http://axons", *, token: str | None = None,
-                 socket_path: Path | str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://axons",
+        *,
+        token: str | None = None,
+        socket_path: Path | str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
         transport = httpx.AsyncHTTPTransport(uds=str(socket_path)) if socket_path else None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=base_url, transport=transport, headers=headers,
-                                       timeout=httpx.Timeout(timeout, connect=5.0))
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+        )
         self.target = str(socket_path or base_url)
         self.agents = RemoteAgents(self)
 
@@ -125,8 +149,9 @@ class Client:
         result: dict[str, Any] = await self._call("GET", "/healthz")
         return result
 
-    async def create_axon(self, name: str | None = None,
-                          metadata: dict[str, str] | None = None) -> AxonView:
+    async def create_axon(
+        self, name: str | None = None, metadata: dict[str, str] | None = None
+    ) -> AxonView:
         body = {"name": name, "metadata": metadata or {}}
         return AxonView.model_validate(await self._call("POST", "/v1/axons", json=body))
 
@@ -151,8 +176,9 @@ class Client:
         data = await self._call("POST", f"/v1/axons/{axon_id}/publish", json=_draft_body(draft))
         return PublishResult(data["sequence"], data["timestamp_ms"])
 
-    async def publish_batch(self, axon_id: str, drafts: Sequence[Draft], *,
-                            system: bool = False) -> list[PublishResult]:
+    async def publish_batch(
+        self, axon_id: str, drafts: Sequence[Draft], *, system: bool = False
+    ) -> list[PublishResult]:
         body = {"events": [_draft_body(d) for d in drafts]}
         data = await self._call("POST", f"/v1/axons/{axon_id}/publish/batch", json=body)
         return [PublishResult(r["sequence"], r["timestamp_ms"]) for r in data["results"]]
@@ -162,13 +188,19 @@ class Client:
         return int(page.events[0]["sequence"]) if page.events else 0
 
     async def read_events(self, axon_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
-        data = await self._call("GET", f"/v1/axons/{axon_id}/events",
-                                params={"after_sequence": after, "limit": limit})
+        data = await self._call(
+            "GET", f"/v1/axons/{axon_id}/events", params={"after_sequence": after, "limit": limit}
+        )
         return [_event(e) for e in data["events"]]
 
-    async def list_events(self, axon_id: str, *, limit: int = 20,
-                          starting_after: int | None = None,
-                          include_total_count: bool = False) -> EventPage:
+    async def list_events(
+        self,
+        axon_id: str,
+        *,
+        limit: int = 20,
+        starting_after: int | None = None,
+        include_total_count: bool = False,
+    ) -> EventPage:
         params: dict[str, Any] = {"limit": limit, "include_total_count": include_total_count}
         if starting_after is not None:
             params["starting_after"] = starting_after
@@ -182,8 +214,11 @@ class Client:
         while True:
             try:
                 async with aconnect_sse(
-                    self._http, "GET", f"/v1/axons/{axon_id}/subscribe/sse",
-                    params={"after_sequence": last}, timeout=httpx.Timeout(None, connect=5.0),
+                    self._http,
+                    "GET",
+                    f"/v1/axons/{axon_id}/subscribe/sse",
+                    params={"after_sequence": last},
+                    timeout=httpx.Timeout(None, connect=5.0),
                 ) as source:
                     if source.response.status_code >= 400:
                         await source.response.aread()
@@ -193,8 +228,11 @@ class Client:
                             problem = orjson.loads(sse.data)
                             if problem.get("code") == "slow_consumer":
                                 break  # reconnect from `last`
-                            raise AxonError(problem.get("message", sse.data),
-                                            code=problem.get("code"), status=503)
+                            raise AxonError(
+                                problem.get("message", sse.data),
+                                code=problem.get("code"),
+                                status=503,
+                            )
                         if not sse.data:
                             continue
                         event = _event(orjson.loads(sse.data))
@@ -205,9 +243,16 @@ class Client:
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 await asyncio.sleep(0.2)
 
-    async def query(self, axon_id: str, sql: str, params: Sequence[Any] | None = None, *,
-                    write: bool = False, at_sequence: int | None = None,
-                    max_rows: int | None = None) -> QueryResult:
+    async def query(
+        self,
+        axon_id: str,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        write: bool = False,
+        at_sequence: int | None = None,
+        max_rows: int | None = None,
+    ) -> QueryResult:
         body: dict[str, Any] = {"sql": sql, "params": list(params or [])}
         if at_sequence is not None:
             body["at_sequence"] = at_sequence
@@ -218,11 +263,18 @@ class Client:
 
     async def batch(self, axon_id: str, statements: Sequence[Any]) -> list[QueryResult]:
         items = [{"sql": s} if isinstance(s, str) else dict(s) for s in statements]
-        data = await self._call("POST", f"/v1/axons/{axon_id}/sql/batch",
-                                json={"statements": items})
+        data = await self._call(
+            "POST", f"/v1/axons/{axon_id}/sql/batch", json={"statements": items}
+        )
         steps = data["results"]
-        failed = next((i for i, st in enumerate(steps) if st.get("error")
-                       and not st["error"]["message"].startswith("rolled back")), None)
+        failed = next(
+            (
+                i
+                for i, st in enumerate(steps)
+                if st.get("error") and not st["error"]["message"].startswith("rolled back")
+            ),
+            None,
+        )
         if failed is not None:
             cause = AxonError(steps[failed]["error"]["message"], code="sql_error")
             raise BatchFailed(failed, cause, [])
@@ -246,14 +298,19 @@ class Client:
 
     async def import_axon(self, lines: Sequence[bytes | str], name: str | None = None) -> AxonView:
         body = b"\n".join(line.encode() if isinstance(line, str) else line for line in lines)
-        data = await self._call("POST", "/v1/axons/import", content=body,
-                                params={"name": name} if name else None,
-                                headers={"content-type": "application/x-ndjson"})
+        data = await self._call(
+            "POST",
+            "/v1/axons/import",
+            content=body,
+            params={"name": name} if name else None,
+            headers={"content-type": "application/x-ndjson"},
+        )
         return AxonView.model_validate(data)
 
     async def fork(self, axon_id: str, at_sequence: int, name: str | None = None) -> AxonView:
-        data = await self._call("POST", f"/v1/axons/{axon_id}/fork",
-                                json={"at_sequence": at_sequence, "name": name})
+        data = await self._call(
+            "POST", f"/v1/axons/{axon_id}/fork", json={"at_sequence": at_sequence, "name": name}
+        )
         return AxonView.model_validate(data)
 
 
@@ -263,8 +320,9 @@ def _error(response: httpx.Response) -> AxonError:
         return AxonError(problem["message"], code=problem["code"], status=response.status_code)
     except (orjson.JSONDecodeError, KeyError, TypeError):
         text = response.text.strip()[:200] or response.reason_phrase
-        return AxonError(f"HTTP {response.status_code}: {text}", code="http_error",
-                         status=response.status_code)
+        return AxonError(
+            f"HTTP {response.status_code}: {text}", code="http_error", status=response.status_code
+        )
 
 
 class SyncClient:
@@ -272,8 +330,9 @@ class SyncClient:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="axons-client")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="axons-client"
+        )
         self._thread.start()
         self._client: Client = self._run(self._make(*args, **kwargs))
 

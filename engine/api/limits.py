@@ -61,12 +61,21 @@ class BodyLimit:
 
 
 async def _refuse(send: Send, limit: int) -> None:
-    body: dict[str, Any] = {"error": {
-        "code": "payload_too_large",
-        "message": f"the request body is larger than {limit} bytes; send less, or split it",
-    }}
+    body: dict[str, Any] = {
+        "error": {
+            "code": "payload_too_large",
+            "message": f"the request body is larger than {limit} bytes; send less, or split it",
+        }
+    }
     data = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

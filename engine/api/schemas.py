@@ -7,7 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.models import AgentSpec, AgentView, AxonPage, AxonView, QueryResult, RowChange, VerifyReport
+from engine.models import (
+    AgentSpec,
+    AgentView,
+    AxonPage,
+    AxonView,
+    QueryResult,
+    RowChange,
+    VerifyReport,
+)
 
 __all__ = [
     "AxonPage",
@@ -56,7 +64,7 @@ class UpdateAxon(BaseModel):
 class PublishRequest(BaseModel):
     event_type: str = Field(min_length=1, max_length=200)
     origin: Literal["EXTERNAL_EVENT", "AGENT_EVENT", "USER_EVENT", "SYSTEM_EVENT"]
-    payload: str = Field(description="JSON text; a human message is {\"text\": \"...\"}")
+    payload: str = Field(description='JSON text; a human message is {"text": "..."}')
     source: str = Field(min_length=1, max_length=200)
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
 
@@ -98,8 +106,9 @@ class QueryRequest(BaseModel):
     params: list[Any] = Field(default_factory=list)
     # strict: `true` is not sequence 1, nor 1 a boolean (pydantic's lax mode would coerce them)
     at_sequence: int | None = Field(None, ge=0, strict=True)
-    read_only: bool = Field(False, strict=True,
-                            description="refuse writes even when the token allows them")
+    read_only: bool = Field(
+        False, strict=True, description="refuse writes even when the token allows them"
+    )
 
 
 class StatementIn(BaseModel):

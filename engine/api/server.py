@@ -23,7 +23,7 @@ from engine.engine import Engine
 from engine.errors import AxonError, InvalidInput
 from engine.models import AgentSpec, Draft, Event
 from engine.state import BatchFailed
-from engine.tokens import Principal, TokenStore, Unauthorized
+from engine.tokens import Forbidden, Principal, TokenStore, Unauthorized
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
@@ -411,6 +411,13 @@ def create_app(
         """Declare an agent on this Axon (replacing one of the same name) and start it."""
         axon_id = await axon_for(caller, ref, "admin")
         spec = AgentSpec.model_validate({**body.model_dump(), "axon": axon_id})
+        if require_token and engine.agents.runtime_for(spec).kind == "process":
+            # An unsandboxed process on the host is more than any token should grant.
+            raise Forbidden(
+                "agents that run as local processes can only be declared on the "
+                "engine's own socket (the axons CLI on this machine); over TCP, "
+                "give the agent an image"
+            )
         return await engine.agents.add(spec)
 
     @app.get("/v1/axons/{id}/agents/{name}/logs", response_model=s.AgentLogs, tags=["agents"])

@@ -105,8 +105,12 @@ class EventStream(Response):
                 chunk.append(nxt)
             await self._send(send, b"".join(chunk))
         if self._overflowed:
-            await self._send(send, error_frame(
-                "slow_consumer", "this client fell too far behind; reconnect with Last-Event-ID"))
+            await self._send(
+                send,
+                error_frame(
+                    "slow_consumer", "this client fell too far behind; reconnect with Last-Event-ID"
+                ),
+            )
         elif self._failure is not None:
             await self._send(send, self._failure)
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from engine.api.client import Client
 from engine.engine import Engine, default_home
+from engine.errors import InvalidInput
 
 
 def engine_answers(sock_path: Path) -> bool:
@@ -27,6 +29,14 @@ def engine_answers(sock_path: Path) -> bool:
         return False
     finally:
         probe.close()
+
+
+def load_toml(path: Path, code: str) -> dict[str, Any]:
+    """A TOML file the user wrote, or one clear line saying why it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidInput(f"{path}: not valid TOML ({e})", code=code) from None
 
 
 def resolve_home(home: Path | None) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from axons_tui.backend import open_backend, resolve_home
+from axons_tui.backend import load_toml, open_backend, resolve_home
 from engine.errors import InvalidInput
 from engine.models import AgentSpec, AgentView, Draft, Event, QueryResult
 from engine.tokens import TokenStore
@@ -318,11 +317,7 @@ async def token_revoke(args: argparse.Namespace) -> int:
 
 def load_agent_specs(path: Path) -> list[AgentSpec]:
     """The `[[agents]]` of a TOML file; relative host mounts are relative to the file."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InvalidInput(f"{path}: not valid TOML ({e})", code="invalid_agents") from None
-    items = data.get("agents")
+    items = load_toml(path, "invalid_agents").get("agents")
     if not isinstance(items, list) or not items:
         raise InvalidInput(f"{path}: declares no [[agents]]", code="invalid_agents")
     specs = []

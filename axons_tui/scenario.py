@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from axons_tui.backend import open_backend
+from axons_tui.backend import load_toml, open_backend
 from engine.errors import AxonError, InvalidInput
 from engine.models import Draft, Event
 
@@ -50,10 +49,7 @@ class Outcome:
 
 
 def load(path: Path) -> dict[str, Any]:
-    try:
-        scenario = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InvalidInput(f"{path}: not valid TOML ({e})", code="invalid_scenario") from None
+    scenario = load_toml(path, "invalid_scenario")
     steps = scenario.get("steps")
     if not isinstance(steps, list) or not steps:
         raise InvalidInput(f"{path}: needs at least one [[steps]]", code="invalid_scenario")

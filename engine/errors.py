@@ -30,6 +30,16 @@ class InvalidInput(AxonError):
     code = "invalid_request"
 
 
+class Unauthorized(AxonError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(AxonError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AxonError):
     status = 404
     code = "not_found"

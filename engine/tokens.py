@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from engine.errors import AxonError, InvalidInput, NotFound
+from engine.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from engine.log import check_label, connect
 
 SCOPES = ("read", "publish", "sql-write", "admin")
@@ -31,16 +31,6 @@ CREATE TABLE IF NOT EXISTS tokens(
     created_at_ms INTEGER NOT NULL
 );
 """
-
-
-class Forbidden(AxonError):
-    status = 403
-    code = "forbidden"
-
-
-class Unauthorized(AxonError):
-    status = 401
-    code = "unauthorized"
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from engine.api.fastpath import FastPublish
 from engine.api.limits import BodyLimit
 from engine.api.sse import EventStream
 from engine.engine import Engine
-from engine.errors import AxonError, InvalidInput
+from engine.errors import AxonError, Forbidden, InvalidInput, Unauthorized
 from engine.models import AgentSpec, Draft, Event
 from engine.state import BatchFailed
-from engine.tokens import Forbidden, Principal, TokenStore, Unauthorized
+from engine.tokens import Principal, TokenStore
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)

@@ -374,11 +374,10 @@ def build_all(progress: Progress | None = None) -> list[str]:
 
 
 def ensure_image(ref: str, progress: Progress | None = None) -> str:
-    """`ref` if the Docker engine has it; a sample agent's image (`axons/<name>:latest`) is
-    built on first need. Anything else must be built or loaded by the user."""
+    """`ref` if the Docker engine has it. A sample agent's image (`axons/<name>:latest`) is
+    built on first need and rebuilt when its files change. Anything else must be built or
+    loaded by the user."""
     with _using(None) as client:
-        if _image(client, ref) is not None:
-            return ref
         repo, _, tag = ref.partition(":")
         name = repo.removeprefix("axons/")
         context = SAMPLE_AGENTS / name
@@ -387,7 +386,10 @@ def ensure_image(ref: str, progress: Progress | None = None) -> str:
             and tag in ("", "latest")
             and (context / "Dockerfile").is_file()
         ):
+            # ours: rebuilt when its files changed (two inspections when they did not)
             return ensure_agent_image(name, context, progress, client=client)
+        if _image(client, ref) is not None:
+            return ref
         if ref == BASE_IMAGE:
             return ensure_base_image(progress, client=client)
         raise ImageBuildError(

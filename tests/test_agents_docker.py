@@ -394,3 +394,58 @@ async def test_manual_pause_resume_stop_start(
         await watch.system("agent.stopped", "triage", after=paused.sequence)
         assert state() == {"running": False, "paused": False}
         assert watch.turn_sequences("triage") == [report]
+
+
+# -- mounts -------------------------------------------------------------------------------
+
+
+async def test_mounts_preload_files_read_only_and_work_survives_hibernation(
+    docker_engine: Engine, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """A host folder is mounted read-only (the agent can read, not write it); the agent's
+    /work volume keeps what it wrote across a hibernation (container stopped, started)."""
+    engine = docker_engine
+    fixtures = tmp_path / "fixtures"
+    fixtures.mkdir()
+    (fixtures / "runbook.txt").write_text("restart the export worker")
+    fixtures.chmod(0o755)
+    (fixtures / "runbook.txt").chmod(0o644)
+    axon_id = (await engine.create_axon("support")).id
+    async with watching(engine, axon_id) as watch:
+        await engine.agents.add(
+            triage_spec("support", "docker", mounts=[f"{fixtures}:/data"], idle_hibernate_s=0.5)
+        )
+        await watch.system("agent.running", "triage")
+        info = inspect(docker_client, engine.agents.home_id, axon_id, "triage")
+        binds = info["HostConfig"]["Binds"]
+        assert f"{fixtures}:/data:ro" in binds, binds
+        assert any(b.endswith(":/work:rw") for b in binds), binds
+        box = docker_client.containers.get(info["Id"])
+        read = box.exec_run(["cat", "/data/runbook.txt"])
+        assert read.exit_code == 0 and read.output == b"restart the export worker"
+        refused = box.exec_run(["sh", "-c", "echo x > /data/new.txt"])
+        assert refused.exit_code != 0, "a read-only mount was writable"
+        kept = box.exec_run(["sh", "-c", "echo notes > /work/notes.txt"])
+        assert kept.exit_code == 0, kept.output
+
+        report = await publish(engine, axon_id, REPORT, "web")
+        done = await watch.turn_completed("triage", report, after=report)
+        hibernated = await watch.system("agent.hibernated", "triage", after=done.sequence)
+        again = await publish(engine, axon_id, "anyone there?", "slack")
+        await watch.system(
+            "agent.resumed",
+            "triage",
+            after=hibernated.sequence,
+            where=lambda b: b["from"] == "hibernated",
+        )
+        await watch.turn_completed("triage", again, after=again)
+        # (the agent is paused again by now: read its volume from a throwaway container)
+        volume = next(m["Name"] for m in info["Mounts"] if m["Destination"] == "/work")
+        out = docker_client.containers.run(
+            "axons/base:bookworm",
+            ["cat", "/work/notes.txt"],
+            remove=True,
+            volumes={volume: {"bind": "/work", "mode": "ro"}},
+            network_mode="none",
+        )
+        assert out == b"notes\n"

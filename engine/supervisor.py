@@ -630,6 +630,12 @@ class Supervisor:
 
     async def add(self, spec: AgentSpec) -> AgentView:
         """Declare an agent (or replace its spec) and start it."""
+        if spec.protocol != "axon":
+            raise InvalidInput(
+                f"protocol {spec.protocol!r} is not supported yet; this engine speaks the native "
+                "protocol 'axon' (see sample_agents/axon_agent.py)",
+                code="unsupported_protocol",
+            )
         axon = await self.engine.get_axon(spec.axon)
         if axon.deleted_at_ms is not None:
             raise Conflict(f"Axon {axon.id} is deleted", code="axon_deleted")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import Draft, Engine
+from engine.errors import InvalidInput
 from engine.models import AgentSpec
 from tests.agents_support import body, watching
 
@@ -72,3 +73,13 @@ async def test_events_arriving_mid_turn(tmp_path: Path, on_busy: str) -> None:
             # every event was handed over exactly once, in order
             delivered = [s for t in turns for s in t]
             assert delivered == sorted(set(delivered))
+
+
+async def test_a_protocol_not_spoken_yet_is_refused_clearly(tmp_path: Path) -> None:
+    async with Engine(tmp_path / "home", agent_runtime="process") as engine:
+        await engine.create_axon("busy")
+        spec = slow_agent("queue").model_copy(update={"protocol": "acp"})
+        with pytest.raises(InvalidInput, match="not supported yet") as refused:
+            await engine.agents.add(spec)
+        assert refused.value.code == "unsupported_protocol"
+        assert await engine.agents.list() == []

@@ -240,11 +240,3 @@ class Catalog:
     def delete_agent(self, axon_id: str, name: str) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM agents WHERE axon_id = ? AND name = ?", (axon_id, name))
-
-    def all_ids(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT id FROM axons ORDER BY n")]
-
-
-def open_catalog(home: Path) -> Catalog:
-    return Catalog(home / "catalog.db")

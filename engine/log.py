@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import queue
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,10 +146,6 @@ def check_draft(d: Draft, *, max_payload: int = DEFAULT_MAX_PAYLOAD, system: boo
     return d
 
 
-def row_to_event(axon_id: str, row: Sequence[Any]) -> Event:
-    return Event(axon_id, *row)
-
-
 @dataclass
 class _Tip:
     """The log's head: what the next append chains onto."""
@@ -183,7 +179,7 @@ class _Job:
 @dataclass
 class WriteContext:
     """What a write sees: the writer connection and the log's head as this transaction
-    moves it. `stage` assigns sequences and hashes; `append` also inserts the rows."""
+    moves it. `stage` assigns sequences and hashes and queues the rows to insert."""
 
     conn: apsw.Connection
     axon_file: AxonFile
@@ -191,14 +187,6 @@ class WriteContext:
     events: list[Event] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     _keys: dict[str, PublishResult] = field(default_factory=dict)
-
-    def append(self, drafts: Iterable[Draft]) -> list[PublishResult]:
-        """Append events inside the current transaction (for operations)."""
-        first = len(self.rows)
-        results = self.stage(drafts)
-        if len(self.rows) > first:
-            self.conn.executemany(_INSERT_EVENT, self.rows[first:])
-        return results
 
     def stage(self, drafts: Iterable[Draft]) -> list[PublishResult]:
         """Give each draft its sequence, timestamp and hash, and queue its row. A reused

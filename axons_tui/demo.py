@@ -10,6 +10,7 @@ shown now and as it was before the reply, and the hash chain is verified.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from engine import Draft, Engine, Event
+from engine.errors import AxonError
+from engine.images import ensure_image
 from engine.models import AgentSpec, QueryResult
 from engine.runtime.docker import docker_available
 
@@ -46,6 +49,10 @@ def _show_event(e: Event) -> None:
     console.print(text if text is not None else e.payload, markup=False, highlight=False)
 
 
+def _progress(line: str) -> None:
+    console.print(f"  {line}", style="dim", markup=False, highlight=False)
+
+
 def _table(title: str, result: QueryResult) -> Table:
     table = Table(title=title, title_justify="left")
     for column in result.columns:
@@ -55,17 +62,28 @@ def _table(title: str, result: QueryResult) -> Table:
     return table
 
 
-def _triage_spec() -> AgentSpec:
+async def _triage_spec() -> AgentSpec:
+    """In a container when Docker answers (its image built offline on the first run), else
+    as a local process; either way the user is told which."""
+    reason = "no Docker engine answers"
     if docker_available():
-        return AgentSpec(
-            name="triage",
-            axon="support-1024",
-            image="axons/triage:latest",
-            runtime="docker",
-            idle_pause_s=10,
-            idle_hibernate_s=120,
+        console.print(
+            "[dim]preparing the triage agent's image (the first run builds it offline: "
+            "about a minute)[/dim]"
         )
-    console.print("[yellow]no Docker engine answers: the agent runs as a local process[/yellow]")
+        try:
+            await asyncio.to_thread(ensure_image, "axons/triage:latest", _progress)
+            return AgentSpec(
+                name="triage",
+                axon="support-1024",
+                image="axons/triage:latest",
+                runtime="docker",
+                idle_pause_s=10,
+                idle_hibernate_s=120,
+            )
+        except AxonError as e:
+            reason = f"the agent image cannot be built here ({e.message})"
+    console.print(f"[yellow]{reason}: the agent runs as a local process[/yellow]")
     return AgentSpec(
         name="triage",
         axon="support-1024",
@@ -102,13 +120,7 @@ async def _session(engine: Engine) -> None:
 
     follower = asyncio.create_task(follow())
     try:
-        spec = _triage_spec()
-        if spec.runtime == "docker":
-            console.print(
-                "[dim]starting the triage agent (the first run builds its image "
-                "offline: about a minute)[/dim]"
-            )
-        await engine.agents.add(spec)
+        await engine.agents.add(await _triage_spec())
         await until(lambda e: e.event_type == "agent.running")
         first = await engine.publish(
             axon.id, Draft.message("Billing export fails for large CSV downloads.", source="web")
@@ -134,9 +146,11 @@ async def _session(engine: Engine) -> None:
             f"[bold green]woken in {wake['wake_ms']} ms[/bold green] "
             f"[dim]by event #{wake['trigger_sequence']}, from {wake['from']}[/dim]"
         )
-        await engine.agents.remove(axon.id, "triage")
     finally:
         follower.cancel()
+        # the demo's home goes away with it: so do its container and volume, even on Ctrl-C
+        with contextlib.suppress(AxonError):
+            await engine.agents.remove(axon.id, "triage")
 
     sql = "SELECT id, status, priority, summary FROM tickets"
     console.print(_table("tickets now", await engine.query(axon.id, sql)))

@@ -22,13 +22,28 @@ from engine.tokens import TokenStore
 out = Console(highlight=False, soft_wrap=True)
 
 
-def _print_json(value: Any) -> None:
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
     if hasattr(value, "model_dump"):
-        value = value.model_dump()
-    elif hasattr(value, "to_dict"):
-        value = value.to_dict()
-    sys.stdout.write(orjson.dumps(value).decode() + "\n")
+        return value.model_dump(mode="json")
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(_jsonable(value)).decode() + "\n")
     sys.stdout.flush()
+
+
+def _emit(args: argparse.Namespace, value: Any, human: Any) -> int:
+    """`value` as JSON with --json, else `human` (text or a rich renderable) for people."""
+    if args.json:
+        _print_json(value)
+    else:
+        out.print(human)
+    return 0
 
 
 async def _axon_id(backend: Any, ref: str) -> str:
@@ -80,11 +95,7 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
 async def new(args: argparse.Namespace) -> int:
     async with open_backend(args.home, args.connect) as backend:
         view = await backend.create_axon(args.name, _metadata(args.metadata))
-    if args.json:
-        _print_json(view)
-    else:
-        out.print(f"{view.id}  {view.name}")
-    return 0
+    return _emit(args, view, f"{view.id}  {view.name}")
 
 
 async def ls(args: argparse.Namespace) -> int:
@@ -124,11 +135,7 @@ async def publish(args: argparse.Namespace) -> int:
     draft = Draft(args.event_type, payload, args.source, args.origin, args.idempotency_key)
     async with open_backend(args.home, args.connect) as backend:
         result = await backend.publish(await _axon_id(backend, args.axon), draft)
-    if args.json:
-        _print_json(result)
-    else:
-        out.print(f"published #{result.sequence}")
-    return 0
+    return _emit(args, result, f"published #{result.sequence}")
 
 
 def _show(e: Event) -> None:
@@ -225,11 +232,7 @@ async def import_(args: argparse.Namespace) -> int:
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     async with open_backend(args.home, args.connect) as backend:
         view = await backend.import_axon(data.splitlines(), name=args.name)
-    if args.json:
-        _print_json(view)
-    else:
-        out.print(f"imported as {view.id}  {view.name or ''}")
-    return 0
+    return _emit(args, view, f"imported as {view.id}  {view.name or ''}")
 
 
 async def verify(args: argparse.Namespace) -> int:
@@ -249,11 +252,7 @@ async def verify(args: argparse.Namespace) -> int:
 async def fork(args: argparse.Namespace) -> int:
     async with open_backend(args.home, args.connect) as backend:
         view = await backend.fork(await _axon_id(backend, args.axon), args.at, name=args.name)
-    if args.json:
-        _print_json(view)
-    else:
-        out.print(f"forked as {view.id}  {view.name}")
-    return 0
+    return _emit(args, view, f"forked as {view.id}  {view.name}")
 
 
 # -- tokens -----------------------------------------------------------------------------
@@ -354,11 +353,7 @@ async def agent_add(args: argparse.Namespace) -> int:
     specs = load_agent_specs(args.file)
     async with open_backend(args.home, args.connect) as backend:
         views = [await backend.agents.add(spec) for spec in specs]
-    if args.json:
-        _print_json([v.model_dump(mode="json") for v in views])
-    else:
-        out.print(_agent_table(views))
-    return 0
+    return _emit(args, views, _agent_table(views))
 
 
 async def agent_ls(args: argparse.Namespace) -> int:
@@ -369,11 +364,7 @@ async def agent_ls(args: argparse.Namespace) -> int:
         views = await backend.agents.list(axon_id)
     if args.name:
         views = [v for v in views if v.name == args.name]
-    if args.json:
-        _print_json([v.model_dump(mode="json") for v in views])
-    else:
-        out.print(_agent_table(views))
-    return 0
+    return _emit(args, views, _agent_table(views))
 
 
 async def agent_action(args: argparse.Namespace) -> int:
@@ -381,11 +372,7 @@ async def agent_action(args: argparse.Namespace) -> int:
         view = await backend.agents.command(
             await _axon_id(backend, args.axon), args.name, args.action
         )
-    if args.json:
-        _print_json(view.model_dump(mode="json"))
-    else:
-        out.print(f"{args.action}: {view.name} is {view.state}")
-    return 0
+    return _emit(args, view, f"{args.action}: {view.name} is {view.state}")
 
 
 async def agent_logs(args: argparse.Namespace) -> int:
@@ -406,11 +393,7 @@ async def images_build(args: argparse.Namespace) -> int:
     tags = await loop.run_in_executor(
         None, build_all, lambda line: sys.stderr.write(f"  {line}\n") if not args.json else None
     )
-    if args.json:
-        _print_json({"images": tags})
-    else:
-        out.print("built: " + ", ".join(tags))
-    return 0
+    return _emit(args, {"images": tags}, "built: " + ", ".join(tags))
 
 
 # -- scenarios --------------------------------------------------------------------------

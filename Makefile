@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check bench clean
+.PHONY: demo test check bench clean venv
+
+# scripts/system-deps installs the system parts each target needs (or says how) before the venv.
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,19 +14,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+venv: $(STAMP)
+
+demo:
+	@scripts/system-deps demo
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/axons demo
 
-test: $(STAMP)
+test:
+	@scripts/system-deps test
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/pytest -q
 
-check: $(STAMP)
+check:
+	@scripts/system-deps test
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/ruff check engine axons_tui bench tests sample_agents
 	$(BIN)/ruff format --check engine axons_tui bench tests sample_agents
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench:
+	@scripts/system-deps bench
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/python -m bench
 
 clean:

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = tokens.add_parser("create", parents=[common], help="create a token (printed once)")
     t.add_argument("name")
     t.add_argument("--scope", required=True, choices=["read", "publish", "sql-write", "admin"])
-    t.add_argument("--axon", action="append", default=[], help="limit to this Axon (repeat)")
+    t.add_argument(
+        "--axon", action="append", default=[], help="limit to this Axon, by id or name (repeat)"
+    )
     t.set_defaults(fn=commands.token_create)
     t = tokens.add_parser("ls", parents=[common], help="list tokens")
     t.set_defaults(fn=commands.token_ls)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from axons_tui.backend import load_toml, open_backend, resolve_home
+from engine.catalog import Catalog
 from engine.errors import InvalidInput
 from engine.models import AgentSpec, AgentView, Draft, Event, QueryResult
 from engine.tokens import TokenStore
@@ -260,20 +261,36 @@ async def fork(args: argparse.Namespace) -> int:
 
 def _tokens(args: argparse.Namespace) -> TokenStore:
     home = resolve_home(args.home)
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     return TokenStore(home / "catalog.db")
+
+
+def _live_axon_ids(home: Path, refs: list[str]) -> list[str]:
+    """Each `--axon` (an id or a name) as the id of a live Axon: a token holds ids, so a
+    name that matched nothing would silently make a token for no Axon at all."""
+    catalog = Catalog(home / "catalog.db")
+    try:
+        views = [catalog.get(ref) for ref in refs]
+    finally:
+        catalog.close()
+    deleted = [v.id for v in views if v.deleted_at_ms is not None]
+    if deleted:
+        raise InvalidInput(
+            f"Axon {deleted[0]} is deleted; a token for it would reach nothing",
+            code="axon_deleted",
+        )
+    return [v.id for v in views]
 
 
 async def token_create(args: argparse.Namespace) -> int:
     store = _tokens(args)
     try:
-        token = store.create(args.name, args.scope, args.axon or None)
+        axons = _live_axon_ids(resolve_home(args.home), args.axon) if args.axon else None
+        token = store.create(args.name, args.scope, axons)
     finally:
         store.close()
     if args.json:
-        _print_json(
-            {"name": args.name, "scope": args.scope, "axons": args.axon or None, "token": token}
-        )
+        _print_json({"name": args.name, "scope": args.scope, "axons": axons, "token": token})
     else:
         sys.stdout.write(token + "\n")
         sys.stderr.write("store it now: it is not shown again\n")

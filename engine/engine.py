@@ -35,6 +35,7 @@ from engine.models import (
     Statement,
     VerifyReport,
 )
+from engine.policy import OperatorConfig, load_config
 from engine.supervisor import Supervisor
 
 T = TypeVar("T")
@@ -74,13 +75,15 @@ class Engine:
         self._deleted: set[str] = set()
         self._lock_fd: int | None = None
         self._closing = False
+        self.config = OperatorConfig()  # HOME/config.toml, read by `start`
         self.agents = Supervisor(self, runtime=agent_runtime)
 
     # -- lifetime ---------------------------------------------------------------------
 
     async def start(self) -> Engine:
-        (self.home / "axons").mkdir(parents=True, exist_ok=True)
+        make_home_private(self.home)
         self._lock_fd = _lock_home(self.home)
+        self.config = load_config(self.home)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
         self._catalog = await self._run(Catalog, self.home / "catalog.db")
         await self.agents.start()
@@ -114,9 +117,16 @@ class Engine:
     # -- Axons ------------------------------------------------------------------------
 
     async def create_axon(
-        self, name: str | None = None, metadata: dict[str, str] | None = None
+        self,
+        name: str | None = None,
+        metadata: dict[str, str] | None = None,
+        *,
+        rename_if_taken: bool = False,
     ) -> AxonView:
-        return await self._run(self.catalog.create, name, metadata or {})
+        """A new Axon; names are unique among live Axons (see `Catalog.create`)."""
+        return await self._run(
+            lambda: self.catalog.create(name, metadata or {}, rename_if_taken=rename_if_taken)
+        )
 
     async def get_axon(self, ref: str) -> AxonView:
         """By id, or by name (the newest live Axon with that name)."""
@@ -345,7 +355,9 @@ class Engine:
         """A new Axon equal to the exported one (events, hashes, state and its history)."""
         parsed = await self._run(records.parse, lines)
         header = parsed.header
-        view = await self.create_axon(name or header.get("name"), header.get("metadata") or {})
+        view = await self.create_axon(
+            name or header.get("name"), header.get("metadata") or {}, rename_if_taken=not name
+        )
         f = await self._open(view.id)
         await f.submit(lambda ctx: records.load(ctx, parsed))
         return view
@@ -359,7 +371,7 @@ class Engine:
         fork_name = name or f"{view.name or view.id}@{at_sequence}"
         metadata = {**view.metadata, "forked_from": view.id, "forked_at": str(at_sequence)}
         parsed = await self._run(records.parse, lines)
-        new = await self.create_axon(fork_name, metadata)
+        new = await self.create_axon(fork_name, metadata, rename_if_taken=not name)
         target = await self._open(new.id)
         await target.submit(lambda ctx: records.load(ctx, parsed))
         return new
@@ -482,6 +494,21 @@ def _check_sequence(sequence: int, last: int) -> None:
             f"sequence must be between 0 and the latest ({last}), got {sequence!r:.40}",
             code="invalid_sequence",
         )
+
+
+def make_home_private(home: Path) -> None:
+    """The home is the operator's alone: directories 0700, files 0600 (events, state and
+    token hashes are nobody else's business). New files are born that way; this also
+    tightens a home made by an older version."""
+    for directory in (home, home / "axons"):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for directory in (home, home / "axons", home / "agents"):
+        if not directory.is_dir():
+            continue
+        os.chmod(directory, 0o700)
+        for entry in os.scandir(directory):
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+                os.chmod(entry.path, 0o600)
 
 
 def _lock_home(home: Path) -> int:

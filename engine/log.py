@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import queue
 import time
 from collections.abc import Callable, Iterable
@@ -57,6 +58,9 @@ _NO_SEQUENCE = 1 << 62  # beyond any real sequence, within SQLite's 64-bit integ
 def connect(path: Path | str, *, create: bool = False) -> apsw.Connection:
     """A connection with the engine's durability settings: WAL and synchronous=FULL."""
     flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    if create:
+        # Born 0600; SQLite gives the -wal and -shm files the mode of the database file.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = apsw.Connection(str(path), flags=flags)
     conn.set_busy_timeout(10_000)
     if create:

@@ -24,11 +24,13 @@ import orjson
 from engine.broker import BrokerHooks, NativeBroker, ProtocolError
 from engine.errors import AxonError, Conflict, InvalidInput, NotFound
 from engine.models import AgentSpec, AgentView, Draft, Event
+from engine.policy import check_remote_spec
 from engine.runtime import AgentKey, Runtime, pick_runtime
 from engine.runtime.process import ProcessRuntime
 
 if TYPE_CHECKING:
     from engine.engine import Engine
+    from engine.tokens import Principal
 
 LOG_FLUSH_S = 0.5
 LOG_LINES_PER_FLUSH = 50
@@ -63,7 +65,14 @@ class AgentWorker:
     """One agent: its driver task, its runtime handle and its broker."""
 
     def __init__(
-        self, supervisor: Supervisor, axon_id: str, spec: AgentSpec, runtime: Runtime, desired: str
+        self,
+        supervisor: Supervisor,
+        axon_id: str,
+        spec: AgentSpec,
+        runtime: Runtime,
+        desired: str,
+        *,
+        remote: bool = False,
     ) -> None:
         self.sup = supervisor
         self.engine = supervisor.engine
@@ -72,6 +81,7 @@ class AgentWorker:
         self.runtime = runtime
         self.key = AgentKey(supervisor.home_id, axon_id, spec.name)
         self.desired = desired
+        self.remote = remote  # declared over TCP: Docker only, ever
         self.state = "stopped"
         self.detail: dict[str, Any] = {}
         self.broker: NativeBroker | None = None
@@ -110,7 +120,7 @@ class AgentWorker:
             runtime=self.runtime.kind,
             cursor=cursor,
             spec=self.spec,
-            detail=self.detail,
+            detail={**self.detail, "declared_over": "tcp" if self.remote else "socket"},
         )
 
     async def detach(self) -> None:
@@ -570,40 +580,54 @@ class Supervisor:
         self._workers: dict[tuple[str, str], AgentWorker] = {}
 
     async def start(self) -> None:
+        """Bring back every declared agent. Nothing here needs Docker: while it does not
+        answer, Docker agents are marked failed (and retried), and the engine serves."""
         self.home_id = await self.engine._run(self.engine.catalog.home_id)
-        for axon_id, _name, raw, desired in await self.engine._run(self.engine.catalog.agents):
+        for axon_id, _name, raw, desired, declared_over in await self.engine._run(
+            self.engine.catalog.agents
+        ):
             spec = AgentSpec.model_validate(raw)
-            await self._spawn(axon_id, spec, desired)
+            await self._spawn(axon_id, spec, desired, remote=declared_over != "socket")
         await self._remove_orphans()
 
     async def close(self) -> None:
         await asyncio.gather(*(worker.detach() for worker in self._workers.values()))
-        for runtime in self._runtimes.values():
-            await runtime.close()
+        for kind in ("docker", "process"):  # "auto" is one of them
+            if (runtime := self._runtimes.get(kind)) is not None:
+                await runtime.close()
 
-    def runtime_for(self, spec: AgentSpec) -> Runtime:
-        kind = spec.runtime if spec.runtime != "auto" else self.runtime_kind
-        if kind == "auto" and spec.image is None:
-            kind = "process"
-        cached = self._runtimes.get(kind)
-        if cached is None:
-            cached = pick_runtime(kind, self.home_id)
-            if isinstance(cached, ProcessRuntime):
-                cached._pid_dir = self.engine.home / "agents"
-                cached.stop_leftovers()
-                if kind == "auto":
-                    self.notices.append("no Docker engine answers: agents run as local processes")
-            self._runtimes[kind] = cached
-        if cached.kind == "process" and not spec.command:
-            raise InvalidInput(
-                f"agent {spec.name} names only an image and no Docker engine answers; "
-                "start Docker or give the agent a command",
-                code="docker_unavailable",
-            )
-        return cached
+    def runtime_for(self, spec: AgentSpec, *, remote: bool = False) -> Runtime:
+        """Where the agent runs. A spec declared over TCP (`remote`) runs in Docker and
+        nowhere else: without Docker it fails rather than run on the host."""
+        if remote or spec.runtime == "docker":
+            return self._runtime("docker")
+        if spec.runtime == "process" or spec.image is None:
+            return self._runtime("process")
+        chosen = self._runtime(self.runtime_kind)
+        if chosen.kind == "process" and not spec.command:
+            return self._runtime("docker")  # only an image: failed until Docker answers
+        return chosen
 
-    async def _spawn(self, axon_id: str, spec: AgentSpec, desired: str) -> AgentWorker:
-        worker = AgentWorker(self, axon_id, spec, self.runtime_for(spec), desired)
+    def _runtime(self, kind: str) -> Runtime:
+        """The runtime of `kind` (one of each at most), made on first need; `auto` decides
+        once whether that is Docker or processes."""
+        if kind not in self._runtimes:
+            made = pick_runtime(kind, self.home_id)
+            if made.kind not in self._runtimes:
+                if isinstance(made, ProcessRuntime):
+                    made._pid_dir = self.engine.home / "agents"
+                    made.stop_leftovers()
+                self._runtimes[made.kind] = made
+            if kind == "auto" and made.kind == "process":
+                self.notices.append("no Docker engine answers: agents run as local processes")
+            self._runtimes[kind] = self._runtimes[made.kind]
+        return self._runtimes[kind]
+
+    async def _spawn(
+        self, axon_id: str, spec: AgentSpec, desired: str, *, remote: bool
+    ) -> AgentWorker:
+        runtime = self.runtime_for(spec, remote=remote)
+        worker = AgentWorker(self, axon_id, spec, runtime, desired, remote=remote)
         self._workers[(axon_id, spec.name)] = worker
         worker.start()
         return worker
@@ -613,7 +637,11 @@ class Supervisor:
         if docker_runtime is None:
             return
         known = {(w.axon_id, w.spec.name) for w in self._workers.values()}
-        for key, _status in await docker_runtime.managed():
+        try:
+            managed = await docker_runtime.managed()
+        except AxonError:
+            return  # Docker does not answer: nothing of ours runs there to remove
+        for key, _status in managed:
             if (key.axon_id, key.name) not in known:
                 await docker_runtime.remove(key)
 
@@ -628,8 +656,12 @@ class Supervisor:
 
     # -- API ----------------------------------------------------------------------------
 
-    async def add(self, spec: AgentSpec) -> AgentView:
-        """Declare an agent (or replace its spec) and start it."""
+    async def add(self, spec: AgentSpec, *, caller: Principal | None = None) -> AgentView:
+        """Declare an agent (or replace its spec) and start it. `caller`: the token of a TCP
+        client, whose spec must keep to the operator's policy (engine.policy); None for the
+        operator on the socket or in-process."""
+        if caller is not None:
+            check_remote_spec(spec, self.engine.config.agents, limited=caller.axons is not None)
         if spec.protocol != "axon":
             raise InvalidInput(
                 f"protocol {spec.protocol!r} is not supported yet; this engine speaks the native "
@@ -650,8 +682,9 @@ class Supervisor:
             spec.name,
             spec.model_dump(mode="json"),
             "running",
+            "socket" if caller is None else "tcp",
         )
-        worker = await self._spawn(axon.id, spec, "running")
+        worker = await self._spawn(axon.id, spec, "running", remote=caller is not None)
         return worker.view(await self.engine.agent_cursor(axon.id, spec.name))
 
     def _worker(self, axon_id: str, name: str) -> AgentWorker:

@@ -200,5 +200,5 @@ def _check_resources(spec: AgentSpec, policy: AgentPolicy) -> None:
         raise _refuse(
             f"outside the engine's limits: {'; '.join(over)} (the operator sets them in "
             "[agents] of config.toml)",
-            "over_limits",
+            "outside_limits",
         )

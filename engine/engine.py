@@ -82,8 +82,8 @@ class Engine:
 
     async def start(self) -> Engine:
         make_home_private(self.home)
-        self._lock_fd = _lock_home(self.home)
         self.config = load_config(self.home)
+        self._lock_fd = _lock_home(self.home)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
         self._catalog = await self._run(Catalog, self.home / "catalog.db")
         await self.agents.start()

@@ -254,7 +254,9 @@ class AgentWorker:
         """Create (if needed), start, attach and initialise; then deliver from the cursor."""
         self._enter("starting")
         await self._system("agent.starting", {"reason": reason, "runtime": self.runtime.kind})
-        await self.runtime.create(self.key, self.spec, self.sup.environment(self.spec))
+        await self.runtime.create(
+            self.key, self.spec, self.sup.environment(self.spec, remote=self.remote)
+        )
         await self._open_channel(await self.runtime.start(self.key))
         await self._initialize()
         self._enter("running")
@@ -319,7 +321,9 @@ class AgentWorker:
                 await self._initialize()
                 restarted = True
         else:  # hibernated, failed: start it again
-            await self.runtime.create(self.key, self.spec, self.sup.environment(self.spec))
+            await self.runtime.create(
+                self.key, self.spec, self.sup.environment(self.spec, remote=self.remote)
+            )
             await self._open_channel(await self.runtime.start(self.key))
             await self._initialize()
             restarted = True
@@ -645,7 +649,12 @@ class Supervisor:
             if (key.axon_id, key.name) not in known:
                 await docker_runtime.remove(key)
 
-    def environment(self, spec: AgentSpec) -> dict[str, str]:
+    def environment(self, spec: AgentSpec, *, remote: bool = False) -> dict[str, str]:
+        """What the agent's sandbox gets: its `env` and its secrets. A spec declared over TCP
+        is held to the operator's policy as it stands now, so a tightened config.toml takes
+        effect at the agent's next start."""
+        if remote:
+            check_remote_spec(spec, self.engine.config.agents, limited=False)
         missing = [s for s in spec.secrets if s not in os.environ]
         if missing:
             raise InvalidInput(

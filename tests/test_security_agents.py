@@ -26,6 +26,7 @@ from tests.agents_support import TRIAGE_IMAGE, home_id_of, inspect  # noqa: E402
 from tests.http_support import (  # noqa: E402
     ServerProcess,
     all_events,
+    axons,
     make_token,
     running_server,
     wait_until,
@@ -301,3 +302,14 @@ def test_read_tokens_see_no_env_values_and_no_logs(dockerless: ServerProcess) ->
             assert seen["spec"]["env"] == {"DATABASE_URL": "<redacted>"}
             assert "hunter2" not in r.text
             refused(http.get(f"/v1/axons/{axon_id}/agents/helper/logs"), 403, "forbidden")
+
+
+def test_a_broken_config_stops_the_engine_with_a_clear_line(tmp_path: Path) -> None:
+    """A policy silently ignored would open what the operator meant to close."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('[agents]\nbridge_network = "yes please"\nimages = "*"\n')
+    done = axons("serve", home=home, timeout=60)
+    assert done.returncode == 1, done
+    assert "config.toml" in done.stderr and "images" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

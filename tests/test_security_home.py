@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
-from tests.http_support import (
+import pytest
+
+pytest.register_assert_rewrite("tests.agents_support")
+
+from tests.agents_support import SAMPLE_AGENTS, TRIAGE_SCRIPT  # noqa: E402
+from tests.http_support import (  # noqa: E402
     axons,
     axons_json,
     make_token,
     message_body,
     running_server,
+    wait_until,
 )
+from tests.test_security_agents import socket_client  # noqa: E402
 
 
 def loose_modes(home: Path) -> list[str]:
@@ -39,7 +47,19 @@ def test_the_data_home_is_private(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert (home / "axons" / f"{axon_id}.db-wal").exists()
         assert (home / "catalog.db-wal").exists()
-        assert loose_modes(home) == []
+        with socket_client(server) as local:  # the operator's process agent: its pid file
+            spec = {
+                "name": "local",
+                "command": [sys.executable, "-u", str(TRIAGE_SCRIPT)],
+                "env": {"PYTHONPATH": str(SAMPLE_AGENTS)},
+                "runtime": "process",
+            }
+            r = local.post(f"/v1/axons/{axon_id}/agents", json=spec)
+            assert r.status_code == 200, r.text
+            wait_until(lambda: list((home / "agents").glob("*.pid")), "the agent's pid file")
+            assert loose_modes(home) == []
+            assert local.post(f"/v1/axons/{axon_id}/agents/local/stop").status_code == 200
+            wait_until(lambda: not list((home / "agents").glob("*.pid")), "the agent to stop")
 
     # A home an older version left readable is tightened when an engine starts on it.
     os.chmod(home, 0o755)

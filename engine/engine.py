@@ -502,13 +502,19 @@ def make_home_private(home: Path) -> None:
     tightens a home made by an older version."""
     for directory in (home, home / "axons"):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ours = [
+        *home.glob("catalog.db*"),
+        *home.glob("engine.*"),
+        home / "config.toml",
+        *(home / "axons").iterdir(),
+        *((home / "agents").iterdir() if (home / "agents").is_dir() else ()),
+    ]
     for directory in (home, home / "axons", home / "agents"):
-        if not directory.is_dir():
-            continue
-        os.chmod(directory, 0o700)
-        for entry in os.scandir(directory):
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
-                os.chmod(entry.path, 0o600)
+        if directory.is_dir():
+            os.chmod(directory, 0o700)
+    for path in ours:  # only the engine's own: a home pointed at a busy folder stays intact
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
 
 
 def _lock_home(home: Path) -> int:

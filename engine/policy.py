@@ -17,26 +17,11 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import Forbidden, InvalidInput
-from engine.models import AgentSpec
+from engine.models import MIN_MEMORY, AgentSpec, memory_bytes
 
 CONFIG_FILE = "config.toml"
 ENGINE_VOLUME_PREFIX = "axons-"  # the engine's own per-agent volumes: never from a spec
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)$", re.IGNORECASE)
-MIN_MEMORY = 6 << 20  # Docker's own minimum
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
-def memory_bytes(value: str) -> int:
-    """Docker's memory notation (`512m`, `1g`, `1048576`) in bytes."""
-    match = _MEMORY.fullmatch(value.strip())
-    if match is None:
-        raise InvalidInput(
-            f"memory {value!r:.40}: write a number with an optional unit b, k, m or g "
-            "(for example 512m)",
-            code="invalid_memory",
-        )
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 class AgentPolicy(BaseModel):

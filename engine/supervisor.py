@@ -20,6 +20,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import ValidationError
 
 from engine.broker import BrokerHooks, NativeBroker, ProtocolError
 from engine.errors import AxonError, Conflict, InvalidInput, NotFound
@@ -587,10 +588,14 @@ class Supervisor:
         """Bring back every declared agent. Nothing here needs Docker: while it does not
         answer, Docker agents are marked failed (and retried), and the engine serves."""
         self.home_id = await self.engine._run(self.engine.catalog.home_id)
-        for axon_id, _name, raw, desired, declared_over in await self.engine._run(
+        for axon_id, name, raw, desired, declared_over in await self.engine._run(
             self.engine.catalog.agents
         ):
-            spec = AgentSpec.model_validate(raw)
+            try:
+                spec = AgentSpec.model_validate(raw)
+            except ValidationError as e:  # stored by an older version: say so, serve the rest
+                self.notices.append(f"agent {name} of {axon_id} is not started: {e}")
+                continue
             await self._spawn(axon_id, spec, desired, remote=declared_over != "socket")
         await self._remove_orphans()
 

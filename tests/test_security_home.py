@@ -9,6 +9,7 @@ import stat
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytest.register_assert_rewrite("tests.agents_support")
@@ -35,12 +36,17 @@ def loose_modes(home: Path) -> list[str]:
     return loose
 
 
+def axon_with_an_event(http: httpx.Client, name: str) -> str:
+    axon_id = str(http.post("/v1/axons", json={"name": name}).json()["id"])
+    assert http.post(f"/v1/axons/{axon_id}/publish", json=message_body("x")).status_code == 200
+    return axon_id
+
+
 def test_the_data_home_is_private(tmp_path: Path) -> None:
     home = tmp_path / "home"
     admin = make_token(home, "admin", "admin")
     with running_server(home) as server, server.http(admin) as http:
-        axon_id = http.post("/v1/axons", json={"name": "private"}).json()["id"]
-        assert http.post(f"/v1/axons/{axon_id}/publish", json=message_body("x")).status_code == 200
+        axon_id = axon_with_an_event(http, "private")
         r = http.post(
             f"/v1/axons/{axon_id}/sql/batch", json={"statements": [{"sql": "CREATE TABLE t(a)"}]}
         )
@@ -74,8 +80,7 @@ def test_a_limited_token_cannot_make_axons(tmp_path: Path) -> None:
     home = tmp_path / "home"
     admin = make_token(home, "admin", "admin")
     with running_server(home) as server, server.http(admin) as http:
-        mine = http.post("/v1/axons", json={"name": "mine"}).json()["id"]
-        assert http.post(f"/v1/axons/{mine}/publish", json=message_body("one")).status_code == 200
+        mine = axon_with_an_event(http, "mine")
         export = http.get(f"/v1/axons/{mine}/export").content
         limited = make_token(home, "limited", "admin", [mine])
         with server.http(limited) as scoped:

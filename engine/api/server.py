@@ -462,12 +462,13 @@ def create_app(
         authenticated by its signature alone; any other needs a publish token."""
         source = webhooks.normalise_source(source)
         secret = secrets.get(source)
-        raw = await request.body()
-        if secret is None:
+        if secret is None:  # the token is checked before the body is read
             caller = authenticate(authorization)
             axon_id = await axon_for(caller, ref, "publish")
             author = caller.name
+            raw = await request.body()
         else:
+            raw = await request.body()
             webhooks.check_signature(secret, raw, x_hub_signature_256, source)
             axon_id = ref if ref.startswith("axn_") else (await engine.get_axon(ref)).id
             author = webhooks.verified_author(source)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from engine.errors import Conflict, InvalidInput, NotFound
+from engine.errors import Conflict, ErrorCode, InvalidInput, NotFound
 from engine.log import check_label, connect
 from engine.models import AxonPage, AxonView
 
@@ -119,7 +119,7 @@ class Catalog:
                 raise Conflict(
                     f"a live Axon is already named {name!r:.80}; pick another name (or delete "
                     "that one first)",
-                    code="name_taken",
+                    code=ErrorCode.NAME_TAKEN,
                 )
             self._conn.execute(
                 "INSERT INTO axons(id, name, metadata, created_at_ms) VALUES (?,?,?,?)",

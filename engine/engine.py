@@ -117,16 +117,15 @@ class Engine:
     # -- Axons ------------------------------------------------------------------------
 
     async def create_axon(
-        self,
-        name: str | None = None,
-        metadata: dict[str, str] | None = None,
-        *,
-        rename_if_taken: bool = False,
+        self, name: str | None = None, metadata: dict[str, str] | None = None
     ) -> AxonView:
-        """A new Axon; names are unique among live Axons (see `Catalog.create`)."""
-        return await self._run(
-            lambda: self.catalog.create(name, metadata or {}, rename_if_taken=rename_if_taken)
-        )
+        """A new Axon; a name a live Axon has is refused (409 `name_taken`)."""
+        return await self._run(self.catalog.create, name, metadata or {})
+
+    async def _create_named_by_engine(self, name: str | None, metadata: dict[str, str]) -> AxonView:
+        """An Axon whose name the engine chose (an import's, a fork's): made free with a
+        suffix when a live Axon has it, rather than refused."""
+        return await self._run(lambda: self.catalog.create(name, metadata, rename_if_taken=True))
 
     async def get_axon(self, ref: str) -> AxonView:
         """By id, or by name (the newest live Axon with that name)."""
@@ -375,9 +374,11 @@ class Engine:
         """A new Axon equal to the exported one (events, hashes, state and its history)."""
         parsed = await self._run(records.parse, lines)
         header = parsed.header
-        view = await self.create_axon(
-            name or header.get("name"), header.get("metadata") or {}, rename_if_taken=not name
-        )
+        metadata = header.get("metadata") or {}
+        if name:
+            view = await self.create_axon(name, metadata)
+        else:
+            view = await self._create_named_by_engine(header.get("name"), metadata)
         f = await self._open(view.id)
         await f.submit(lambda ctx: records.load(ctx, parsed))
         return view
@@ -391,7 +392,10 @@ class Engine:
         fork_name = name or f"{view.name or view.id}@{at_sequence}"
         metadata = {**view.metadata, "forked_from": view.id, "forked_at": str(at_sequence)}
         parsed = await self._run(records.parse, lines)
-        new = await self.create_axon(fork_name, metadata, rename_if_taken=not name)
+        if name:
+            new = await self.create_axon(name, metadata)
+        else:
+            new = await self._create_named_by_engine(fork_name, metadata)
         target = await self._open(new.id)
         await target.submit(lambda ctx: records.load(ctx, parsed))
         return new

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.errors import Forbidden, InvalidInput
+from engine.errors import ErrorCode, Forbidden, InvalidInput
 from engine.models import MIN_MEMORY, AgentSpec, memory_bytes
 
 CONFIG_FILE = "config.toml"
@@ -80,12 +80,12 @@ def load_config(home: Path) -> OperatorConfig:
     try:
         return OperatorConfig.model_validate(tomllib.loads(text))
     except tomllib.TOMLDecodeError as e:
-        raise InvalidInput(f"{path}: not valid TOML ({e})", code="invalid_config") from None
+        raise InvalidInput(f"{path}: not valid TOML ({e})", code=ErrorCode.INVALID_CONFIG) from None
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in p['loc'])}: {p['msg']}" for p in e.errors()[:5]
         )
-        raise InvalidInput(f"{path}: {problems}", code="invalid_config") from None
+        raise InvalidInput(f"{path}: {problems}", code=ErrorCode.INVALID_CONFIG) from None
 
 
 def check_remote_spec(spec: AgentSpec, policy: AgentPolicy, *, limited: bool) -> None:
@@ -98,7 +98,7 @@ def check_remote_spec(spec: AgentSpec, policy: AgentPolicy, *, limited: bool) ->
     _check_resources(spec, policy)
 
 
-def _refuse(message: str, code: str) -> Forbidden:
+def _refuse(message: str, code: ErrorCode) -> Forbidden:
     return Forbidden(message, code=code)
 
 
@@ -108,20 +108,22 @@ def _check_runs_in_docker(spec: AgentSpec, policy: AgentPolicy) -> None:
         raise _refuse(
             "agents that run as local processes can only be declared on the engine's own "
             "socket (the axons CLI on this machine); over TCP, give the agent an image",
-            "forbidden",  # as before this policy existed
+            ErrorCode.FORBIDDEN,  # as before this policy existed
         )
     if not any(fnmatch.fnmatchcase(spec.image, pattern) for pattern in policy.images):
         raise _refuse(
             f"image {spec.image!r:.100} is not allowed over TCP; allowed: "
             f"{', '.join(policy.images) or 'none'} (the operator lists images in "
             "[agents] images of the home's config.toml)",
-            "image_not_allowed",
+            ErrorCode.IMAGE_NOT_ALLOWED,
         )
 
 
 def _check_mounts(mounts: list[str], policy: AgentPolicy, *, limited: bool) -> None:
     if mounts and limited:
-        raise _refuse("a token limited to some Axons cannot declare mounts", "mount_not_allowed")
+        raise _refuse(
+            "a token limited to some Axons cannot declare mounts", ErrorCode.MOUNT_NOT_ALLOWED
+        )
     for mount in mounts:
         source = mount.split(":", 1)[0]
         if source.startswith("/"):
@@ -129,13 +131,13 @@ def _check_mounts(mounts: list[str], policy: AgentPolicy, *, limited: bool) -> N
                 raise _refuse(
                     f"mount {mount!r:.100}: host paths are not allowed over TCP (only named "
                     "volumes, or paths the operator lists in [agents] mounts of config.toml)",
-                    "mount_not_allowed",
+                    ErrorCode.MOUNT_NOT_ALLOWED,
                 )
         elif not _VOLUME_NAME.match(source) or source.startswith(ENGINE_VOLUME_PREFIX):
             raise _refuse(
                 f"mount {mount!r:.100}: over TCP a mount is a named volume (letters, digits, "
                 f"_ . -, not starting with {ENGINE_VOLUME_PREFIX!r}) or an allowed host path",
-                "mount_not_allowed",
+                ErrorCode.MOUNT_NOT_ALLOWED,
             )
 
 
@@ -149,13 +151,15 @@ def _inside_allowed(source: str, allowed: list[str]) -> bool:
 
 def _check_secrets(secrets: list[str], policy: AgentPolicy, *, limited: bool) -> None:
     if secrets and limited:
-        raise _refuse("a token limited to some Axons cannot declare secrets", "secret_not_allowed")
+        raise _refuse(
+            "a token limited to some Axons cannot declare secrets", ErrorCode.SECRET_NOT_ALLOWED
+        )
     refused = [s for s in secrets if s not in policy.secrets]
     if refused:  # said without looking at the environment: nothing about what exists leaks
         raise _refuse(
             f"secrets not allowed over TCP: {', '.join(refused)[:200]} (the operator lists "
             "them in [agents] secrets of the home's config.toml)",
-            "secret_not_allowed",
+            ErrorCode.SECRET_NOT_ALLOWED,
         )
 
 
@@ -166,7 +170,7 @@ def _check_network(network: str, policy: AgentPolicy, *, limited: bool) -> None:
         raise _refuse(
             f'network {network!r} is not allowed over TCP; use "none" (the operator enables '
             "bridge with [agents] bridge_network = true in config.toml, for unlimited tokens)",
-            "network_not_allowed",
+            ErrorCode.NETWORK_NOT_ALLOWED,
         )
 
 
@@ -185,5 +189,5 @@ def _check_resources(spec: AgentSpec, policy: AgentPolicy) -> None:
         raise _refuse(
             f"outside the engine's limits: {'; '.join(over)} (the operator sets them in "
             "[agents] of config.toml)",
-            "outside_limits",
+            ErrorCode.OUTSIDE_LIMITS,
         )

@@ -670,12 +670,18 @@ class Supervisor:
 
     # -- API ----------------------------------------------------------------------------
 
-    async def add(self, spec: AgentSpec, *, caller: Principal | None = None) -> AgentView:
-        """Declare an agent (or replace its spec) and start it. `caller`: the token of a TCP
-        client, whose spec must keep to the operator's policy (engine.policy); None for the
-        operator on the socket or in-process."""
-        if caller is not None:
-            check_remote_spec(spec, self.engine.config.agents, limited=caller.axons is not None)
+    async def add(self, spec: AgentSpec) -> AgentView:
+        """Declare an agent (or replace its spec) and start it, as the operator (the socket,
+        in-process): any spec the runtimes can run."""
+        return await self._declare(spec, remote=False)
+
+    async def add_remote(self, spec: AgentSpec, caller: Principal) -> AgentView:
+        """Declare an agent for a token over TCP: the spec must keep to the operator's policy
+        (engine.policy), and the agent runs in Docker and nowhere else, ever."""
+        check_remote_spec(spec, self.engine.config.agents, limited=caller.axons is not None)
+        return await self._declare(spec, remote=True)
+
+    async def _declare(self, spec: AgentSpec, *, remote: bool) -> AgentView:
         if spec.protocol != "axon":
             raise InvalidInput(
                 f"protocol {spec.protocol!r} is not supported yet; this engine speaks the native "
@@ -696,9 +702,9 @@ class Supervisor:
             spec.name,
             spec.model_dump(mode="json"),
             "running",
-            "socket" if caller is None else "tcp",
+            "tcp" if remote else "socket",
         )
-        worker = await self._spawn(axon.id, spec, "running", remote=caller is not None)
+        worker = await self._spawn(axon.id, spec, "running", remote=remote)
         return worker.view(await self.engine.agent_cursor(axon.id, spec.name))
 
     def _worker(self, axon_id: str, name: str) -> AgentWorker:

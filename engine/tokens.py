@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from engine.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from engine.errors import ErrorCode, Forbidden, InvalidInput, NotFound, Unauthorized
 from engine.log import check_label, connect
 
 SCOPES = ("read", "publish", "sql-write", "admin")
@@ -64,7 +64,7 @@ class Principal:
             raise Forbidden(
                 f"token {self.name!r} is limited to some Axons and cannot {action}; use a token "
                 "that is not limited (`axons token create NAME --scope admin`)",
-                code="limited_token",
+                code=ErrorCode.LIMITED_TOKEN,
             )
 
 
@@ -101,7 +101,7 @@ class TokenStore:
             raise InvalidInput(
                 f"token names starting with {RESERVED_NAME_PREFIX!r} are reserved for signed "
                 "webhooks (their events' author); pick another name",
-                code="invalid_name",
+                code=ErrorCode.INVALID_NAME,
             )
         if scope not in SCOPES:
             raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")

@@ -427,8 +427,9 @@ def create_app(
         """Declare an agent on this Axon (replacing one of the same name) and start it."""
         axon_id = await axon_for(caller, ref, "admin")
         spec = AgentSpec.model_validate({**body.model_dump(), "axon": axon_id})
-        # Over TCP the spec keeps to the operator's policy (engine/policy.py).
-        return await engine.agents.add(spec, caller=caller if require_token else None)
+        if require_token:  # a token's spec keeps to the operator's policy (engine/policy.py)
+            return await engine.agents.add_remote(spec, caller)
+        return await engine.agents.add(spec)
 
     @app.get("/v1/axons/{id}/agents/{name}/logs", response_model=s.AgentLogs, tags=["agents"])
     async def agent_logs(

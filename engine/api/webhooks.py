@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from engine.errors import Conflict, Forbidden, InvalidInput, Unauthorized
+from engine.errors import Conflict, ErrorCode, Forbidden, InvalidInput, Unauthorized
 from engine.models import Draft
 from engine.tokens import RESERVED_NAME_PREFIX
 
@@ -65,7 +65,7 @@ def parse_body(raw: bytes) -> tuple[str, Any]:
         raise InvalidInput(
             "a webhook body must be JSON text in UTF-8; check the sender's content type "
             "(application/json) and encoding",
-            code="malformed_json",
+            code=ErrorCode.MALFORMED_JSON,
         ) from None
 
 
@@ -78,13 +78,13 @@ def check_client_drafts(drafts: Iterable[Draft], reserved_sources: Iterable[str]
             raise Forbidden(
                 f"source {d.source!r:.80} is reserved for the signed webhook "
                 f"/webhook/{normalise_source(d.source)}; publish under another source",
-                code="reserved_source",
+                code=ErrorCode.RESERVED_SOURCE,
             )
         if d.idempotency_key is not None and d.idempotency_key.startswith(WEBHOOK_PREFIX):
             raise InvalidInput(
                 f"idempotency keys starting with {WEBHOOK_PREFIX!r} belong to webhook "
                 "deliveries; use another key",
-                code="reserved_idempotency_key",
+                code=ErrorCode.RESERVED_IDEMPOTENCY_KEY,
             )
 
 
@@ -106,7 +106,7 @@ class ReplayGuard:
             raise Conflict(
                 f"this signed {source} body was already delivered "
                 f"{now - seen[0]:.0f} s ago under another delivery id; a replay is refused",
-                code="webhook_replayed",
+                code=ErrorCode.WEBHOOK_REPLAYED,
             )
         self._seen[key] = (now, delivery)
         self._seen.move_to_end(key)

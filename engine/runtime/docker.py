@@ -255,18 +255,20 @@ class DockerWhenReachable(Runtime):
     def __init__(self, home_id: str) -> None:
         self.home_id = home_id
         self._docker: DockerRuntime | None = None
+        self._connecting = asyncio.Lock()  # agents starting together share one connection
 
     async def connected(self) -> DockerRuntime:
-        if self._docker is None:
-            try:
-                self._docker = await asyncio.to_thread(DockerRuntime, self.home_id)
-            except docker.errors.DockerException as e:
-                raise Unavailable(
-                    "no Docker engine answers, and this agent runs only in Docker; it is "
-                    f"retried with backoff until Docker is back ({e})",
-                    code="docker_unavailable",
-                ) from None
-        return self._docker
+        async with self._connecting:
+            if self._docker is None:
+                try:
+                    self._docker = await asyncio.to_thread(DockerRuntime, self.home_id)
+                except docker.errors.DockerException as e:
+                    raise Unavailable(
+                        "no Docker engine answers, and this agent runs only in Docker; it is "
+                        f"retried with backoff until Docker is back ({e})",
+                        code="docker_unavailable",
+                    ) from None
+            return self._docker
 
     async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
         await (await self.connected()).create(key, spec, env)

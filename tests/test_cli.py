@@ -284,7 +284,8 @@ def test_an_unknown_axon_is_exit_1_with_one_clear_line(tmp_path: Path, command: 
 def test_bad_usage_is_exit_2(tmp_path: Path, command: list[str]) -> None:
     done = axons(*command, home=tmp_path / "home")
     assert done.returncode == 2, done.stderr
-    assert "usage:" in done.stderr
+    assert "Usage: axons" in done.stderr  # click's usage line, then what was wrong
+    assert "Error: " in done.stderr
     assert done.stdout == ""
 
 

@@ -20,6 +20,7 @@ from axons_tui.backend import load_toml, open_backend, resolve_home
 from axons_tui.render import event_line, result_table, timestamp
 from engine.backend import Backend
 from engine.errors import InvalidInput
+from engine.home import Home
 from engine.models import AgentSpec, AgentView, Draft, Event
 from engine.tokens import TokenStore
 
@@ -255,7 +256,7 @@ async def fork(opts: Options, axon: str, *, at: int, name: str | None) -> int:
 def _tokens(opts: Options) -> TokenStore:
     home = resolve_home(opts.home)
     home.mkdir(parents=True, exist_ok=True)
-    return TokenStore(home / "catalog.db")
+    return TokenStore(Home(home).catalog)
 
 
 async def token_create(opts: Options, name: str, *, scope: str, axons: list[str]) -> int:

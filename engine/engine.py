@@ -16,12 +16,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import platformdirs
-
 from engine import records, state
 from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog
 from engine.errors import Conflict, InvalidInput, Unavailable
+from engine.home import Home
 from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft
 from engine.models import (
     AxonPage,
@@ -43,12 +42,6 @@ CATCH_UP_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
 
 
-def default_home() -> Path:
-    """CONTRACT §2: $AXONS_HOME, else the platform's user data dir."""
-    env = os.environ.get("AXONS_HOME")
-    return Path(env) if env else Path(platformdirs.user_data_dir("axons"))
-
-
 class Engine:
     """The in-process API. Use as `async with Engine(home) as engine: ...`."""
 
@@ -62,7 +55,8 @@ class Engine:
         threads: int = 8,
         agent_runtime: str = "auto",
     ) -> None:
-        self.home = Path(home) if home is not None else default_home()
+        self.paths = Home.at(home)
+        self.home = self.paths.root
         self.max_open_axons = max_open_axons
         self.max_payload = max_payload
         self.bus = Bus(subscriber_buffer)
@@ -81,11 +75,11 @@ class Engine:
     # -- lifetime ---------------------------------------------------------------------
 
     async def start(self) -> Engine:
-        make_home_private(self.home)
-        self.config = load_config(self.home)
-        self._lock_fd = _lock_home(self.home)
+        make_home_private(self.paths)
+        self.config = load_config(self.paths.config)
+        self._lock_fd = _lock_home(self.paths)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
-        self._catalog = await self._run(Catalog, self.home / "catalog.db")
+        self._catalog = await self._run(Catalog, self.paths.catalog)
         await self.agents.start()
         return self
 
@@ -409,7 +403,7 @@ class Engine:
         return self._catalog
 
     def path_of(self, axon_id: str) -> Path:
-        return self.home / "axons" / f"{axon_id}.db"
+        return self.paths.axon_file(axon_id)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -520,20 +514,20 @@ def _check_sequence(sequence: int, last: int) -> None:
         )
 
 
-def make_home_private(home: Path) -> None:
+def make_home_private(home: Home) -> None:
     """The home is the operator's alone: directories 0700, files 0600 (events, state and
     token hashes are nobody else's business). New files are born that way; this also
     tightens a home made by an older version."""
-    for directory in (home, home / "axons"):
+    for directory in (home.root, home.axons):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     ours = [
-        *home.glob("catalog.db*"),
-        *home.glob("engine.*"),
-        home / "config.toml",
-        *(home / "axons").iterdir(),
-        *((home / "agents").iterdir() if (home / "agents").is_dir() else ()),
+        *home.root.glob(f"{home.catalog.name}*"),
+        *home.root.glob("engine.*"),
+        home.config,
+        *home.axons.iterdir(),
+        *(home.agents.iterdir() if home.agents.is_dir() else ()),
     ]
-    for directory in (home, home / "axons", home / "agents"):
+    for directory in (home.root, home.axons, home.agents):
         if directory.is_dir():
             os.chmod(directory, 0o700)
     for path in ours:  # only the engine's own: a home pointed at a busy folder stays intact
@@ -541,15 +535,15 @@ def make_home_private(home: Path) -> None:
             os.chmod(path, 0o600)
 
 
-def _lock_home(home: Path) -> int:
-    fd = os.open(home / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+def _lock_home(home: Home) -> int:
+    fd = os.open(home.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise Unavailable(
-            f"another engine ({holder}) already runs on {home}; connect to it instead",
+            f"another engine ({holder}) already runs on {home.root}; connect to it instead",
             code="home_locked",
         ) from None
     os.ftruncate(fd, 0)

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import ErrorCode, Forbidden, InvalidInput
 from engine.models import MIN_MEMORY, AgentSpec, memory_bytes
 
-CONFIG_FILE = "config.toml"
 ENGINE_VOLUME_PREFIX = "axons-"  # the engine's own per-agent volumes: never from a spec
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -69,10 +68,10 @@ class OperatorConfig(BaseModel):
     webhooks: WebhookPolicy = Field(default_factory=WebhookPolicy)
 
 
-def load_config(home: Path) -> OperatorConfig:
-    """`HOME/config.toml`, or the defaults when there is none. A broken file stops the engine
-    with a message naming the problem: a policy silently ignored would be worse."""
-    path = home / CONFIG_FILE
+def load_config(path: Path) -> OperatorConfig:
+    """`HOME/config.toml` (`Home.config`), or the defaults when there is none. A broken file
+    stops the engine with a message naming the problem: a policy silently ignored would be
+    worse."""
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -624,7 +624,7 @@ class Supervisor:
             made = pick_runtime(kind, self.home_id)
             if made.kind not in self._runtimes:
                 if isinstance(made, ProcessRuntime):
-                    made._pid_dir = self.engine.home / "agents"
+                    made._pid_dir = self.engine.paths.agents
                     made.stop_leftovers()
                 self._runtimes[made.kind] = made
             if kind == "auto" and made.kind == "process":

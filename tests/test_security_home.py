@@ -67,13 +67,17 @@ def test_the_data_home_is_private(tmp_path: Path) -> None:
             assert local.post(f"/v1/axons/{axon_id}/agents/local/stop").status_code == 200
             wait_until(lambda: not list((home / "agents").glob("*.pid")), "the agent to stop")
 
-    # A home an older version left readable is tightened when an engine starts on it.
+    # A home an older version left readable is tightened when an engine starts on it; a
+    # file of the user's own that happens to be there is left as it was.
     os.chmod(home, 0o755)
     for path in home.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    users_script = home / "backup.sh"
+    users_script.write_text("#!/bin/sh\n")
+    users_script.chmod(0o755)
     with running_server(home) as server, server.http(admin) as http:
         assert http.get(f"/v1/axons/{axon_id}").status_code == 200
-        assert loose_modes(home) == []
+        assert loose_modes(home) == ["home/backup.sh 755"]
 
 
 def test_a_limited_token_cannot_make_axons(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.fanout import fanout_p99_ms
 from bench.harness import Figure, Sizes
 from bench.http_publish import http_publish_batch_eps, http_publish_eps
+from bench.many_axons import publish_many_axons_eps
 from bench.listing import list_10k_axons_ms
 from bench.paused_agents import paused_agents_100
 from bench.publish import publish_batch_eps, publish_durable_eps
@@ -21,6 +22,7 @@ Measure = Callable[[Sizes, Path | None], Figure]
 FIGURES: dict[str, Measure] = {
     "publish_durable_eps": publish_durable_eps,
     "publish_batch_eps": publish_batch_eps,
+    "publish_many_axons_eps": publish_many_axons_eps,
     "fanout_p99_ms": fanout_p99_ms,
     "time_travel_ms": time_travel_ms,
     "list_10k_axons_ms": list_10k_axons_ms,

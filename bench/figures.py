@@ -9,8 +9,8 @@ from pathlib import Path
 from bench.fanout import fanout_p99_ms
 from bench.harness import Figure, Sizes
 from bench.http_publish import http_publish_batch_eps, http_publish_eps
-from bench.many_axons import publish_many_axons_eps
 from bench.listing import list_10k_axons_ms
+from bench.many_axons import publish_many_axons_eps
 from bench.paused_agents import paused_agents_100
 from bench.publish import publish_batch_eps, publish_durable_eps
 from bench.sse import sse_deliveries_per_s, sse_fanout_p99_ms

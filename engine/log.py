@@ -330,9 +330,7 @@ class AxonFile:
         flush_here = self._durability.begin()
         try:
             if jobs[0].op is not None:
-                await loop.run_in_executor(
-                    self._executor, self._run_op, ctx, jobs[0], flush_here
-                )
+                await loop.run_in_executor(self._executor, self._run_op, ctx, jobs[0], flush_here)
             else:
                 for job in jobs:
                     job.result = ctx.stage(job.drafts or ())

@@ -256,11 +256,15 @@ class AxonFile:
         self._wal = WalFile(path)
         self._broken: AxonError | None = None  # a failed flush: refuse writes until restart
         self._writer = connect(path, create=create, synchronous="NORMAL")
-        if create:
-            self._writer.execute(ENGINE_SCHEMA)
+        try:
+            if create:
+                self._writer.execute(ENGINE_SCHEMA)
+            self._tip = self._load_tip()
+        except BaseException:
+            self._writer.close()  # an unreadable file must not stay open (and busy) behind us
+            raise
         self._readers: queue.SimpleQueue[apsw.Connection] = queue.SimpleQueue()
         self._all_readers: list[apsw.Connection] = []
-        self._tip = self._load_tip()
         self._pending: list[_Job] = []
         self._flushing: asyncio.Task[None] | None = None
         self._closed = False

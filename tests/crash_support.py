@@ -32,10 +32,10 @@ class Child:
     ) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.stderr_path = stderr_path
+        command = [sys.executable, "-m", "tests.crash_child", str(home), str(publishers)]
         with stderr_path.open("wb") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.crash_child", str(home), str(publishers)]
-                + axon_ids,
+                [*command, *axon_ids],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -104,9 +104,7 @@ class Ledger:
         """Open the home as a restarted engine would; check every Axon. Returns the events."""
         async with Engine(home) as engine:
             for axon_id in self.axon_ids:
-                self.last[axon_id] = await check_axon(
-                    engine, axon_id, self.acknowledged[axon_id]
-                )
+                self.last[axon_id] = await check_axon(engine, axon_id, self.acknowledged[axon_id])
         return sum(self.last.values())
 
 

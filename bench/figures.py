@@ -8,7 +8,11 @@ from pathlib import Path
 
 from bench.fanout import fanout_p99_ms
 from bench.harness import Figure, Sizes
-from bench.http_publish import http_publish_batch_eps, http_publish_eps
+from bench.http_publish import (
+    http_publish_batch_eps,
+    http_publish_eps,
+    http_publish_many_axons_eps,
+)
 from bench.listing import list_10k_axons_ms
 from bench.many_axons import publish_many_axons_eps
 from bench.paused_agents import paused_agents_100
@@ -29,6 +33,7 @@ FIGURES: dict[str, Measure] = {
     # Over HTTP, against `axons serve` in its own process.
     "http_publish_eps": http_publish_eps,
     "http_publish_batch_eps": http_publish_batch_eps,
+    "http_publish_many_axons_eps": http_publish_many_axons_eps,
     "sse_fanout_p99_ms": sse_fanout_p99_ms,
     "sse_deliveries_per_s": sse_deliveries_per_s,
     # Agent lifecycle: the echo agent in Docker (bench/agents/echo).

@@ -17,6 +17,14 @@ from pathlib import Path
 DEFAULT_SYNC_THREADS = 8  # concurrent fdatasync calls; measured best on a 2-core VM disk
 
 
+class FlushFailed(Exception):
+    """Syncing a WAL failed: what it holds may or may not be on disk."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(f"flushing the write-ahead log to disk failed: {error}")
+        self.error = error
+
+
 class WalFile:
     """One Axon's write-ahead log, as a file descriptor of our own to flush it with.
 
@@ -33,11 +41,14 @@ class WalFile:
 
     def flush(self) -> None:
         """fdatasync the WAL (from a worker thread): its frames, and its size, are on disk."""
-        inode = os.stat(self.path).st_ino
-        if self._fd is None or inode != self._inode:
-            self._reopen()
-        assert self._fd is not None
-        os.fdatasync(self._fd)
+        try:
+            inode = os.stat(self.path).st_ino
+            if self._fd is None or inode != self._inode:
+                self._reopen()
+            assert self._fd is not None
+            os.fdatasync(self._fd)
+        except OSError as e:
+            raise FlushFailed(e) from e
 
     def _reopen(self) -> None:
         self.close()
@@ -120,20 +131,20 @@ class WalSync:
         self._pool.shutdown(wait=True)
 
 
-def _flush_each(wals: list[WalFile]) -> list[tuple[WalFile, OSError | None]]:
+def _flush_each(wals: list[WalFile]) -> list[tuple[WalFile, FlushFailed | None]]:
     """One lane of a round (worker thread): each WAL's outcome, a failure kept to its own."""
-    outcomes: list[tuple[WalFile, OSError | None]] = []
+    outcomes: list[tuple[WalFile, FlushFailed | None]] = []
     for wal in wals:
         try:
             wal.flush()
-        except OSError as e:
+        except FlushFailed as e:
             outcomes.append((wal, e))
         else:
             outcomes.append((wal, None))
     return outcomes
 
 
-def _settle(future: asyncio.Future[None], error: OSError | None) -> None:
+def _settle(future: asyncio.Future[None], error: FlushFailed | None) -> None:
     if future.done():
         return
     if error is None:

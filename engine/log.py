@@ -21,7 +21,7 @@ from typing import Any
 import apsw
 import orjson
 
-from engine.durability import WalFile, WalSync
+from engine.durability import FlushFailed, WalFile, WalSync
 from engine.errors import AxonError, InvalidInput, PayloadTooLarge, Unavailable
 from engine.models import CLIENT_ORIGINS, ORIGINS, Draft, Event, PublishResult
 
@@ -312,7 +312,7 @@ class AxonFile:
                     await self._commit_durably(ctx, jobs)
                 except BaseException as e:
                     self._fail(jobs, _storage_error(e))
-                    if isinstance(e, OSError):  # committed, but maybe not on disk
+                    if isinstance(e, FlushFailed):  # committed, but maybe not on disk
                         self._break(e)
                     if not isinstance(e, Exception):
                         raise
@@ -346,13 +346,13 @@ class AxonFile:
         finally:
             self._durability.end()
 
-    def _break(self, error: OSError) -> None:
+    def _break(self, error: FlushFailed) -> None:
         """After a failed flush the kernel may have dropped the pages it could not write
         while SQLite believes them written: any later commit could be acknowledged on top
         of a hole. So this Axon takes no more writes until the engine is restarted."""
         self._broken = AxonError(
-            f"flushing this Axon to disk failed ({error}); it refuses writes until the engine "
-            "restarts and recovers it from disk",
+            f"{error}; this Axon refuses writes until the engine restarts and recovers it "
+            "from disk",
             code="storage_error",
             status=500,
         )
@@ -465,9 +465,9 @@ def _storage_error(e: BaseException) -> BaseException:
         return Unavailable("the Axon file is locked by another process; retry", code="busy")
     if isinstance(e, apsw.Error):
         return AxonError(f"storage error: {e}", code="storage_error", status=500)
-    if isinstance(e, OSError):
+    if isinstance(e, FlushFailed):
         return AxonError(
-            f"flushing to disk failed: {e}; the write may or may not have been kept",
+            f"{e}; the write may or may not have been kept",
             code="storage_error",
             status=500,
         )

@@ -71,6 +71,14 @@ def _wrk(
     return found
 
 
+def _shape(sizes: Sizes, requests: str) -> str:
+    """How a figure loads the server, for its note."""
+    return (
+        f"wrk -t{sizes.http_threads} -c{sizes.http_connections} keep-alive over TCP "
+        f"loopback, {requests}, ~200-byte payloads, for {sizes.http_seconds:g} s"
+    )
+
+
 def _without_wrk(name: str, shape: str, target: float | None) -> Figure | None:
     """The figure, marked not measured, where wrk is missing; None where it is installed."""
     if shutil.which("wrk") is not None:
@@ -92,11 +100,7 @@ def _figure(
     name: str, sizes: Sizes, base: Path | None, events_per_request: int, target: float
 ) -> Figure:
     route = "/publish" if events_per_request == 1 else "/publish/batch"
-    shape = (
-        f"wrk -t{sizes.http_threads} -c{sizes.http_connections} keep-alive over TCP "
-        f"loopback, {events_per_request} event(s) per POST {route}, ~200-byte payloads, "
-        f"for {sizes.http_seconds:g} s"
-    )
+    shape = _shape(sizes, f"{events_per_request} event(s) per POST {route}")
     if (skipped := _without_wrk(name, shape, target)) is not None:
         return skipped
     ceiling = publish_durable_eps(sizes, base)
@@ -165,10 +169,8 @@ def http_publish_many_axons_eps(sizes: Sizes, base: Path | None) -> Figure:
     goes to the next Axon in turn, so every publish commits alone and only group commit
     across Axons can share the flushes."""
     name = "http_publish_many_axons_eps"
-    shape = (
-        f"wrk -t{sizes.http_threads} -c{sizes.http_connections} keep-alive over TCP "
-        f"loopback, 1 event per POST /publish, each request to the next of "
-        f"{sizes.many_axons} Axons, ~200-byte payloads, for {sizes.http_seconds:g} s"
+    shape = _shape(
+        sizes, f"1 event per POST /publish, each request to the next of {sizes.many_axons} Axons"
     )
     if (skipped := _without_wrk(name, shape, None)) is not None:
         return skipped

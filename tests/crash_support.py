@@ -5,12 +5,16 @@ in its Axon exactly once, each log gapless and its hash chain intact."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
+
+import pytest
 
 from engine import Engine
 
@@ -80,6 +84,17 @@ class Child:
 
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace")[-2000:]
+
+
+def kill_at_a_random_moment(child: Child, rng: random.Random, run: str) -> None:
+    """Once the child is publishing, let it go on for a random moment, then SIGKILL it."""
+    try:
+        if (problem := child.wait_until_going()) is not None:
+            pytest.fail(f"{run}: {problem}")
+        time.sleep(rng.uniform(0.2, 1.5))  # publishing goes on meanwhile
+        assert child.proc.poll() is None, child.stderr_text()
+    finally:
+        child.kill()
 
 
 class Ledger:

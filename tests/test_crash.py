@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.crash_support import Child, Ledger, create_axons
+from tests.crash_support import Child, Ledger, create_axons, kill_at_a_random_moment
 
 KILLS = 10
 
@@ -37,14 +36,7 @@ def kill_repeatedly(
             tmp_path / f"child-{round_number}.stderr",
             min_acks=min_acks,
         )
-        try:
-            if (problem := child.wait_until_going()) is not None:
-                pytest.fail(f"round {round_number}: {problem}")
-            # The random moment of the kill: publishing goes on meanwhile.
-            time.sleep(rng.uniform(0.2, 1.5))
-            assert child.proc.poll() is None, child.stderr_text()
-        finally:
-            child.kill()
+        kill_at_a_random_moment(child, rng, f"round {round_number}")
         ledger.record(child)
         events = asyncio.run(ledger.check(home))
     return ledger, events

@@ -20,14 +20,13 @@ import os
 import random
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.crash_support import Child, Ledger, create_axons
+from tests.crash_support import Child, Ledger, create_axons, kill_at_a_random_moment
 
 POWER_CUTS = 3
 IMAGE_MB = 256
@@ -129,13 +128,7 @@ def test_acknowledged_events_on_200_axons_survive_power_loss(disk: Path, tmp_pat
             child = Child(
                 mnt / "home", ledger.axon_ids, 4, tmp_path / f"child-{cut}.stderr", min_acks=800
             )
-            try:
-                if (problem := child.wait_until_going()) is not None:
-                    pytest.fail(f"run {cut}: {problem}")
-                time.sleep(rng.uniform(0.2, 1.5))
-                assert child.proc.poll() is None, child.stderr_text()
-            finally:
-                child.kill()
+            kill_at_a_random_moment(child, rng, f"run {cut}")
             cut_power(disk, after)
         disk.unlink()  # the old disk's later writes never happened: the next run uses the copy
         disk = after

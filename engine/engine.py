@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import getpass
 import os
+import resource
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from engine import records, state
 from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog
+from engine.durability import WalSync
 from engine.errors import Conflict, InvalidInput, Unavailable
 from engine.home import Home
 from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft
@@ -49,7 +51,7 @@ class Engine:
         self,
         home: Path | str | None = None,
         *,
-        max_open_axons: int = 256,
+        max_open_axons: int = 1024,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         subscriber_buffer: int = DEFAULT_BUFFER,
         threads: int = 8,
@@ -63,6 +65,7 @@ class Engine:
         self.local_user = _local_user()
         self._threads = threads
         self._executor: ThreadPoolExecutor | None = None
+        self._durability: WalSync | None = None
         self._catalog: Catalog | None = None
         self._files: OrderedDict[str, AxonFile] = OrderedDict()
         self._opening: dict[str, asyncio.Future[AxonFile]] = {}
@@ -78,7 +81,9 @@ class Engine:
         make_home_private(self.paths)
         self.config = load_config(self.paths.config)
         self._lock_fd = _lock_home(self.paths)
+        _allow_open_files(self.max_open_axons)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
+        self._durability = WalSync()
         self._catalog = await self._run(Catalog, self.paths.catalog)
         await self.agents.start()
         return self
@@ -98,6 +103,9 @@ class Engine:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._durability is not None:
+            self._durability.close()
+            self._durability = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -186,7 +194,10 @@ class Engine:
             raise Conflict(
                 f"Axon {axon_id} is deleted; it can be read but not written", code="axon_deleted"
             )
-        return await f.append(checked)
+        results = await f.append(checked)
+        if len(self._files) > self.max_open_axons:  # files busy at their last open may be idle now
+            await self._evict()
+        return results
 
     async def last_sequence(self, axon_id: str) -> int:
         f = self._files.get(axon_id) or await self._open(axon_id)
@@ -438,11 +449,16 @@ class Engine:
             if view.deleted_at_ms is not None:
                 self._deleted.add(axon_id)
             path = self.path_of(axon_id)
-            executor = self._executor
-            assert executor is not None
+            executor, durability = self._executor, self._durability
+            assert executor is not None and durability is not None
             f = await self._run(
                 lambda: AxonFile(
-                    axon_id, path, executor, self.bus.deliver, create=not path.exists()
+                    axon_id,
+                    path,
+                    executor,
+                    self.bus.deliver,
+                    durability,
+                    create=not path.exists(),
                 )
             )
             self._files[axon_id] = f
@@ -549,6 +565,19 @@ def _lock_home(home: Home) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}".encode())
     return fd
+
+
+def _allow_open_files(max_open_axons: int) -> None:
+    """Raise this process's soft limit on open files (never above the hard one) so that many
+    busy Axons fit: each open Axon holds about 4 descriptors for its writer and its WAL, plus
+    3 per reader connection. Where the limit stays lower, opening more fails with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_open_axons * 8 + 1024
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if new_soft > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
 
 
 def _local_user() -> str:

@@ -13,7 +13,7 @@ Blobs are written as {"$base64": "..."}.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -107,7 +107,7 @@ def dump(view: AxonView, path: str, at_sequence: int) -> list[bytes]:
 
 def dump_lines(
     view: AxonView, path: str, at_sequence: int, budget: Budget | None = None
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """The export line by line, from one consistent snapshot of the file, so an export of
     any size streams in bounded memory. Close the iterator to end it early."""
     yield orjson.dumps(

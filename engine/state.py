@@ -380,12 +380,18 @@ class BatchFailed(SqlError):
 
 
 def write_statements(
-    conn: apsw.Connection, statements: list[Statement], *, max_rows: int = DEFAULT_MAX_ROWS
+    conn: apsw.Connection,
+    statements: list[Statement],
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    budget: Budget | None = None,
 ) -> list[QueryResult]:
     """Run statements inside the caller's transaction, capturing row changes as they happen.
+    One budget covers them all: a batch gets the deadline of one statement.
 
     Raises BatchFailed on the first failure; the caller rolls the transaction back.
     """
+    budget = budget or Budget(StoreLimits())
     results: list[QueryResult] = []
     for i, st in enumerate(statements):
         version = _schema_version(conn)
@@ -394,7 +400,9 @@ def write_statements(
         renames = isinstance(st.sql, str) and "rename" in st.sql.lower()
         reserved = _reserved_tables(conn) if renames else None
         try:
-            results.append(run_statement(conn, st.sql, st.params, write=True, max_rows=max_rows))
+            results.append(
+                run_statement(conn, st.sql, st.params, write=True, max_rows=max_rows, budget=budget)
+            )
             if reserved is not None and _reserved_tables(conn) - reserved:
                 raise ReadOnlyViolation("names starting axon_ are reserved for the engine")
             if _schema_version(conn) != version:

@@ -3,9 +3,12 @@ plus the extensions. `create_app(engine, require_token=...)` builds one; `engine
 runs it on the home's unix socket and, optionally, TCP.
 """
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import orjson
@@ -26,7 +29,7 @@ from engine.state import BatchFailed
 from engine.tokens import Principal, TokenStore
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
+    status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 408, 409, 413, 422, 503)
 }
 MAX_IMPORT_BYTES = 512 << 20
 
@@ -338,19 +341,32 @@ def create_app(
     # -- state --------------------------------------------------------------------------
 
     @app.post("/v1/axons/{id}/sql/query", response_model=s.QueryResult, tags=["sql"])
-    async def sql_query(caller: Caller, ref: AxonId, body: s.QueryRequest) -> Response:
+    async def sql_query(
+        caller: Caller, ref: AxonId, body: s.QueryRequest, request: Request
+    ) -> Response:
         axon_id = await axon_for(caller, ref, "read")
         write = body.at_sequence is None and not body.read_only and caller.allows("sql-write")
-        result = await engine.query(
-            axon_id, body.sql, body.params, write=write, at_sequence=body.at_sequence
-        )
+        with cancel_on_disconnect(request) as cancel:
+            result = await engine.query(
+                axon_id,
+                body.sql,
+                body.params,
+                write=write,
+                at_sequence=body.at_sequence,
+                cancel=cancel,
+            )
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/axons/{id}/sql/batch", response_model=s.SqlBatchResult, tags=["sql"])
-    async def sql_batch(caller: Caller, ref: AxonId, body: s.SqlBatchRequest) -> Any:
+    async def sql_batch(
+        caller: Caller, ref: AxonId, body: s.SqlBatchRequest, request: Request
+    ) -> Any:
         axon_id = await axon_for(caller, ref, "sql-write")
         try:
-            results = await engine.batch(axon_id, [st.model_dump() for st in body.statements])
+            with cancel_on_disconnect(request) as cancel:
+                results = await engine.batch(
+                    axon_id, [st.model_dump() for st in body.statements], cancel=cancel
+                )
         except BatchFailed as failed:
             steps: list[dict[str, Any]] = [
                 {"error": {"message": f"rolled back: statement {failed.index + 1} failed"}}
@@ -388,10 +404,18 @@ def create_app(
     )
     async def export(caller: Caller, ref: AxonId) -> Any:
         axon_id = await axon_for(caller, ref, "read")
-        lines = [line async for line in engine.export(axon_id)]
-        return StreamingResponse(
-            (line + b"\n" for line in lines), media_type="application/x-ndjson"
-        )
+        lines = engine.export(axon_id)
+        first = await anext(lines)  # a missing Axon is a JSON 404 before the stream starts
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield first + b"\n"
+                async for line in lines:
+                    yield line + b"\n"
+            finally:
+                await lines.aclose()
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
 
     @app.post("/v1/axons/{id}/fork", response_model=s.AxonView, tags=["records"])
     async def fork(caller: Caller, ref: AxonId, body: s.ForkRequest) -> s.AxonView:
@@ -473,6 +497,24 @@ def create_app(
         return Response(orjson.dumps(result.to_dict()), media_type="application/json")
 
     return app
+
+
+@contextlib.contextmanager
+def cancel_on_disconnect(request: Request) -> Iterator[threading.Event]:
+    """An event that is set when the client hangs up, so the SQL it asked for stops at once
+    instead of running to its deadline for nobody."""
+    cancel = threading.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        cancel.set()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield cancel
+    finally:
+        watcher.cancel()
 
 
 def _body_type(body: Any) -> str | None:

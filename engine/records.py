@@ -28,9 +28,12 @@ from engine.models import AxonView, Draft, VerifyReport
 from engine.state import (
     MAX_SQL_LENGTH,
     STATE_SCHEMA,
+    columns_of,
     create_object,
+    from_readable,
     install_capture,
     quote,
+    readable,
     schema_at,
     state_at,
 )
@@ -149,9 +152,9 @@ def _state_rows(
         for name, kind, _sql, _epoch in objects:
             if kind != "table":
                 continue
-            columns = _columns(mem, name)
+            columns = columns_of(mem, name)
             cur = mem.execute(
-                f"SELECT rowid, {_readable(columns)} FROM {quote(name)} ORDER BY rowid"
+                f"SELECT rowid, {readable(columns)} FROM {quote(name)} ORDER BY rowid"
             )
             for rowid, *values in cur:
                 yield orjson.dumps(
@@ -159,7 +162,7 @@ def _state_rows(
                         "type": "row",
                         "table": name,
                         "rowid": rowid,
-                        "values": dict(zip(columns, _from_readable(values), strict=True)),
+                        "values": dict(zip(columns, from_readable(values, _encode), strict=True)),
                     }
                 )
     finally:
@@ -171,13 +174,17 @@ def _history_rows(conn: apsw.Connection, at_sequence: int) -> Iterator[bytes]:
         "SELECT 1 FROM sqlite_schema WHERE name = 'axon_schema_history'"
     ).fetchall():
         return
-    columns = _columns(conn, "axon_schema_history")
+    columns = columns_of(conn, "axon_schema_history")
     for values in conn.execute(
-        f"SELECT {_readable(columns)} FROM axon_schema_history WHERE sequence <= ? ORDER BY id",
+        f"SELECT {readable(columns)} FROM axon_schema_history WHERE sequence <= ? ORDER BY id",
         (at_sequence,),
     ):
         yield orjson.dumps(
-            {"type": "history", "table": "axon_schema_history", "values": _from_readable(values)}
+            {
+                "type": "history",
+                "table": "axon_schema_history",
+                "values": from_readable(values, _encode),
+            }
         )
     hist_tables = [
         name
@@ -187,9 +194,9 @@ def _history_rows(conn: apsw.Connection, at_sequence: int) -> Iterator[bytes]:
         )
     ]
     for table in hist_tables:
-        columns = _columns(conn, table)
+        columns = columns_of(conn, table)
         cur = conn.execute(
-            f"SELECT {_readable(columns)} FROM {quote(table)} WHERE _ax_seq <= ? ORDER BY _ax_id",
+            f"SELECT {readable(columns)} FROM {quote(table)} WHERE _ax_seq <= ? ORDER BY _ax_id",
             (at_sequence,),
         )
         for values in cur:
@@ -198,31 +205,9 @@ def _history_rows(conn: apsw.Connection, at_sequence: int) -> Iterator[bytes]:
                     "type": "history",
                     "table": table,
                     "columns": columns,
-                    "values": _from_readable(values),
+                    "values": from_readable(values, _encode),
                 }
             )
-
-
-def _columns(conn: apsw.Connection, table: str) -> list[str]:
-    return [row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})")]
-
-
-def _readable(columns: list[str]) -> str:
-    """A select list that reads text as bytes, with a flag, per column. SQL can store text
-    that is not valid UTF-8 (CAST(X'FF' AS TEXT)), which no Python string holds; read as
-    bytes it is exported with the bad bytes replaced, and one such row cannot make the export
-    fail forever."""
-    return ", ".join(
-        f"typeof({q}) = 'text', CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END"
-        for q in map(quote, columns)
-    )
-
-
-def _from_readable(flat: list[Any]) -> list[Any]:
-    return [
-        raw.decode("utf-8", "replace") if is_text else _encode(raw)
-        for is_text, raw in zip(flat[::2], flat[1::2], strict=True)
-    ]
 
 
 Int64 = Annotated[int, Strict(), Field(ge=-(1 << 63), le=(1 << 63) - 1)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import apsw
@@ -393,6 +393,7 @@ def write_statements(
     """
     budget = budget or Budget(StoreLimits())
     results: list[QueryResult] = []
+    text = TextCheck(conn)
     for i, st in enumerate(statements):
         version = _schema_version(conn)
         # The authorizer never sees a table's new name, so a rename into the engine's
@@ -407,6 +408,8 @@ def write_statements(
                 raise ReadOnlyViolation("names starting axon_ are reserved for the engine")
             if _schema_version(conn) != version:
                 sync_capture(conn)
+            if results[-1].meta.changes:
+                text.check()
         except (SqlError, InvalidInput, ReadOnlyViolation) as e:
             raise BatchFailed(i, e, results) from None
     return results
@@ -628,6 +631,71 @@ def _copy_rows_at(
         )
 
 
+def columns_of(conn: apsw.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})")]
+
+
+def readable(columns: list[str]) -> str:
+    """A select list that reads text as bytes, with a flag, per column. SQL can store text
+    that is not valid UTF-8 (CAST(X'FF' AS TEXT)), which no Python string holds; read this
+    way, one such row cannot make an export or a history read fail."""
+    return ", ".join(
+        f"typeof({q}) = 'text', CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END"
+        for q in map(quote, columns)
+    )
+
+
+def from_readable(flat: Sequence[Any], encode: Callable[[Any], Any] = _jsonable) -> list[Any]:
+    """The values a `readable` select list read; invalid UTF-8 bytes become U+FFFD."""
+    return [
+        raw.decode("utf-8", "replace") if is_text else encode(raw)
+        for is_text, raw in zip(flat[::2], flat[1::2], strict=True)
+    ]
+
+
+class TextCheck:
+    """Refuses a write that stores text that is not valid UTF-8 (SQL can make it, a client's
+    params cannot): every row version a statement writes passes through change capture, so
+    the check reads just those, since the last check."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+        self.marks = self._marks()
+
+    def _marks(self) -> dict[str, int]:
+        tables = self.conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' "
+            "AND name LIKE 'axon\\_hist\\_%' ESCAPE '\\'"
+        ).fetchall()
+        return {
+            name: int(
+                self.conn.execute(f"SELECT coalesce(max(_ax_id), 0) FROM {quote(name)}").fetchall()[
+                    0
+                ][0]
+            )
+            for (name,) in tables
+        }
+
+    def check(self) -> None:
+        now = self._marks()
+        for hist, mark in now.items():
+            since = self.marks.get(hist, 0)
+            if mark <= since:
+                continue
+            try:
+                for _row in self.conn.execute(
+                    f"SELECT * FROM {quote(hist)} WHERE _ax_id > ?", (since,)
+                ):
+                    pass
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"this writes text that is not valid UTF-8 into {hist[len('axon_hist_') :]}; "
+                    "store bytes as a BLOB (CAST(... AS BLOB)) or valid text",
+                    code="invalid_text",
+                ) from None
+        self.marks = now
+
+
 def _schema_history_exists(conn: apsw.Connection, db: str = "main") -> bool:
     return bool(
         conn.execute(
@@ -653,10 +721,12 @@ def changes_at(conn: apsw.Connection, sequence: int) -> list[RowChange]:
             "SELECT 1 FROM sqlite_schema WHERE name = ?", ("axon_hist_" + name,)
         ).fetchall():
             continue
-        names = [row[1] for row in conn.execute(f"PRAGMA table_info({hist})")]
-        cur = conn.execute(f"SELECT * FROM {hist} WHERE _ax_seq = ? ORDER BY _ax_id", (sequence,))
+        names = columns_of(conn, "axon_hist_" + name)
+        cur = conn.execute(
+            f"SELECT {readable(names)} FROM {hist} WHERE _ax_seq = ? ORDER BY _ax_id", (sequence,)
+        )
         for row in cur.fetchall():
-            record = dict(zip(names, row, strict=True))
+            record = dict(zip(names, from_readable(row, lambda v: v), strict=True))
             change_id, op, rowid = (
                 record.pop("_ax_id"),
                 record.pop("_ax_op"),
@@ -693,11 +763,11 @@ def _previous_version(
         (table, change_id),
     ).fetchall()[0][0]
     for row in conn.execute(
-        f"SELECT * FROM {_hist(table)} WHERE _ax_rowid = ? AND _ax_id < ? AND _ax_id > ? "
-        "ORDER BY _ax_id DESC LIMIT 1",
+        f"SELECT {readable(names)} FROM {_hist(table)} "
+        "WHERE _ax_rowid = ? AND _ax_id < ? AND _ax_id > ? ORDER BY _ax_id DESC LIMIT 1",
         (rowid, change_id, epoch),
     ):
-        record = dict(zip(names, row, strict=True))
+        record = dict(zip(names, from_readable(row, lambda v: v), strict=True))
         if record["_ax_op"] == "D":
             return None
         return {k: _jsonable(v) for k, v in record.items() if not k.startswith("_ax_")}

@@ -45,6 +45,7 @@ from engine.supervisor import Supervisor
 T = TypeVar("T")
 CATCH_UP_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
+ANCHOR_INTERVAL_S = 1.0
 EXPORT_CHUNK_BYTES = 1 << 20
 
 
@@ -83,6 +84,8 @@ class Engine:
         self._files: OrderedDict[str, AxonFile] = OrderedDict()
         self._opening: dict[str, asyncio.Future[AxonFile]] = {}
         self._deleted: set[str] = set()
+        self._tips: dict[str, tuple[int, str]] = {}  # committed, not yet anchored
+        self._anchoring: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._closing = False
         self.agents = Supervisor(self, runtime=agent_runtime)
@@ -97,6 +100,7 @@ class Engine:
             self.limits.sql_threads, thread_name_prefix="axons-user-sql"
         )
         self._catalog = await self._run(Catalog, self.home / "catalog.db")
+        self._anchoring = asyncio.get_running_loop().create_task(self._anchor_tips())
         await self.agents.start()
         return self
 
@@ -109,7 +113,11 @@ class Engine:
         for f in list(self._files.values()):
             await f.close()
         self._files.clear()
+        if self._anchoring is not None:
+            self._anchoring.cancel()
+            self._anchoring = None
         if self._catalog is not None:
+            await self._flush_anchors()
             await self._run(self._catalog.close)
             self._catalog = None
         for pool in (self._sql_executor, self._executor):
@@ -368,8 +376,12 @@ class Engine:
     # -- records ----------------------------------------------------------------------
 
     async def verify(self, axon_id: str) -> VerifyReport:
+        """The hash chain, checked against the tip anchored in the catalog (see
+        `records.verify` for what it proves)."""
+        await self._flush_anchors()
+        anchor = await self._run(self.catalog.anchored_tip, axon_id)
         async with self._using(axon_id) as f:
-            return await f.run_read(records.verify)
+            return await f.run_read(lambda c: records.verify(c, anchor))
 
     async def export(self, axon_id: str) -> AsyncGenerator[bytes, None]:
         """JSON Lines: the Axon, its events, then its state schema, rows and history. Streamed
@@ -416,18 +428,20 @@ class Engine:
         path = self.path_of(axon_id)
         executor = self._executor
         assert executor is not None
-        f = await self._run(
-            lambda: AxonFile(axon_id, path, executor, self.bus.deliver, create=True)
-        )
+        f = await self._run(lambda: AxonFile(axon_id, path, executor, self._committed, create=True))
         try:
             await f.submit(lambda ctx: records.load(ctx, parsed))
             await f.close()
-            return await self._run(self.catalog.create, name, checked, axon_id)
+            view = await self._run(self.catalog.create, name, checked, axon_id)
         except BaseException:
             await f.close()
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
             raise
+        if parsed.events:
+            last = parsed.events[-1]
+            await self._run(self.catalog.anchor_tips, [(axon_id, last.sequence, last.hash)])
+        return view
 
     async def fork(self, axon_id: str, at_sequence: int, name: str | None = None) -> AxonView:
         """A new Axon holding events 1..N and the state as of N."""
@@ -450,6 +464,24 @@ class Engine:
 
     def path_of(self, axon_id: str) -> Path:
         return self.home / "axons" / f"{axon_id}.db"
+
+    def _committed(self, axon_id: str, events: list[Event]) -> None:
+        """After every commit: deliver the events, and mark the new tip for anchoring."""
+        self.bus.deliver(axon_id, events)
+        self._tips[axon_id] = (events[-1].sequence, events[-1].hash)
+
+    async def _anchor_tips(self) -> None:
+        """Anchor new tips in the catalog about once a second: off the publish path, one
+        catalog transaction for every Axon that moved."""
+        while True:
+            await asyncio.sleep(ANCHOR_INTERVAL_S)
+            with contextlib.suppress(Exception):  # the next round retries
+                await self._flush_anchors()
+
+    async def _flush_anchors(self) -> None:
+        tips, self._tips = self._tips, {}
+        if tips:
+            await self._run(self.catalog.anchor_tips, [(a, seq, h) for a, (seq, h) in tips.items()])
 
     async def _run_sql(self, fn: Callable[[], T]) -> T:
         """User SQL runs on its own, smaller pool: however much of it there is, the engine's
@@ -500,9 +532,7 @@ class Engine:
             executor = self._executor
             assert executor is not None
             f = await self._run(
-                lambda: AxonFile(
-                    axon_id, path, executor, self.bus.deliver, create=not path.exists()
-                )
+                lambda: AxonFile(axon_id, path, executor, self._committed, create=not path.exists())
             )
             self._files[axon_id] = f
             opening.set_result(f)

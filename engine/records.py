@@ -52,8 +52,17 @@ _EVENT_FIELDS = (
 )
 
 
-def verify(conn: apsw.Connection) -> VerifyReport:
-    """Recompute the chain; name the first event whose hash or position is wrong."""
+def verify(conn: apsw.Connection, anchor: tuple[int, str] | None = None) -> VerifyReport:
+    """Recompute the chain; name the first event whose hash or position is wrong.
+
+    What an ok report proves: sequences run 1..N without a gap; each event's hash covers its
+    content and its predecessor's hash, so no event was altered, inserted or removed before
+    the tip without breaking the chain; and the log reaches the `anchor` (the sequence and
+    hash the engine recorded in catalog.db after commits), so a tail cut off from the file
+    is found. What it cannot prove: that nobody able to write both the Axon file and
+    catalog.db rewrote them together, or that events committed after the last anchor (up to
+    about a second before a crash) were not removed.
+    """
     previous, expected, checked = "", 1, 0
     for row in conn.execute(
         f"SELECT {', '.join(_EVENT_FIELDS)} FROM axon_events ORDER BY sequence"
@@ -75,7 +84,22 @@ def verify(conn: apsw.Connection) -> VerifyReport:
                 first_bad_sequence=seq,
                 reason="hash does not match the event's content and its predecessor",
             )
+        if anchor is not None and seq == anchor[0] and stored != anchor[1]:
+            return VerifyReport(
+                ok=False,
+                checked=checked,
+                first_bad_sequence=seq,
+                reason="event differs from the one the catalog anchored at this sequence",
+            )
         previous, expected, checked = stored, seq + 1, checked + 1
+    if anchor is not None and anchor[0] > checked:
+        return VerifyReport(
+            ok=False,
+            checked=checked,
+            first_bad_sequence=checked + 1,
+            reason=f"the log ends at {checked} but the catalog anchored sequence {anchor[0]}: "
+            "events were removed from its end",
+        )
     return VerifyReport(ok=True, checked=checked)
 
 

@@ -378,9 +378,9 @@ class Engine:
     async def verify(self, axon_id: str) -> VerifyReport:
         """The hash chain, checked against the tip anchored in the catalog (see
         `records.verify` for what it proves)."""
-        await self._flush_anchors()
-        anchor = await self._run(self.catalog.anchored_tip, axon_id)
         async with self._using(axon_id) as f:
+            await self._flush_anchors()
+            anchor = await self._run(self.catalog.anchored_tip, axon_id)
             return await f.run_read(lambda c: records.verify(c, anchor))
 
     async def export(self, axon_id: str) -> AsyncGenerator[bytes, None]:

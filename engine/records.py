@@ -440,6 +440,12 @@ def load(ctx: WriteContext, parsed: Parsed) -> None:
         raise InvalidInput(
             f"the export's state does not load: {e}", code="invalid_export"
         ) from None
+    except AxonError as e:  # the guard's refusals: the file is at fault, not the caller's scope
+        if e.code == "invalid_export":
+            raise
+        raise InvalidInput(
+            f"the export's state does not load: {e.message}", code="invalid_export"
+        ) from None
 
 
 def _load(ctx: WriteContext, parsed: Parsed) -> None:
@@ -460,15 +466,14 @@ def _load(ctx: WriteContext, parsed: Parsed) -> None:
     tables = [o for o in parsed.objects if o.kind == "table"]
     for o in tables:
         create_object(conn, o.kind, o.name, o.sql)
-    by_table: dict[str, list[RowRecord]] = {}
+    by_shape: dict[tuple[str, tuple[str, ...]], list[RowRecord]] = {}
     for r in parsed.rows:
-        by_table.setdefault(r.table, []).append(r)
-    for name, rows in by_table.items():
-        columns = list(rows[0].values)
+        by_shape.setdefault((r.table, tuple(r.values)), []).append(r)
+    for (name, columns), rows in by_shape.items():
         cols = "".join(", " + quote(c) for c in columns)
         conn.executemany(
             f"INSERT INTO {quote(name)}(rowid{cols}) VALUES (?{', ?' * len(columns)})",
-            [(r.rowid, *(_decode(r.values.get(c)) for c in columns)) for r in rows],
+            [(r.rowid, *(_decode(r.values[c]) for c in columns)) for r in rows],
         )
     for o in tables:
         install_capture(conn, o.name, fresh=False, sequence=0)

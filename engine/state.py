@@ -122,10 +122,10 @@ class _Guard:
         if action in _WRITE_ACTIONS:
             if db is not None and db != "main":
                 return "temporary objects are not allowed; create tables in the Axon"
-            if _reserved(a1) or (
-                action in (apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_CREATE_TRIGGER) and _reserved(a2)
-            ):
-                return f"{a1} belongs to the engine (names starting axon_ are reserved)"
+            on_table = action in (apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_CREATE_TRIGGER)
+            if _reserved(a1) or (on_table and _reserved(a2)):
+                owned = a1 if _reserved(a1) else a2
+                return f"{owned} belongs to the engine (names starting axon_ are reserved)"
             return None
         if action == apsw.SQLITE_CREATE_VTABLE:
             return "virtual tables are not supported in Axon state"

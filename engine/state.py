@@ -171,7 +171,15 @@ class _CreateGuard(_Guard):
             return None
         if action in _SCHEMA_UPKEEP and (action == apsw.SQLITE_REINDEX or _schema_table(a1)):
             return None
+        if self.kind == "table" and self._made_by_sqlite(action, a1, a2):
+            return None
         return f"the {self.kind} {self.name} must be one CREATE {self.kind.upper()} statement"
+
+    def _made_by_sqlite(self, action: int, a1: str | None, a2: str | None) -> bool:
+        """A table's UNIQUE and PRIMARY KEY indexes, and AUTOINCREMENT's sqlite_sequence."""
+        if action == apsw.SQLITE_CREATE_INDEX:
+            return (a1 or "").startswith("sqlite_autoindex_") and a2 == self.name
+        return action == apsw.SQLITE_CREATE_TABLE and a1 == "sqlite_sequence"
 
 
 def _schema_table(name: str | None) -> bool:

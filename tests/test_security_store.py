@@ -440,3 +440,25 @@ def test_verify_finds_a_tail_cut_off_the_file(tmp_path: Path) -> None:
         assert "removed" in report["reason"]
     finally:
         server.kill()
+
+
+def test_import_keeps_what_sqlite_makes_for_a_table(api: Api) -> None:
+    """Keys, UNIQUE columns and AUTOINCREMENT make indexes and sqlite_sequence themselves:
+    the one-object guard lets exactly those through."""
+    axon_id = api.new_axon("keys")
+    api.batch_ok(
+        axon_id,
+        "CREATE TABLE k(id TEXT PRIMARY KEY, u UNIQUE, n INTEGER)",
+        "CREATE TABLE s(id INTEGER PRIMARY KEY AUTOINCREMENT, x)",
+        "INSERT INTO k VALUES ('a', 1, 2)",
+        "INSERT INTO s(x) VALUES ('x')",
+    )
+    api.admin.post(f"/v1/axons/{axon_id}/publish", json=message_body("one"))
+    r = api.import_lines(api.export(axon_id))
+    assert r.status_code == 200, r.text
+    copy = r.json()["id"]
+    assert api.sql(api.reader, copy, "SELECT * FROM k").json()["rows"] == [["a", 1, 2]]
+    at = api.reader.post(
+        f"/v1/axons/{copy}/sql/query", json={"sql": "SELECT x FROM s", "at_sequence": 1}
+    )
+    assert at.json()["rows"] == [["x"]], at.text

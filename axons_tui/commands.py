@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from axons_tui.backend import load_toml, open_backend, resolve_home
+from axons_tui.render import event_line, result_table, timestamp
 from engine.errors import InvalidInput
-from engine.models import AgentSpec, AgentView, Draft, Event, QueryResult
+from engine.models import AgentSpec, AgentView, Draft, Event
 from engine.tokens import TokenStore
 
 out = Console(highlight=False, soft_wrap=True)
@@ -113,17 +114,11 @@ async def ls(args: argparse.Namespace) -> int:
         table.add_row(
             a.id,
             a.name or "",
-            _time(a.created_at_ms),
+            timestamp(a.created_at_ms),
             " ".join(f"{k}={v}" for k, v in a.metadata.items()),
         )
     out.print(table)
     return 0
-
-
-def _time(ms: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def publish(args: argparse.Namespace) -> int:
@@ -139,21 +134,7 @@ async def publish(args: argparse.Namespace) -> int:
 
 
 def _show(e: Event) -> None:
-    try:
-        body = orjson.loads(e.payload)
-    except orjson.JSONDecodeError:
-        body = None
-    text = (
-        body.get("text")
-        if isinstance(body, dict) and isinstance(body.get("text"), str)
-        else e.payload
-    )
-    out.print(
-        f"[dim]#{e.sequence:<5} {_time(e.timestamp_ms)}[/dim] [bold]{e.source}[/bold] "
-        f"[cyan]{e.event_type}[/cyan] ",
-        end="",
-    )
-    out.print(text, markup=False)
+    out.print(event_line(e), highlight=False)
 
 
 async def tail(args: argparse.Namespace) -> int:
@@ -175,15 +156,6 @@ async def tail(args: argparse.Namespace) -> int:
 # -- state ------------------------------------------------------------------------------
 
 
-def _result_table(result: QueryResult) -> Table:
-    table = Table(show_lines=False)
-    for c in result.columns:
-        table.add_column(f"{c.name}\n[dim]{c.type}[/dim]")
-    for row in result.rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
-    return table
-
-
 async def sql(args: argparse.Namespace) -> int:
     try:
         params = [orjson.loads(p) for p in args.param]
@@ -201,7 +173,7 @@ async def sql(args: argparse.Namespace) -> int:
         _print_json(result)
         return 0
     if result.columns:
-        out.print(_result_table(result))
+        out.print(result_table(result))
     more = " (row limit reached)" if result.meta.rows_read_limit_reached else ""
     out.print(
         f"[dim]{len(result.rows)} rows, {result.meta.changes} changed, "
@@ -294,7 +266,7 @@ async def token_ls(args: argparse.Namespace) -> int:
         table.add_column(column)
     for t in tokens:
         table.add_row(
-            t.name, t.scope, ", ".join(t.axons) if t.axons else "all", _time(t.created_at_ms)
+            t.name, t.scope, ", ".join(t.axons) if t.axons else "all", timestamp(t.created_at_ms)
         )
     out.print(table)
     return 0
@@ -389,10 +361,11 @@ async def agent_logs(args: argparse.Namespace) -> int:
 async def images_build(args: argparse.Namespace) -> int:
     from engine.images import build_all
 
-    loop = asyncio.get_running_loop()
-    tags = await loop.run_in_executor(
-        None, build_all, lambda line: sys.stderr.write(f"  {line}\n") if not args.json else None
-    )
+    def progress(line: str) -> None:
+        if not args.json:
+            sys.stderr.write(f"  {line}\n")
+
+    tags = await asyncio.to_thread(build_all, progress)
     return _emit(args, {"images": tags}, "built: " + ", ".join(tags))
 
 

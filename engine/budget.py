@@ -17,18 +17,12 @@ from dataclasses import dataclass, fields
 
 import apsw
 
-from engine.errors import AxonError, InvalidInput
-
-
-class StatementTimeout(AxonError):
-    status = 408
-    code = "statement_timeout"
-
-
-class StatementCancelled(AxonError):
-    status = 408
-    code = "statement_cancelled"
-
+from engine.errors import (
+    AxonError,
+    InvalidInput,
+    StatementCancelled,
+    StatementTimeout,
+)
 
 _ENV_PREFIX = "AXONS_"
 
@@ -70,14 +64,14 @@ class StoreLimits:
 
 class Budget:
     """One statement's (or batch's) allowance. The deadline starts when the work starts, not
-    while it waits in a queue; `cancel` (set by the HTTP layer when the client hangs up)
+    while it waits in a queue; `cancel` (set when the caller gives up: a client hangs up)
     interrupts it at once."""
 
     _STEPS = 1000  # SQLite VM steps between checks: microseconds apart
 
-    def __init__(self, limits: StoreLimits, cancel: threading.Event | None = None) -> None:
+    def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits
-        self.cancel = cancel or threading.Event()
+        self.cancel = threading.Event()
         self._deadline: float | None = None
 
     @property
@@ -107,7 +101,7 @@ class Budget:
 
     def interruption(self) -> AxonError:
         if self.cancel.is_set():
-            return StatementCancelled("the statement was cancelled: the client went away")
+            return StatementCancelled("the statement was cancelled: its caller went away")
         return StatementTimeout(
             f"the statement ran longer than {self.limits.sql_timeout_s:g} s, the engine's limit "
             "(AXONS_SQL_TIMEOUT_S); add a LIMIT, a WHERE or an index, or split the work"

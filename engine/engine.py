@@ -12,9 +12,14 @@ import fcntl
 import getpass
 import math
 import os
-import threading
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -145,9 +150,29 @@ class Engine:
         """By id, or by name (the newest live Axon with that name)."""
         return await self._run(self.catalog.get, ref)
 
-    async def list_axons(self, **filters: Any) -> AxonPage:
-        """Newest first; see `Catalog.list_axons` for the filters."""
-        return await self._run(lambda: self.catalog.list_axons(**filters))
+    async def list_axons(
+        self,
+        *,
+        limit: int = 20,
+        starting_after: str | None = None,
+        name: str | None = None,
+        search: str | None = None,
+        ids: Sequence[str] | None = None,
+        include_total_count: bool = False,
+        include_deleted: bool = False,
+    ) -> AxonPage:
+        """Newest first. `name` is a prefix; `search` matches id, name or metadata."""
+        return await self._run(
+            lambda: self.catalog.list_axons(
+                limit=limit,
+                starting_after=starting_after,
+                name=name,
+                search=search,
+                ids=list(ids) if ids else None,
+                include_total_count=include_total_count,
+                include_deleted=include_deleted,
+            )
+        )
 
     async def update_axon(self, ref: str, metadata: dict[str, str]) -> AxonView:
         view = await self.get_axon(ref)
@@ -287,12 +312,11 @@ class Engine:
         write: bool = False,
         at_sequence: int | None = None,
         max_rows: int = state.DEFAULT_MAX_ROWS,
-        cancel: threading.Event | None = None,
     ) -> QueryResult:
         """One SQL statement. Read-only unless `write`; `at_sequence` queries the state as it
         was right after that event (read-only). It runs within the engine's SQL budget
-        (`limits`); setting `cancel` interrupts it."""
-        budget = Budget(self.limits, cancel)
+        (`limits`); cancelling the call interrupts the statement."""
+        budget = Budget(self.limits)
         async with self._using(axon_id) as f:
             if at_sequence is not None:
                 if write:
@@ -302,21 +326,23 @@ class Engine:
                 _check_sequence(at_sequence, f.last_sequence)
                 path = str(f.path)
                 return await self._run_sql(
-                    lambda: _query_at(path, at_sequence, sql, params, max_rows, budget)
+                    budget, lambda: _query_at(path, at_sequence, sql, params, max_rows, budget)
                 )
             if not write:
                 return await self._run_sql(
+                    budget,
                     lambda: f.read(
                         lambda c: state.run_statement(
                             c, sql, params, write=False, max_rows=max_rows, budget=budget
                         )
-                    )
+                    ),
                 )
             # Unvalidated on purpose: run_statement refuses bad sql and params with clear
             # errors (list(params) would silently bind the letters of a string).
             statement = Statement.model_construct(sql=sql, params=params)  # type: ignore[arg-type]
             try:
                 results = await self._write_sql(
+                    budget,
                     f,
                     lambda ctx: state.write_statements(
                         ctx.conn, [statement], max_rows=max_rows, budget=budget
@@ -332,13 +358,12 @@ class Engine:
         statements: Sequence[Any],
         *,
         ack: tuple[str, int] | None = None,
-        cancel: threading.Event | None = None,
     ) -> list[QueryResult]:
         """Several statements in one transaction: all of them commit, or none (BatchFailed).
         With `ack=(agent, sequence)` the agent's cursor moves in the same transaction, so its
-        effects happen exactly once."""
+        effects happen exactly once. Cancelling the call interrupts the batch (rolled back)."""
         parsed = state.parse_statements(statements)
-        budget = Budget(self.limits, cancel)
+        budget = Budget(self.limits)
 
         def run(ctx: WriteContext) -> list[QueryResult]:
             results = state.write_statements(ctx.conn, parsed, budget=budget)
@@ -349,7 +374,7 @@ class Engine:
         async with self._using(axon_id) as f:
             if ack is not None:
                 _check_sequence(ack[1], f.last_sequence)
-            return await self._write_sql(f, run)
+            return await self._write_sql(budget, f, run)
 
     async def agent_cursor(self, axon_id: str, agent: str) -> int:
         """The last sequence the agent acknowledged (0: none)."""
@@ -383,7 +408,7 @@ class Engine:
             anchor = await self._run(self.catalog.anchored_tip, axon_id)
             return await f.run_read(lambda c: records.verify(c, anchor))
 
-    async def export(self, axon_id: str) -> AsyncGenerator[bytes, None]:
+    async def export(self, axon_id: str) -> AsyncIterator[bytes]:
         """JSON Lines: the Axon, its events, then its state schema, rows and history. Streamed
         from one snapshot a bounded chunk at a time, so an export of any size costs little
         memory; closing the iterator early ends the read."""
@@ -395,7 +420,9 @@ class Engine:
             pending: asyncio.Future[list[bytes]] | None = None
             try:
                 while True:
-                    pending = asyncio.ensure_future(self._run_sql(lambda: _next_chunk(lines)))
+                    pending = asyncio.ensure_future(
+                        self._run_sql(budget, lambda: _next_chunk(lines))
+                    )
                     chunk = await asyncio.shield(pending)
                     if not chunk:
                         return
@@ -406,7 +433,7 @@ class Engine:
                 if pending is not None and not pending.done():
                     with contextlib.suppress(Exception):
                         await pending  # the reading thread must let go before we close it
-                await self._run_sql(lines.close)
+                await self._run_sql(budget, lines.close)
 
     async def import_axon(self, lines: Sequence[bytes | str], name: str | None = None) -> AxonView:
         """A new Axon equal to the exported one (events, hashes, state and its history)."""
@@ -483,18 +510,19 @@ class Engine:
         if tips:
             await self._run(self.catalog.anchor_tips, [(a, seq, h) for a, (seq, h) in tips.items()])
 
-    async def _run_sql(self, fn: Callable[[], T]) -> T:
+    async def _run_sql(self, budget: Budget, fn: Callable[[], T]) -> T:
         """User SQL runs on its own, smaller pool: however much of it there is, the engine's
         threads stay free for publishes and its own reads."""
         if self._sql_executor is None:
             raise Unavailable("the engine is not started", code="not_started")
-        return await asyncio.get_running_loop().run_in_executor(self._sql_executor, fn)
+        pending = asyncio.get_running_loop().run_in_executor(self._sql_executor, fn)
+        return await _interrupt_if_cancelled(budget, pending)
 
-    async def _write_sql(self, f: AxonFile, op: Callable[[WriteContext], T]) -> T:
+    async def _write_sql(self, budget: Budget, f: AxonFile, op: Callable[[WriteContext], T]) -> T:
         """User SQL that writes runs on the Axon's writer; at most `sql_threads` such
         operations hold an engine thread at a time."""
         async with self._sql_writes:
-            return await f.submit(op)  # type: ignore[no-any-return]
+            return await _interrupt_if_cancelled(budget, f.submit(op))
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -593,6 +621,16 @@ def _query_at(
         return state.run_statement(mem, sql, params, write=False, max_rows=max_rows, budget=budget)
     finally:
         mem.close()
+
+
+async def _interrupt_if_cancelled(budget: Budget, pending: Awaitable[T]) -> T:
+    """Await SQL running in a thread; a caller that gives up (a cancelled task: a client that
+    hung up) interrupts it there too, instead of leaving it to run to its deadline."""
+    try:
+        return await pending
+    except asyncio.CancelledError:
+        budget.cancel.set()
+        raise
 
 
 def _next_chunk(lines: Iterator[bytes], max_bytes: int = EXPORT_CHUNK_BYTES) -> list[bytes]:

@@ -4,12 +4,10 @@ runs it on the home's unix socket and, optionally, TCP.
 """
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
-import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
@@ -32,6 +30,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 408, 409, 413, 422, 503)
 }
 MAX_IMPORT_BYTES = 512 << 20
+T = TypeVar("T")
 
 
 class ORJSONResponse(JSONResponse):
@@ -189,6 +188,7 @@ def create_app(
         search: str | None = None,
         id: str | None = None,
         include_total_count: bool = False,
+        include_deleted: bool = False,
     ) -> s.AxonPage:
         caller.require("read")
         ids = [i for i in (id or "").split(",") if i] or None
@@ -203,6 +203,7 @@ def create_app(
             search=search,
             ids=ids,
             include_total_count=include_total_count,
+            include_deleted=include_deleted,
         )
 
     @app.get("/v1/axons/{id}", response_model=s.AxonView, tags=["axons"])
@@ -346,27 +347,30 @@ def create_app(
     ) -> Response:
         axon_id = await axon_for(caller, ref, "read")
         write = body.at_sequence is None and not body.read_only and caller.allows("sql-write")
-        with cancel_on_disconnect(request) as cancel:
-            result = await engine.query(
+        result = await until_disconnected(
+            request,
+            engine.query(
                 axon_id,
                 body.sql,
                 body.params,
                 write=write,
                 at_sequence=body.at_sequence,
-                cancel=cancel,
-            )
+                max_rows=body.max_rows,
+            ),
+        )
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/axons/{id}/sql/batch", response_model=s.SqlBatchResult, tags=["sql"])
     async def sql_batch(
         caller: Caller, ref: AxonId, body: s.SqlBatchRequest, request: Request
     ) -> Any:
-        axon_id = await axon_for(caller, ref, "sql-write")
+        axon_id = await axon_for(caller, ref, "admin" if body.ack else "sql-write")
+        ack = (body.ack.agent, body.ack.sequence) if body.ack else None
         try:
-            with cancel_on_disconnect(request) as cancel:
-                results = await engine.batch(
-                    axon_id, [st.model_dump() for st in body.statements], cancel=cancel
-                )
+            results = await until_disconnected(
+                request,
+                engine.batch(axon_id, [st.model_dump() for st in body.statements], ack=ack),
+            )
         except BatchFailed as failed:
             steps: list[dict[str, Any]] = [
                 {"error": {"message": f"rolled back: statement {failed.index + 1} failed"}}
@@ -413,7 +417,8 @@ def create_app(
                 async for line in lines:
                     yield line + b"\n"
             finally:
-                await lines.aclose()
+                if isinstance(lines, AsyncGenerator):  # end the engine's read now, not at GC
+                    await lines.aclose()
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
@@ -450,6 +455,18 @@ def create_app(
     ) -> s.AgentLogs:
         axon_id = await axon_for(caller, ref, "read")
         return s.AgentLogs(lines=await engine.agents.logs(axon_id, name, tail))
+
+    @app.get("/v1/axons/{id}/agents/{name}/cursor", response_model=s.Cursor, tags=["agents"])
+    async def agent_cursor(caller: Caller, ref: AxonId, name: str) -> s.Cursor:
+        """The last sequence the agent acknowledged (0: none)."""
+        axon_id = await axon_for(caller, ref, "read")
+        return s.Cursor(sequence=await engine.agent_cursor(axon_id, name))
+
+    @app.post("/v1/axons/{id}/agents/{name}/ack", response_model=s.Cursor, tags=["agents"])
+    async def agent_ack(caller: Caller, ref: AxonId, name: str, body: s.Cursor) -> s.Cursor:
+        """Move the agent's durable cursor forward (never back)."""
+        axon_id = await axon_for(caller, ref, "admin")
+        return s.Cursor(sequence=await engine.ack(axon_id, name, body.sequence))
 
     @app.post("/v1/axons/{id}/agents/{name}/{action}", response_model=s.AgentView, tags=["agents"])
     async def agent_action(
@@ -499,22 +516,23 @@ def create_app(
     return app
 
 
-@contextlib.contextmanager
-def cancel_on_disconnect(request: Request) -> Iterator[threading.Event]:
-    """An event that is set when the client hangs up, so the SQL it asked for stops at once
-    instead of running to its deadline for nobody."""
-    cancel = threading.Event()
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the client hangs up first: the engine then interrupts the SQL it
+    runs at once instead of letting it run to its deadline for nobody."""
+    task = asyncio.ensure_future(work)
 
-    async def watch() -> None:
+    async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        cancel.set()
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    watcher = asyncio.ensure_future(disconnected())
     try:
-        yield cancel
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+        if not task.done():
+            task.cancel()  # the client is gone (or this handler was cancelled)
+    return await task
 
 
 def _body_type(body: Any) -> str | None:

@@ -416,7 +416,10 @@ class Engine:
         async with self._using(view.id) as f:
             # No deadline (an export takes as long as it takes); a client that leaves ends it.
             budget = Budget(dataclasses.replace(self.limits, sql_timeout_s=math.inf))
-            lines = records.dump_lines(view, str(f.path), f.last_sequence, budget)
+            path, last = str(f.path), f.last_sequence
+            lines = await self._run_sql(
+                budget, lambda: records.dump_lines(view, path, last, budget)
+            )
             pending: asyncio.Future[list[bytes]] | None = None
             try:
                 while True:

@@ -136,19 +136,29 @@ def dump_lines(
     view: AxonView, path: str, at_sequence: int, budget: Budget | None = None
 ) -> Generator[bytes, None, None]:
     """The export line by line, from one consistent snapshot of the file, so an export of
-    any size streams in bounded memory. Close the iterator to end it early."""
-    yield orjson.dumps(
-        {
-            "type": "axon",
-            "format": FORMAT,
-            "name": view.name,
-            "metadata": view.metadata,
-            "source_id": view.id,
-            "at_sequence": at_sequence,
-        }
-    )
+    any size streams in bounded memory. Close the iterator to end it early.
+
+    The state is rebuilt here, before the first line: a history that cannot be rebuilt
+    (refused by the time-travel guard) is an error the caller can still answer cleanly."""
+    state = state_at(path, at_sequence, budget)
+    return _lines(view, path, at_sequence, state)
+
+
+def _lines(
+    view: AxonView, path: str, at_sequence: int, state: apsw.Connection
+) -> Generator[bytes, None, None]:
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
+        yield orjson.dumps(
+            {
+                "type": "axon",
+                "format": FORMAT,
+                "name": view.name,
+                "metadata": view.metadata,
+                "source_id": view.id,
+                "at_sequence": at_sequence,
+            }
+        )
         conn.execute("BEGIN")  # one consistent snapshot of the file
         for row in conn.execute(
             f"SELECT {', '.join(_EVENT_FIELDS)} FROM axon_events WHERE sequence <= ? "
@@ -161,36 +171,31 @@ def dump_lines(
         objects = schema_at(conn, at_sequence)
         for name, kind, sql, _epoch in objects:
             yield orjson.dumps({"type": "object", "name": name, "kind": kind, "sql": sql})
-        yield from _state_rows(path, at_sequence, objects, budget)
+        yield from _state_rows(state, objects)
         yield from _history_rows(conn, at_sequence)
         conn.execute("COMMIT")
     finally:
         conn.close()
+        state.close()
 
 
 def _state_rows(
-    path: str, at_sequence: int, objects: list[tuple[str, str, str, int]], budget: Budget | None
+    state: apsw.Connection, objects: list[tuple[str, str, str, int]]
 ) -> Iterator[bytes]:
-    mem = state_at(path, at_sequence, budget)
-    try:
-        for name, kind, _sql, _epoch in objects:
-            if kind != "table":
-                continue
-            columns = columns_of(mem, name)
-            cur = mem.execute(
-                f"SELECT rowid, {readable(columns)} FROM {quote(name)} ORDER BY rowid"
+    for name, kind, _sql, _epoch in objects:
+        if kind != "table":
+            continue
+        columns = columns_of(state, name)
+        cur = state.execute(f"SELECT rowid, {readable(columns)} FROM {quote(name)} ORDER BY rowid")
+        for rowid, *values in cur:
+            yield orjson.dumps(
+                {
+                    "type": "row",
+                    "table": name,
+                    "rowid": rowid,
+                    "values": dict(zip(columns, from_readable(values, _encode), strict=True)),
+                }
             )
-            for rowid, *values in cur:
-                yield orjson.dumps(
-                    {
-                        "type": "row",
-                        "table": name,
-                        "rowid": rowid,
-                        "values": dict(zip(columns, from_readable(values, _encode), strict=True)),
-                    }
-                )
-    finally:
-        mem.close()
 
 
 def _history_rows(conn: apsw.Connection, at_sequence: int) -> Iterator[bytes]:

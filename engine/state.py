@@ -140,9 +140,6 @@ class _Guard:
         return "this statement is not allowed in Axon state"
 
 
-_INT64 = range(-(1 << 63), 1 << 63)
-
-
 _CREATE_ACTIONS = {
     "table": apsw.SQLITE_CREATE_TABLE,
     "index": apsw.SQLITE_CREATE_INDEX,
@@ -209,6 +206,9 @@ def create_object(
         raise InvalidInput(
             f"the SQL of {kind} {name!r:.80} does not create it", code="invalid_object"
         )
+
+
+_INT64 = range(-(1 << 63), 1 << 63)
 
 
 def _check_params(params: Sequence[Any] | None) -> tuple[Any, ...]:
@@ -504,7 +504,7 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
         raise SqlError(
             f"table {name} is WITHOUT ROWID; Axon state needs rowid tables for time travel"
         )
-    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({quote(name)})")]
+    columns = columns_of(conn, name)
     _refuse_reserved_columns(name, columns)
     hist = _hist(name)
     conn.execute(
@@ -618,7 +618,7 @@ def _copy_rows_at(
     mem: apsw.Connection, name: str, sequence: int, epoch: int, budget: Budget
 ) -> None:
     """Per row of table `name`, its newest version at `sequence` (after the table's epoch)."""
-    columns = [row[1] for row in mem.execute(f"PRAGMA main.table_info({quote(name)})")]
+    columns = columns_of(mem, name)
     have = {row[1] for row in mem.execute(f"PRAGMA src.table_info({_hist(name)})")}
     picked = ", ".join(quote(c) if c in have else "NULL" for c in columns)
     cols = ", ".join(quote(c) for c in columns)

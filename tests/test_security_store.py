@@ -462,3 +462,32 @@ def test_import_keeps_what_sqlite_makes_for_a_table(api: Api) -> None:
         f"/v1/axons/{copy}/sql/query", json={"sql": "SELECT x FROM s", "at_sequence": 1}
     )
     assert at.json()["rows"] == [["x"]], at.text
+
+
+def test_schema_history_cannot_smuggle_sql_into_time_travel(
+    api: Api, export_lines: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """History rows are data at import; time travel re-creates their SQL under the
+    one-object guard, so SQL planted there fails cleanly when it is used, and escapes nothing."""
+    outside = tmp_path / "planted.db"
+    planted = []
+    for line in export_lines:
+        if line["type"] == "history" and line["table"] == "axon_schema_history":
+            values = list(line["values"])
+            if values[2] == "notes":
+                values[4] = f"CREATE TABLE notes(body TEXT); ATTACH '{outside}' AS x"
+            line = {**line, "values": values}
+        planted.append(line)
+    r = api.import_lines(planted)
+    if r.status_code != 200:  # refused outright is as good
+        assert_error(r, 400, "invalid_export")
+        return
+    copy = r.json()["id"]
+    at = api.reader.post(
+        f"/v1/axons/{copy}/sql/query", json={"sql": "SELECT * FROM notes", "at_sequence": 1}
+    )
+    assert at.status_code in (400, 403) and "error" in at.json(), at.text
+    exported = api.reader.get(f"/v1/axons/{copy}/export")
+    assert exported.status_code in (400, 403) and "error" in exported.json(), exported.text
+    assert not outside.exists()
+    assert api.sql(api.reader, copy, "SELECT body FROM notes").json()["rows"] == [["kept"]]

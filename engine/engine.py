@@ -396,17 +396,22 @@ class Engine:
         """The state changes made between event `sequence - 1` and the next event."""
         async with self._using(axon_id) as f:
             _check_sequence(sequence, f.last_sequence)
-            return await f.run_read(lambda c: state.changes_at(c, sequence))
+            return await self._run_sql(
+                Budget(self.limits), lambda: f.read(lambda c: state.changes_at(c, sequence))
+            )
 
     # -- records ----------------------------------------------------------------------
 
     async def verify(self, axon_id: str) -> VerifyReport:
         """The hash chain, checked against the tip anchored in the catalog (see
-        `records.verify` for what it proves)."""
+        `records.verify` for what it proves). It reads the whole log, so it runs on the user
+        SQL threads: many at once cannot hold up publishes."""
         async with self._using(axon_id) as f:
             await self._flush_anchors()
             anchor = await self._run(self.catalog.anchored_tip, axon_id)
-            return await f.run_read(lambda c: records.verify(c, anchor))
+            return await self._run_sql(
+                Budget(self.limits), lambda: f.read(lambda c: records.verify(c, anchor))
+            )
 
     async def export(self, axon_id: str) -> AsyncIterator[bytes]:
         """JSON Lines: the Axon, its events, then its state schema, rows and history. Streamed

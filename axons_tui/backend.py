@@ -13,8 +13,9 @@ from typing import Any
 
 from engine.api.client import Client
 from engine.backend import Backend
-from engine.engine import Engine, default_home
+from engine.engine import Engine
 from engine.errors import InvalidInput
+from engine.home import Home, default_home
 
 
 def engine_answers(sock_path: Path) -> bool:
@@ -58,7 +59,7 @@ async def open_backend(home: Path | None, connect: str | None = None) -> AsyncIt
             yield client
         return
     root = resolve_home(home)
-    sock = root / "engine.sock"
+    sock = Home(root).socket
     if engine_answers(sock):
         async with Client(socket_path=sock) as client:
             yield client

@@ -25,13 +25,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import platformdirs
-
 from engine import records, state
 from engine.budget import Budget, StoreLimits
 from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog, check_metadata, new_axon_id
 from engine.errors import Conflict, InvalidInput, Unavailable
+from engine.home import Home
 from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft, check_label
 from engine.models import (
     AxonPage,
@@ -54,12 +53,6 @@ ANCHOR_INTERVAL_S = 1.0
 EXPORT_CHUNK_BYTES = 1 << 20
 
 
-def default_home() -> Path:
-    """CONTRACT §2: $AXONS_HOME, else the platform's user data dir."""
-    env = os.environ.get("AXONS_HOME")
-    return Path(env) if env else Path(platformdirs.user_data_dir("axons"))
-
-
 class Engine:
     """The in-process API. Use as `async with Engine(home) as engine: ...`."""
 
@@ -74,7 +67,8 @@ class Engine:
         agent_runtime: str = "auto",
         limits: StoreLimits | None = None,
     ) -> None:
-        self.home = Path(home) if home is not None else default_home()
+        self.paths = Home.at(home)
+        self.home = self.paths.root
         self.max_open_axons = max_open_axons
         self.max_payload = max_payload
         self.bus = Bus(subscriber_buffer)
@@ -98,13 +92,13 @@ class Engine:
     # -- lifetime ---------------------------------------------------------------------
 
     async def start(self) -> Engine:
-        (self.home / "axons").mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_home(self.home)
+        self.paths.axons.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_home(self.paths)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
         self._sql_executor = ThreadPoolExecutor(
             self.limits.sql_threads, thread_name_prefix="axons-user-sql"
         )
-        self._catalog = await self._run(Catalog, self.home / "catalog.db")
+        self._catalog = await self._run(Catalog, self.paths.catalog)
         self._anchoring = asyncio.get_running_loop().create_task(self._anchor_tips())
         await self.agents.start()
         return self
@@ -498,7 +492,7 @@ class Engine:
         return self._catalog
 
     def path_of(self, axon_id: str) -> Path:
-        return self.home / "axons" / f"{axon_id}.db"
+        return self.paths.axon_file(axon_id)
 
     def _committed(self, axon_id: str, events: list[Event]) -> None:
         """After every commit: deliver the events, and mark the new tip for anchoring."""
@@ -666,15 +660,15 @@ def _check_sequence(sequence: int, last: int) -> None:
         )
 
 
-def _lock_home(home: Path) -> int:
-    fd = os.open(home / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+def _lock_home(home: Home) -> int:
+    fd = os.open(home.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise Unavailable(
-            f"another engine ({holder}) already runs on {home}; connect to it instead",
+            f"another engine ({holder}) already runs on {home.root}; connect to it instead",
             code="home_locked",
         ) from None
     os.ftruncate(fd, 0)

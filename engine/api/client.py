@@ -20,6 +20,7 @@ import orjson
 from httpx_sse import aconnect_sse
 
 from engine.errors import AxonError, BatchFailed, ErrorCode, NotFound, error_from
+from engine.home import Home
 from engine.models import (
     AgentSpec,
     AgentView,
@@ -123,7 +124,7 @@ class Client:
 
     @classmethod
     def for_home(cls, home: Path | str) -> Client:
-        return cls(socket_path=Path(home) / "engine.sock")
+        return cls(socket_path=Home.at(home).socket)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -393,7 +394,7 @@ class SyncClient:
 
     @classmethod
     def for_home(cls, home: Path | str) -> SyncClient:
-        return cls(socket_path=Path(home) / "engine.sock")
+        return cls(socket_path=Home.at(home).socket)
 
     def _run(self, coro: Awaitable[T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]

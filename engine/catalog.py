@@ -40,6 +40,11 @@ CREATE TABLE IF NOT EXISTS agents(
     PRIMARY KEY (axon_id, name)
 );
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tips(
+    axon_id TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
 """
 
 _COLUMNS = "id, created_at_ms, metadata, name, deleted_at_ms"
@@ -244,6 +249,26 @@ class Catalog:
             return str(
                 self._conn.execute("SELECT value FROM meta WHERE key = 'home_id'").fetchall()[0][0]
             )
+
+    # -- chain anchors --------------------------------------------------------------------
+
+    def anchor_tips(self, tips: list[tuple[str, int, str]]) -> None:
+        """Record each Axon's latest (sequence, hash) outside its own file, so `verify` can tell
+        a log whose tail was cut off from one that never had it. Never moves back."""
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT INTO tips VALUES (?,?,?) ON CONFLICT(axon_id) DO UPDATE SET "
+                "sequence = excluded.sequence, hash = excluded.hash "
+                "WHERE excluded.sequence > tips.sequence",
+                tips,
+            )
+
+    def anchored_tip(self, axon_id: str) -> tuple[int, str] | None:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT sequence, hash FROM tips WHERE axon_id = ?", (axon_id,)
+            ).fetchall()
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     # -- agents -------------------------------------------------------------------------
 

@@ -6,24 +6,34 @@ thread pool that does the SQLite work off the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import fcntl
 import getpass
+import math
 import os
 import resource
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from engine import records, state
+from engine.budget import Budget, StoreLimits
 from engine.bus import DEFAULT_BUFFER, Bus
-from engine.catalog import Catalog
+from engine.catalog import Catalog, check_metadata, new_axon_id
 from engine.durability import WalSync
 from engine.errors import Conflict, InvalidInput, Unavailable
 from engine.home import Home
-from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft
+from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft, check_label
 from engine.models import (
     AxonPage,
     AxonView,
@@ -42,6 +52,8 @@ from engine.supervisor import Supervisor
 T = TypeVar("T")
 CATCH_UP_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
+ANCHOR_INTERVAL_S = 1.0
+EXPORT_CHUNK_BYTES = 1 << 20
 
 
 class Engine:
@@ -56,6 +68,7 @@ class Engine:
         subscriber_buffer: int = DEFAULT_BUFFER,
         threads: int = 8,
         agent_runtime: str = "auto",
+        limits: StoreLimits | None = None,
     ) -> None:
         self.paths = Home.at(home)
         self.home = self.paths.root
@@ -64,12 +77,18 @@ class Engine:
         self.bus = Bus(subscriber_buffer)
         self.local_user = _local_user()
         self._threads = threads
+        self.limits = limits or StoreLimits.from_env()
         self._executor: ThreadPoolExecutor | None = None
         self._durability: WalSync | None = None
+        self._sql_executor: ThreadPoolExecutor | None = None
+        # Writing SQL holds an engine thread: never more than half of them.
+        self._sql_writes = asyncio.Semaphore(max(1, min(self.limits.sql_threads, threads // 2)))
         self._catalog: Catalog | None = None
         self._files: OrderedDict[str, AxonFile] = OrderedDict()
         self._opening: dict[str, asyncio.Future[AxonFile]] = {}
         self._deleted: set[str] = set()
+        self._tips: dict[str, tuple[int, str]] = {}  # committed, not yet anchored
+        self._anchoring: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._closing = False
         self.config = OperatorConfig()  # HOME/config.toml, read by `start`
@@ -84,7 +103,11 @@ class Engine:
         _allow_open_files(self.max_open_axons)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
         self._durability = WalSync()
+        self._sql_executor = ThreadPoolExecutor(
+            self.limits.sql_threads, thread_name_prefix="axons-user-sql"
+        )
         self._catalog = await self._run(Catalog, self.paths.catalog)
+        self._anchoring = asyncio.get_running_loop().create_task(self._anchor_tips())
         await self.agents.start()
         return self
 
@@ -97,12 +120,17 @@ class Engine:
         for f in list(self._files.values()):
             await f.close()
         self._files.clear()
+        if self._anchoring is not None:
+            self._anchoring.cancel()
+            self._anchoring = None
         if self._catalog is not None:
+            await self._flush_anchors()
             await self._run(self._catalog.close)
             self._catalog = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for pool in (self._sql_executor, self._executor):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._executor = self._sql_executor = None
         if self._durability is not None:
             self._durability.close()
             self._durability = None
@@ -123,11 +151,6 @@ class Engine:
     ) -> AxonView:
         """A new Axon; a name a live Axon has is refused (409 `name_taken`)."""
         return await self._run(self.catalog.create, name, metadata or {})
-
-    async def _create_named_by_engine(self, name: str | None, metadata: dict[str, str]) -> AxonView:
-        """An Axon whose name the engine chose (an import's, a fork's): made free with a
-        suffix when a live Axon has it, rather than refused."""
-        return await self._run(lambda: self.catalog.create(name, metadata, rename_if_taken=True))
 
     async def get_axon(self, ref: str) -> AxonView:
         """By id, or by name (the newest live Axon with that name)."""
@@ -209,7 +232,7 @@ class Engine:
         """Oldest first: up to `limit` events with sequence > `after`."""
         _check_limit(limit)
         async with self._using(axon_id) as f:
-            return await self._run(f.events_after, after, limit)
+            return await self._run(f.events_after, after, limit, self.limits.max_page_bytes)
 
     async def list_events(
         self,
@@ -222,11 +245,13 @@ class Engine:
         """Newest first (Runloop's `events.list`); `starting_after` is a sequence."""
         _check_limit(limit)
         async with self._using(axon_id) as f:
-            events = await self._run(f.events_before, starting_after, limit + 1)
+            events = await self._run(
+                f.events_before, starting_after, limit, self.limits.max_page_bytes
+            )
             total = f.last_sequence if include_total_count else None
         return EventPage(
-            events=[e.to_dict() for e in events[:limit]],
-            has_more=len(events) > limit,
+            events=[e.to_dict() for e in events],
+            has_more=bool(events) and events[-1].sequence > 1,  # the log is gapless from 1
             total_count=total,
         )
 
@@ -264,11 +289,13 @@ class Engine:
 
     async def _catch_up(self, f: AxonFile, next_seq: int) -> AsyncIterator[Event]:
         while next_seq <= f.last_sequence and not self._closing:
-            page = await self._run(f.events_after, next_seq - 1, CATCH_UP_PAGE)
+            page = await self._run(
+                f.events_after, next_seq - 1, CATCH_UP_PAGE, self.limits.max_page_bytes
+            )
             for e in page:
                 yield e
                 next_seq = e.sequence + 1
-            if len(page) < CATCH_UP_PAGE:
+            if not page:  # a short page may just be a full one in bytes: read on
                 return
 
     async def subscribe_all(self, axon_ids: Sequence[str] | None = None) -> AsyncIterator[Event]:
@@ -296,7 +323,9 @@ class Engine:
         max_rows: int = state.DEFAULT_MAX_ROWS,
     ) -> QueryResult:
         """One SQL statement. Read-only unless `write`; `at_sequence` queries the state as it
-        was right after that event (read-only)."""
+        was right after that event (read-only). It runs within the engine's SQL budget
+        (`limits`); cancelling the call interrupts the statement."""
+        budget = Budget(self.limits)
         async with self._using(axon_id) as f:
             if at_sequence is not None:
                 if write:
@@ -304,32 +333,49 @@ class Engine:
                         "a query at a past sequence is read-only", code="read_only_history"
                     )
                 _check_sequence(at_sequence, f.last_sequence)
-                return await self._run(_query_at, str(f.path), at_sequence, sql, params, max_rows)
+                path = str(f.path)
+                return await self._run_sql(
+                    budget, lambda: _query_at(path, at_sequence, sql, params, max_rows, budget)
+                )
             if not write:
-                return await f.run_read(
-                    lambda c: state.run_statement(c, sql, params, write=False, max_rows=max_rows)
+                return await self._run_sql(
+                    budget,
+                    lambda: f.read(
+                        lambda c: state.run_statement(
+                            c, sql, params, write=False, max_rows=max_rows, budget=budget
+                        )
+                    ),
                 )
             # Unvalidated on purpose: run_statement refuses bad sql and params with clear
             # errors (list(params) would silently bind the letters of a string).
             statement = Statement.model_construct(sql=sql, params=params)  # type: ignore[arg-type]
             try:
-                results = await f.submit(
-                    lambda ctx: state.write_statements(ctx.conn, [statement], max_rows=max_rows)
+                results = await self._write_sql(
+                    budget,
+                    f,
+                    lambda ctx: state.write_statements(
+                        ctx.conn, [statement], max_rows=max_rows, budget=budget
+                    ),
                 )
             except state.BatchFailed as e:
                 raise e.cause from None
             return results[0]
 
     async def batch(
-        self, axon_id: str, statements: Sequence[Any], *, ack: tuple[str, int] | None = None
+        self,
+        axon_id: str,
+        statements: Sequence[Any],
+        *,
+        ack: tuple[str, int] | None = None,
     ) -> list[QueryResult]:
         """Several statements in one transaction: all of them commit, or none (BatchFailed).
         With `ack=(agent, sequence)` the agent's cursor moves in the same transaction, so its
-        effects happen exactly once."""
+        effects happen exactly once. Cancelling the call interrupts the batch (rolled back)."""
         parsed = state.parse_statements(statements)
+        budget = Budget(self.limits)
 
         def run(ctx: WriteContext) -> list[QueryResult]:
-            results = state.write_statements(ctx.conn, parsed)
+            results = state.write_statements(ctx.conn, parsed, budget=budget)
             if ack is not None:
                 _move_cursor(ctx, *ack)
             return results
@@ -337,7 +383,7 @@ class Engine:
         async with self._using(axon_id) as f:
             if ack is not None:
                 _check_sequence(ack[1], f.last_sequence)
-            return await f.submit(run)
+            return await self._write_sql(budget, f, run)
 
     async def agent_cursor(self, axon_id: str, agent: str) -> int:
         """The last sequence the agent acknowledged (0: none)."""
@@ -359,33 +405,95 @@ class Engine:
         """The state changes made between event `sequence - 1` and the next event."""
         async with self._using(axon_id) as f:
             _check_sequence(sequence, f.last_sequence)
-            return await f.run_read(lambda c: state.changes_at(c, sequence))
+            return await self._run_sql(
+                Budget(self.limits), lambda: f.read(lambda c: state.changes_at(c, sequence))
+            )
 
     # -- records ----------------------------------------------------------------------
 
     async def verify(self, axon_id: str) -> VerifyReport:
+        """The hash chain, checked against the tip anchored in the catalog (see
+        `records.verify` for what it proves). It reads the whole log, so it runs on the user
+        SQL threads: many at once cannot hold up publishes."""
         async with self._using(axon_id) as f:
-            return await f.run_read(records.verify)
+            await self._flush_anchors()
+            anchor = await self._run(self.catalog.anchored_tip, axon_id)
+            return await self._run_sql(
+                Budget(self.limits), lambda: f.read(lambda c: records.verify(c, anchor))
+            )
 
     async def export(self, axon_id: str) -> AsyncIterator[bytes]:
-        """JSON Lines: the Axon, its events, then its state schema, rows and history."""
+        """JSON Lines: the Axon, its events, then its state schema, rows and history. Streamed
+        from one snapshot a bounded chunk at a time, so an export of any size costs little
+        memory; closing the iterator early ends the read."""
         view = await self.get_axon(axon_id)
         async with self._using(view.id) as f:
-            lines = await self._run(records.dump, view, str(f.path), f.last_sequence)
-        for line in lines:
-            yield line
+            # No deadline (an export takes as long as it takes); a client that leaves ends it.
+            budget = Budget(dataclasses.replace(self.limits, sql_timeout_s=math.inf))
+            path, last = str(f.path), f.last_sequence
+            lines = await self._run_sql(
+                budget, lambda: records.dump_lines(view, path, last, budget)
+            )
+            pending: asyncio.Future[list[bytes]] | None = None
+            try:
+                while True:
+                    pending = asyncio.ensure_future(
+                        self._run_sql(budget, lambda: _next_chunk(lines))
+                    )
+                    chunk = await asyncio.shield(pending)
+                    if not chunk:
+                        return
+                    for line in chunk:
+                        yield line
+            finally:
+                budget.cancel.set()
+                if pending is not None and not pending.done():
+                    with contextlib.suppress(Exception):
+                        await pending  # the reading thread must let go before we close it
+                await self._run_sql(budget, lines.close)
 
     async def import_axon(self, lines: Sequence[bytes | str], name: str | None = None) -> AxonView:
         """A new Axon equal to the exported one (events, hashes, state and its history)."""
         parsed = await self._run(records.parse, lines)
         header = parsed.header
-        metadata = header.get("metadata") or {}
-        if name:
-            view = await self.create_axon(name, metadata)
-        else:
-            view = await self._create_named_by_engine(header.get("name"), metadata)
-        f = await self._open(view.id)
-        await f.submit(lambda ctx: records.load(ctx, parsed))
+        return await self._create_loaded(
+            name or header.get("name"),
+            header.get("metadata") or {},
+            parsed,
+            rename_if_taken=not name,
+        )
+
+    async def _create_loaded(
+        self, name: object, metadata: object, parsed: records.Parsed, *, rename_if_taken: bool
+    ) -> AxonView:
+        """A new Axon holding `parsed`. Its file is written and committed first and the Axon
+        enters the catalog only then: a failed import leaves nothing behind. A name the engine
+        chose (`rename_if_taken`: an import's own, a fork's) gets a free suffix when taken."""
+        if name is not None:
+            check_label("name", name)  # refuses anything but a fitting str
+        label = name if isinstance(name, str) else None
+        checked = check_metadata(metadata)
+        axon_id = new_axon_id()
+        path = self.path_of(axon_id)
+        executor, durability = self._executor, self._durability
+        assert executor is not None and durability is not None
+        f = await self._run(
+            lambda: AxonFile(axon_id, path, executor, self._committed, durability, create=True)
+        )
+        try:
+            await f.submit(lambda ctx: records.load(ctx, parsed))
+            await f.close()
+            view = await self._run(
+                lambda: self.catalog.create(label, checked, axon_id, rename_if_taken=rename_if_taken)
+            )
+        except BaseException:
+            await f.close()
+            for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
+            raise
+        if parsed.events:
+            last = parsed.events[-1]
+            await self._run(self.catalog.anchor_tips, [(axon_id, last.sequence, last.hash)])
         return view
 
     async def fork(self, axon_id: str, at_sequence: int, name: str | None = None) -> AxonView:
@@ -397,13 +505,7 @@ class Engine:
         fork_name = name or f"{view.name or view.id}@{at_sequence}"
         metadata = {**view.metadata, "forked_from": view.id, "forked_at": str(at_sequence)}
         parsed = await self._run(records.parse, lines)
-        if name:
-            new = await self.create_axon(name, metadata)
-        else:
-            new = await self._create_named_by_engine(fork_name, metadata)
-        target = await self._open(new.id)
-        await target.submit(lambda ctx: records.load(ctx, parsed))
-        return new
+        return await self._create_loaded(fork_name, metadata, parsed, rename_if_taken=not name)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -415,6 +517,38 @@ class Engine:
 
     def path_of(self, axon_id: str) -> Path:
         return self.paths.axon_file(axon_id)
+
+    def _committed(self, axon_id: str, events: list[Event]) -> None:
+        """After every commit: deliver the events, and mark the new tip for anchoring."""
+        self.bus.deliver(axon_id, events)
+        self._tips[axon_id] = (events[-1].sequence, events[-1].hash)
+
+    async def _anchor_tips(self) -> None:
+        """Anchor new tips in the catalog about once a second: off the publish path, one
+        catalog transaction for every Axon that moved."""
+        while True:
+            await asyncio.sleep(ANCHOR_INTERVAL_S)
+            with contextlib.suppress(Exception):  # the next round retries
+                await self._flush_anchors()
+
+    async def _flush_anchors(self) -> None:
+        tips, self._tips = self._tips, {}
+        if tips:
+            await self._run(self.catalog.anchor_tips, [(a, seq, h) for a, (seq, h) in tips.items()])
+
+    async def _run_sql(self, budget: Budget, fn: Callable[[], T]) -> T:
+        """User SQL runs on its own, smaller pool: however much of it there is, the engine's
+        threads stay free for publishes and its own reads."""
+        if self._sql_executor is None:
+            raise Unavailable("the engine is not started", code="not_started")
+        pending = asyncio.get_running_loop().run_in_executor(self._sql_executor, fn)
+        return await _interrupt_if_cancelled(budget, pending)
+
+    async def _write_sql(self, budget: Budget, f: AxonFile, op: Callable[[WriteContext], T]) -> T:
+        """User SQL that writes runs on the Axon's writer; at most `sql_threads` such
+        operations hold an engine thread at a time."""
+        async with self._sql_writes:
+            return await _interrupt_if_cancelled(budget, f.submit(op))
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -456,7 +590,7 @@ class Engine:
                     axon_id,
                     path,
                     executor,
-                    self.bus.deliver,
+                    self._committed,
                     durability,
                     create=not path.exists(),
                 )
@@ -508,13 +642,40 @@ def _move_cursor(ctx: WriteContext, agent: str, sequence: int) -> int:
 
 
 def _query_at(
-    path: str, sequence: int, sql: str, params: Sequence[Any] | None, max_rows: int
+    path: str,
+    sequence: int,
+    sql: str,
+    params: Sequence[Any] | None,
+    max_rows: int,
+    budget: Budget,
 ) -> QueryResult:
-    mem = state.state_at(path, sequence)
+    mem = state.state_at(path, sequence, budget)
     try:
-        return state.run_statement(mem, sql, params, write=False, max_rows=max_rows)
+        return state.run_statement(mem, sql, params, write=False, max_rows=max_rows, budget=budget)
     finally:
         mem.close()
+
+
+async def _interrupt_if_cancelled(budget: Budget, pending: Awaitable[T]) -> T:
+    """Await SQL running in a thread; a caller that gives up (a cancelled task: a client that
+    hung up) interrupts it there too, instead of leaving it to run to its deadline."""
+    try:
+        return await pending
+    except asyncio.CancelledError:
+        budget.cancel.set()
+        raise
+
+
+def _next_chunk(lines: Iterator[bytes], max_bytes: int = EXPORT_CHUNK_BYTES) -> list[bytes]:
+    """The next lines of an export, about `max_bytes` of them (at least one, if any remain)."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        chunk.append(line)
+        size += len(line)
+        if size >= max_bytes:
+            break
+    return chunk
 
 
 def _check_limit(limit: int) -> None:

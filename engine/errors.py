@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     INVALID_METADATA = "invalid_metadata"
     INVALID_MOUNT = "invalid_mount"
     INVALID_NAME = "invalid_name"
+    INVALID_OBJECT = "invalid_object"
     INVALID_ORIGIN = "invalid_origin"
     INVALID_PARAMS = "invalid_params"
     INVALID_PAYLOAD = "invalid_payload"
@@ -55,6 +56,7 @@ class ErrorCode(StrEnum):
     INVALID_SCOPE = "invalid_scope"
     INVALID_SEQUENCE = "invalid_sequence"
     INVALID_SQL = "invalid_sql"
+    INVALID_TEXT = "invalid_text"
     LIMITED_TOKEN = "limited_token"
     MALFORMED_JSON = "malformed_json"
     MISSING_SECRET = "missing_secret"
@@ -62,20 +64,23 @@ class ErrorCode(StrEnum):
     MULTIPLE_STATEMENTS = "multiple_statements"
     NAME_TAKEN = "name_taken"
     NETWORK_NOT_ALLOWED = "network_not_allowed"
-    NO_COMMAND = "no_command"
     NOT_FOUND = "not_found"
     NOT_RUNNING = "not_running"
     NOT_STARTED = "not_started"
+    NO_COMMAND = "no_command"
     OUTSIDE_LIMITS = "outside_limits"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     READ_ONLY = "read_only"
     READ_ONLY_HISTORY = "read_only_history"
     RESERVED_IDEMPOTENCY_KEY = "reserved_idempotency_key"
+    RESERVED_NAME = "reserved_name"
     RESERVED_SOURCE = "reserved_source"
     SECRET_NOT_ALLOWED = "secret_not_allowed"
     SHUTTING_DOWN = "shutting_down"
     SLOW_CONSUMER = "slow_consumer"
     SQL_ERROR = "sql_error"
+    STATEMENT_CANCELLED = "statement_cancelled"
+    STATEMENT_TIMEOUT = "statement_timeout"
     STORAGE_ERROR = "storage_error"
     STREAM_ENDED = "stream_ended"
     TOKEN_EXISTS = "token_exists"
@@ -148,6 +153,19 @@ class ReadOnlyViolation(AxonError):
     code = ErrorCode.READ_ONLY
 
 
+class StatementTimeout(AxonError):
+    """User SQL ran past the engine's deadline and was interrupted (rolled back if it wrote)."""
+
+    status = 408
+    code = ErrorCode.STATEMENT_TIMEOUT
+
+
+class StatementCancelled(StatementTimeout):
+    """User SQL was interrupted because its caller went away or gave up."""
+
+    code = ErrorCode.STATEMENT_CANCELLED
+
+
 class Unavailable(AxonError):
     status = 503
     code = ErrorCode.UNAVAILABLE
@@ -177,13 +195,22 @@ class ProtocolError(Exception):
 # The class an error body names: by its code where a class owns that code, else by status.
 _BY_CODE: dict[str, type[AxonError]] = {
     cls.code: cls
-    for cls in (SqlError, ReadOnlyViolation, ImageBuildError, PayloadTooLarge, Unauthorized)
+    for cls in (
+        SqlError,
+        ReadOnlyViolation,
+        ImageBuildError,
+        PayloadTooLarge,
+        Unauthorized,
+        StatementTimeout,
+        StatementCancelled,
+    )
 }
 _BY_STATUS: dict[int, type[AxonError]] = {
     400: InvalidInput,
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
+    408: StatementTimeout,
     409: Conflict,
     413: PayloadTooLarge,
     422: InvalidInput,  # a body the API schema refuses: the same mistake as a 400

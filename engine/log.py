@@ -27,6 +27,8 @@ from engine.errors import AxonError, InvalidInput, PayloadTooLarge, Unavailable
 from engine.models import CLIENT_ORIGINS, ORIGINS, Draft, Event, PublishResult
 
 DEFAULT_MAX_PAYLOAD = 1 << 20
+DEFAULT_PAGE_BYTES = 8 << 20
+_EVENT_OVERHEAD = 512
 MAX_LABEL = 200
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -425,24 +427,38 @@ class AxonFile:
     async def run_read(self, fn: Callable[[apsw.Connection], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.read, fn)
 
-    def events_after(self, after: int, limit: int) -> list[Event]:
-        """Oldest first: events with sequence > after (executor thread)."""
+    def events_after(
+        self, after: int, limit: int, max_bytes: int = DEFAULT_PAGE_BYTES
+    ) -> list[Event]:
+        """Oldest first: events with sequence > after, at most `limit` of them and about
+        `max_bytes` of payload (always at least one) (executor thread)."""
         sql = (
             f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence > ? ORDER BY sequence LIMIT ?"
         )
-        axon_id = self.axon_id
         after = max(-1, min(after, _NO_SEQUENCE))  # any int a client sends fits SQLite
-        return self.read(lambda c: [Event(axon_id, *r) for r in c.execute(sql, (after, limit))])
+        return self.read(lambda c: self._page(c.execute(sql, (after, limit)), max_bytes))
 
-    def events_before(self, before: int | None, limit: int) -> list[Event]:
-        """Newest first: events with sequence < before (all when None)."""
+    def events_before(
+        self, before: int | None, limit: int, max_bytes: int = DEFAULT_PAGE_BYTES
+    ) -> list[Event]:
+        """Newest first: events with sequence < before (all when None), bounded like
+        `events_after`."""
         bound = max(-1, min(before, _NO_SEQUENCE)) if before is not None else _NO_SEQUENCE
         sql = (
             f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence < ? "
             "ORDER BY sequence DESC LIMIT ?"
         )
-        axon_id = self.axon_id
-        return self.read(lambda c: [Event(axon_id, *r) for r in c.execute(sql, (bound, limit))])
+        return self.read(lambda c: self._page(c.execute(sql, (bound, limit)), max_bytes))
+
+    def _page(self, rows: Iterable[tuple[Any, ...]], max_bytes: int) -> list[Event]:
+        page: list[Event] = []
+        size = 0
+        for row in rows:
+            size += len(row[5]) + _EVENT_OVERHEAD  # the payload, and the fields around it
+            if page and size > max_bytes:
+                break
+            page.append(Event(self.axon_id, *row))
+        return page
 
     # -- lifetime ---------------------------------------------------------------------
 

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import apsw
 
-from engine.errors import BatchFailed, InvalidInput, ReadOnlyViolation, SqlError
+from engine.budget import Budget, StoreLimits
+from engine.errors import (
+    BatchFailed,
+    InvalidInput,
+    PayloadTooLarge,
+    ReadOnlyViolation,
+    SqlError,
+)
 from engine.models import Column, QueryMeta, QueryResult, RowChange, Statement
 
 DEFAULT_MAX_ROWS = 10_000
@@ -35,6 +42,7 @@ CREATE TABLE IF NOT EXISTS axon_schema_history(
 """
 
 _RESERVED_PREFIX = "axon_"  # SQLite itself guards sqlite_ names
+_RESERVED_COLUMN_PREFIX = "_ax_"
 _READ_PRAGMAS = frozenset(
     {
         "table_info",
@@ -120,16 +128,87 @@ class _Guard:
         if action in _WRITE_ACTIONS:
             if db is not None and db != "main":
                 return "temporary objects are not allowed; create tables in the Axon"
-            if _reserved(a1) or (
-                action in (apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_CREATE_TRIGGER) and _reserved(a2)
-            ):
-                return f"{a1} belongs to the engine (names starting axon_ are reserved)"
+            on_table = action in (apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_CREATE_TRIGGER)
+            if _reserved(a1) or (on_table and _reserved(a2)):
+                owned = a1 if _reserved(a1) else a2
+                return f"{owned} belongs to the engine (names starting axon_ are reserved)"
             return None
         if action == apsw.SQLITE_CREATE_VTABLE:
             return "virtual tables are not supported in Axon state"
         if action in (apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT):
             return "transactions are managed by the engine; use a batch for several statements"
         return "this statement is not allowed in Axon state"
+
+
+_CREATE_ACTIONS = {
+    "table": apsw.SQLITE_CREATE_TABLE,
+    "index": apsw.SQLITE_CREATE_INDEX,
+    "view": apsw.SQLITE_CREATE_VIEW,
+    "trigger": apsw.SQLITE_CREATE_TRIGGER,
+}
+OBJECT_KINDS = frozenset(_CREATE_ACTIONS)
+# What SQLite itself does while creating an object: record it in the schema, build an index.
+_SCHEMA_UPKEEP = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_REINDEX})
+
+
+class _CreateGuard(_Guard):
+    """The write guard, narrowed to creating one named object of one kind: what an export's
+    schema lines (and time travel's schema history) may do, and nothing else."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(write=True)
+        self.kind = kind
+        self.name = name
+        self.created = False
+
+    def _check(
+        self, action: int, a1: str | None, a2: str | None, db: str | None, trigger: str | None
+    ) -> str | None:
+        refusal = super()._check(action, a1, a2, db, trigger)
+        if refusal is not None or action in _READ_ACTIONS:
+            return refusal
+        if action in (apsw.SQLITE_FUNCTION, apsw.SQLITE_PRAGMA):
+            return None
+        if action == _CREATE_ACTIONS.get(self.kind) and (a1 or "").lower() == self.name.lower():
+            self.created = True
+            return None
+        if action in _SCHEMA_UPKEEP and (action == apsw.SQLITE_REINDEX or _schema_table(a1)):
+            return None
+        if self.kind == "table" and self._made_by_sqlite(action, a1, a2):
+            return None
+        return f"the {self.kind} {self.name} must be one CREATE {self.kind.upper()} statement"
+
+    def _made_by_sqlite(self, action: int, a1: str | None, a2: str | None) -> bool:
+        """A table's UNIQUE and PRIMARY KEY indexes, and AUTOINCREMENT's sqlite_sequence."""
+        if action == apsw.SQLITE_CREATE_INDEX:
+            return (a1 or "").startswith("sqlite_autoindex_") and a2 == self.name
+        return action == apsw.SQLITE_CREATE_TABLE and a1 == "sqlite_sequence"
+
+
+def _schema_table(name: str | None) -> bool:
+    return name is not None and name.lower() in ("sqlite_master", "sqlite_schema")
+
+
+def create_object(
+    conn: apsw.Connection, kind: str, name: str, sql: str, budget: Budget | None = None
+) -> None:
+    """Create one schema object from stored SQL (an import, time travel) under the write
+    guard: exactly one CREATE of this kind and name, in the main database, nothing else."""
+    if kind not in OBJECT_KINDS:
+        raise InvalidInput(
+            f"object {name!r:.80} has kind {kind!r:.20}; expected one of "
+            f"{', '.join(sorted(OBJECT_KINDS))}",
+            code="invalid_object",
+        )
+    guard = _CreateGuard(kind, name)
+    run_statement(conn, sql, write=True, budget=budget, guard=guard)
+    if not guard.created:
+        raise InvalidInput(
+            f"the SQL of {kind} {name!r:.80} does not create it", code="invalid_object"
+        )
+
+
+_INT64 = range(-(1 << 63), 1 << 63)
 
 
 def _check_params(params: Sequence[Any] | None) -> tuple[Any, ...]:
@@ -143,7 +222,30 @@ def _check_params(params: Sequence[Any] | None) -> tuple[Any, ...]:
                 "params must be null, booleans, numbers or strings; encode objects as JSON text",
                 code="invalid_params",
             )
+        if isinstance(p, int) and p not in _INT64:
+            raise InvalidInput(
+                f"integer param {str(p)[:24]}... does not fit SQLite's 64-bit integers; "
+                "send it as text or as a float",
+                code="invalid_params",
+            )
     return tuple(params)
+
+
+def _check_sql(sql: object) -> str:
+    if not isinstance(sql, str) or not sql.strip():
+        raise InvalidInput("sql must be a non-empty statement", code="invalid_sql")
+    if len(sql) > MAX_SQL_LENGTH:
+        raise InvalidInput(f"sql is longer than {MAX_SQL_LENGTH} characters", code="invalid_sql")
+    if "\x00" in sql:
+        raise InvalidInput(
+            "sql contains a NUL character; pass binary data as a param", code="invalid_sql"
+        )
+    return sql
+
+
+def _wire_size(row: list[Any]) -> int:
+    """About what a row costs in the JSON answer (blobs travel as base64)."""
+    return sum(len(v) if isinstance(v, str) else 8 for v in row) + 2 * len(row)
 
 
 def _jsonable(value: Any) -> Any:
@@ -169,14 +271,15 @@ def run_statement(
     *,
     write: bool,
     max_rows: int = DEFAULT_MAX_ROWS,
+    budget: Budget | None = None,
+    guard: _Guard | None = None,
 ) -> QueryResult:
-    """Run exactly one statement under the guard and shape its result like Runloop's."""
-    if not isinstance(sql, str) or not sql.strip():
-        raise InvalidInput("sql must be a non-empty statement", code="invalid_sql")
-    if len(sql) > MAX_SQL_LENGTH:
-        raise InvalidInput(f"sql is longer than {MAX_SQL_LENGTH} characters", code="invalid_sql")
+    """Run exactly one statement under the guard and the budget (time, value size, result
+    bytes) and shape its result like Runloop's."""
+    sql = _check_sql(sql)
     bindings = _check_params(params)
-    guard = _Guard(write=write)
+    budget = budget or Budget(StoreLimits())
+    guard = guard or _Guard(write=write)
     statements = 0
 
     def one_statement(_cursor: apsw.Cursor, _sql: str, _bindings: Any) -> bool:
@@ -191,17 +294,21 @@ def run_statement(
     cursor.exec_trace = one_statement
     rows: list[list[Any]] = []
     limited = False
+    size = 0
     try:
-        cursor.execute(sql, bindings)
-        try:
-            description = cursor.get_description()
-        except apsw.ExecutionCompleteError:
-            description = ()
-        for row in cursor:
-            if len(rows) >= max_rows:
-                limited = True
-                break
-            rows.append([_jsonable(v) for v in row])
+        with budget.applied(conn):
+            cursor.execute(sql, bindings)
+            try:
+                description = cursor.get_description()
+            except apsw.ExecutionCompleteError:
+                description = ()
+            for row in cursor:
+                values = [_jsonable(v) for v in row]
+                size += _wire_size(values)
+                if len(rows) >= max_rows or size > budget.max_result_bytes:
+                    limited = True
+                    break
+                rows.append(values)
     except apsw.ExecTraceAbort:
         raise InvalidInput(
             "one statement per query; send several as a batch", code="multiple_statements"
@@ -212,6 +319,11 @@ def run_statement(
         raise ReadOnlyViolation(
             "this query is read-only; writes need write mode (--write, or the sql-write scope)"
         ) from None
+    except apsw.TooBigError:
+        raise PayloadTooLarge(
+            f"a value would be larger than {budget.limits.max_value_bytes} bytes, the engine's "
+            "limit (AXONS_MAX_VALUE_BYTES); store big content elsewhere and keep a reference"
+        ) from None
     except apsw.BindingsError as e:
         raise InvalidInput(
             f"params do not match the statement: {e}", code="invalid_params"
@@ -219,6 +331,12 @@ def run_statement(
     except UnicodeEncodeError:
         raise InvalidInput(
             "sql and params must be valid Unicode text (no lone surrogates)", code="invalid_sql"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "the result holds text that is not valid UTF-8; select hex(column) or "
+            "CAST(column AS BLOB) to read it, and UPDATE the row to repair it",
+            code="invalid_text",
         ) from None
     except apsw.Error as e:
         raise SqlError(f"{_sqlite_message(e)} (in: {sql.strip()[:120]})") from None
@@ -264,13 +382,20 @@ def parse_statements(statements: Sequence[Any]) -> list[Statement]:
 
 
 def write_statements(
-    conn: apsw.Connection, statements: list[Statement], *, max_rows: int = DEFAULT_MAX_ROWS
+    conn: apsw.Connection,
+    statements: list[Statement],
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    budget: Budget | None = None,
 ) -> list[QueryResult]:
     """Run statements inside the caller's transaction, capturing row changes as they happen.
+    One budget covers them all: a batch gets the deadline of one statement.
 
     Raises BatchFailed on the first failure; the caller rolls the transaction back.
     """
+    budget = budget or Budget(StoreLimits())
     results: list[QueryResult] = []
+    text = TextCheck(conn)
     for i, st in enumerate(statements):
         version = _schema_version(conn)
         # The authorizer never sees a table's new name, so a rename into the engine's
@@ -278,11 +403,15 @@ def write_statements(
         renames = isinstance(st.sql, str) and "rename" in st.sql.lower()
         reserved = _reserved_tables(conn) if renames else None
         try:
-            results.append(run_statement(conn, st.sql, st.params, write=True, max_rows=max_rows))
+            results.append(
+                run_statement(conn, st.sql, st.params, write=True, max_rows=max_rows, budget=budget)
+            )
             if reserved is not None and _reserved_tables(conn) - reserved:
                 raise ReadOnlyViolation("names starting axon_ are reserved for the engine")
             if _schema_version(conn) != version:
                 sync_capture(conn)
+            if results[-1].meta.changes:
+                text.check()
         except (SqlError, InvalidInput, ReadOnlyViolation) as e:
             raise BatchFailed(i, e, results) from None
     return results
@@ -375,7 +504,8 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
         raise SqlError(
             f"table {name} is WITHOUT ROWID; Axon state needs rowid tables for time travel"
         )
-    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({quote(name)})")]
+    columns = columns_of(conn, name)
+    _refuse_reserved_columns(name, columns)
     hist = _hist(name)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {hist}("
@@ -428,6 +558,19 @@ def install_capture(conn: apsw.Connection, name: str, *, fresh: bool, sequence: 
         )
 
 
+def _refuse_reserved_columns(table: str, columns: list[str]) -> None:
+    """The history table keeps its bookkeeping in `_ax_*` columns beside the user's: a user
+    column of that name would be overwritten there, and time travel would show values that
+    never existed."""
+    reserved = [c for c in columns if c.lower().startswith(_RESERVED_COLUMN_PREFIX)]
+    if reserved:
+        raise InvalidInput(
+            f"column {reserved[0]} of table {table}: names starting {_RESERVED_COLUMN_PREFIX} "
+            "are reserved for the engine's change capture; rename the column",
+            code="reserved_name",
+        )
+
+
 def schema_at(
     conn: apsw.Connection, sequence: int, db: str = "main"
 ) -> list[tuple[str, str, str, int]]:
@@ -446,37 +589,113 @@ def schema_at(
     ]
 
 
-def state_at(path: str, sequence: int) -> apsw.Connection:
-    """An in-memory database holding the user's tables exactly as they were right after
-    event `sequence`. Built from the change history; nothing is re-run."""
-    mem = apsw.Connection(":memory:", flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI)
-    mem.execute("ATTACH ? AS src", (f"file:{path}?mode=ro",))
+def state_at(path: str, sequence: int, budget: Budget | None = None) -> apsw.Connection:
+    """A private scratch database holding the user's tables exactly as they were right after
+    event `sequence`. Built from the change history; nothing is re-run. It lives in a
+    temporary file that SQLite deletes on close, so a large state spills to disk instead of
+    memory; the budget bounds the time it takes to build."""
+    budget = budget or Budget(StoreLimits())
+    mem = apsw.Connection("", flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI)
     try:
-        mem.execute("BEGIN")
-        objects = schema_at(mem, sequence, "src")
-        for name, kind, sql, epoch in objects:
-            if kind != "table":
-                continue
-            mem.execute(sql)
-            columns = [row[1] for row in mem.execute(f"PRAGMA main.table_info({quote(name)})")]
-            have = {row[1] for row in mem.execute(f"PRAGMA src.table_info({_hist(name)})")}
-            picked = ", ".join(quote(c) if c in have else "NULL" for c in columns)
-            cols = ", ".join(quote(c) for c in columns)
-            mem.execute(
-                f"INSERT INTO main.{quote(name)}(rowid{', ' if cols else ''}{cols}) "
-                f"SELECT _ax_rowid{', ' if picked else ''}{picked} FROM src.{_hist(name)} "
-                "WHERE _ax_id IN "
-                f"(SELECT max(_ax_id) FROM src.{_hist(name)} WHERE _ax_seq <= ? AND _ax_id > ? "
-                "GROUP BY _ax_rowid) AND _ax_op != 'D'",
-                (sequence, epoch),
-            )
-        for _name, kind, sql, _epoch in objects:
-            if kind != "table":  # indexes, views and triggers once the rows are in
-                mem.execute(sql)
-        mem.execute("COMMIT")
-    finally:
+        mem.execute("ATTACH ? AS src", (f"file:{path}?mode=ro",))
+        with mem:  # one transaction: the history is read from one snapshot
+            objects = schema_at(mem, sequence, "src")
+            for name, kind, sql, epoch in objects:
+                if kind == "table":
+                    create_object(mem, kind, name, sql, budget)
+                    _copy_rows_at(mem, name, sequence, epoch, budget)
+            for name, kind, sql, _epoch in objects:
+                if kind != "table":  # indexes, views and triggers once the rows are in
+                    create_object(mem, kind, name, sql, budget)
         mem.execute("DETACH src")
+    except BaseException:
+        mem.close()
+        raise
     return mem
+
+
+def _copy_rows_at(
+    mem: apsw.Connection, name: str, sequence: int, epoch: int, budget: Budget
+) -> None:
+    """Per row of table `name`, its newest version at `sequence` (after the table's epoch)."""
+    columns = columns_of(mem, name)
+    have = {row[1] for row in mem.execute(f"PRAGMA src.table_info({_hist(name)})")}
+    picked = ", ".join(quote(c) if c in have else "NULL" for c in columns)
+    cols = ", ".join(quote(c) for c in columns)
+    with budget.applied(mem):
+        mem.execute(
+            f"INSERT INTO main.{quote(name)}(rowid{', ' if cols else ''}{cols}) "
+            f"SELECT _ax_rowid{', ' if picked else ''}{picked} FROM src.{_hist(name)} "
+            "WHERE _ax_id IN "
+            f"(SELECT max(_ax_id) FROM src.{_hist(name)} WHERE _ax_seq <= ? AND _ax_id > ? "
+            "GROUP BY _ax_rowid) AND _ax_op != 'D'",
+            (sequence, epoch),
+        )
+
+
+def columns_of(conn: apsw.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})")]
+
+
+def readable(columns: list[str]) -> str:
+    """A select list that reads text as bytes, with a flag, per column. SQL can store text
+    that is not valid UTF-8 (CAST(X'FF' AS TEXT)), which no Python string holds; read this
+    way, one such row cannot make an export or a history read fail."""
+    return ", ".join(
+        f"typeof({q}) = 'text', CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END"
+        for q in map(quote, columns)
+    )
+
+
+def from_readable(flat: Sequence[Any], encode: Callable[[Any], Any] = _jsonable) -> list[Any]:
+    """The values a `readable` select list read; invalid UTF-8 bytes become U+FFFD."""
+    return [
+        raw.decode("utf-8", "replace") if is_text else encode(raw)
+        for is_text, raw in zip(flat[::2], flat[1::2], strict=True)
+    ]
+
+
+class TextCheck:
+    """Refuses a write that stores text that is not valid UTF-8 (SQL can make it, a client's
+    params cannot): every row version a statement writes passes through change capture, so
+    the check reads just those, since the last check."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+        self.marks = self._marks()
+
+    def _marks(self) -> dict[str, int]:
+        tables = self.conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' "
+            "AND name LIKE 'axon\\_hist\\_%' ESCAPE '\\'"
+        ).fetchall()
+        return {
+            name: int(
+                self.conn.execute(f"SELECT coalesce(max(_ax_id), 0) FROM {quote(name)}").fetchall()[
+                    0
+                ][0]
+            )
+            for (name,) in tables
+        }
+
+    def check(self) -> None:
+        now = self._marks()
+        for hist, mark in now.items():
+            since = self.marks.get(hist, 0)
+            if mark <= since:
+                continue
+            try:
+                for _row in self.conn.execute(
+                    f"SELECT * FROM {quote(hist)} WHERE _ax_id > ?", (since,)
+                ):
+                    pass
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"this writes text that is not valid UTF-8 into {hist[len('axon_hist_') :]}; "
+                    "store bytes as a BLOB (CAST(... AS BLOB)) or valid text",
+                    code="invalid_text",
+                ) from None
+        self.marks = now
 
 
 def _schema_history_exists(conn: apsw.Connection, db: str = "main") -> bool:
@@ -504,10 +723,12 @@ def changes_at(conn: apsw.Connection, sequence: int) -> list[RowChange]:
             "SELECT 1 FROM sqlite_schema WHERE name = ?", ("axon_hist_" + name,)
         ).fetchall():
             continue
-        names = [row[1] for row in conn.execute(f"PRAGMA table_info({hist})")]
-        cur = conn.execute(f"SELECT * FROM {hist} WHERE _ax_seq = ? ORDER BY _ax_id", (sequence,))
+        names = columns_of(conn, "axon_hist_" + name)
+        cur = conn.execute(
+            f"SELECT {readable(names)} FROM {hist} WHERE _ax_seq = ? ORDER BY _ax_id", (sequence,)
+        )
         for row in cur.fetchall():
-            record = dict(zip(names, row, strict=True))
+            record = dict(zip(names, from_readable(row, lambda v: v), strict=True))
             change_id, op, rowid = (
                 record.pop("_ax_id"),
                 record.pop("_ax_op"),
@@ -544,11 +765,11 @@ def _previous_version(
         (table, change_id),
     ).fetchall()[0][0]
     for row in conn.execute(
-        f"SELECT * FROM {_hist(table)} WHERE _ax_rowid = ? AND _ax_id < ? AND _ax_id > ? "
-        "ORDER BY _ax_id DESC LIMIT 1",
+        f"SELECT {readable(names)} FROM {_hist(table)} "
+        "WHERE _ax_rowid = ? AND _ax_id < ? AND _ax_id > ? ORDER BY _ax_id DESC LIMIT 1",
         (rowid, change_id, epoch),
     ):
-        record = dict(zip(names, row, strict=True))
+        record = dict(zip(names, from_readable(row, lambda v: v), strict=True))
         if record["_ax_op"] == "D":
             return None
         return {k: _jsonable(v) for k, v in record.items() if not k.startswith("_ax_")}

@@ -3,8 +3,9 @@ plus the extensions. `create_app(engine, require_token=...)` builds one; `engine
 runs it on the home's unix socket and, optionally, TCP.
 """
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Any
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -25,9 +26,10 @@ from engine.state import BatchFailed
 from engine.tokens import Principal, TokenStore
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
+    status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 408, 409, 413, 422, 503)
 }
 MAX_IMPORT_BYTES = 512 << 20
+T = TypeVar("T")
 
 
 class ORJSONResponse(JSONResponse):
@@ -343,26 +345,34 @@ def create_app(
     # -- state --------------------------------------------------------------------------
 
     @app.post("/v1/axons/{id}/sql/query", response_model=s.QueryResult, tags=["sql"])
-    async def sql_query(caller: Caller, ref: AxonId, body: s.QueryRequest) -> Response:
+    async def sql_query(
+        caller: Caller, ref: AxonId, body: s.QueryRequest, request: Request
+    ) -> Response:
         axon_id = await axon_for(caller, ref, "read")
         write = body.at_sequence is None and not body.read_only and caller.allows("sql-write")
-        result = await engine.query(
-            axon_id,
-            body.sql,
-            body.params,
-            write=write,
-            at_sequence=body.at_sequence,
-            max_rows=body.max_rows,
+        result = await until_disconnected(
+            request,
+            engine.query(
+                axon_id,
+                body.sql,
+                body.params,
+                write=write,
+                at_sequence=body.at_sequence,
+                max_rows=body.max_rows,
+            ),
         )
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/axons/{id}/sql/batch", response_model=s.SqlBatchResult, tags=["sql"])
-    async def sql_batch(caller: Caller, ref: AxonId, body: s.SqlBatchRequest) -> Any:
+    async def sql_batch(
+        caller: Caller, ref: AxonId, body: s.SqlBatchRequest, request: Request
+    ) -> Any:
         axon_id = await axon_for(caller, ref, "admin" if body.ack else "sql-write")
         ack = (body.ack.agent, body.ack.sequence) if body.ack else None
         try:
-            results = await engine.batch(
-                axon_id, [st.model_dump() for st in body.statements], ack=ack
+            results = await until_disconnected(
+                request,
+                engine.batch(axon_id, [st.model_dump() for st in body.statements], ack=ack),
             )
         except BatchFailed as failed:
             steps: list[dict[str, Any]] = [
@@ -401,10 +411,19 @@ def create_app(
     )
     async def export(caller: Caller, ref: AxonId) -> Any:
         axon_id = await axon_for(caller, ref, "read")
-        lines = [line async for line in engine.export(axon_id)]
-        return StreamingResponse(
-            (line + b"\n" for line in lines), media_type="application/x-ndjson"
-        )
+        lines = engine.export(axon_id)
+        first = await anext(lines)  # a missing Axon is a JSON 404 before the stream starts
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield first + b"\n"
+                async for line in lines:
+                    yield line + b"\n"
+            finally:
+                if isinstance(lines, AsyncGenerator):  # end the engine's read now, not at GC
+                    await lines.aclose()
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
 
     @app.post("/v1/axons/{id}/fork", response_model=s.AxonView, tags=["records"])
     async def fork(caller: Caller, ref: AxonId, body: s.ForkRequest) -> s.AxonView:
@@ -522,6 +541,25 @@ def _without_env_values(view: AgentView) -> AgentView:
     """An agent as a token below admin sees it: the names of its `env`, not the values."""
     env = {name: "<redacted>" for name in view.spec.env}
     return view.model_copy(update={"spec": view.spec.model_copy(update={"env": env})})
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the client hangs up first: the engine then interrupts the SQL it
+    runs at once instead of letting it run to its deadline for nobody."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()  # the client is gone (or this handler was cancelled)
+    return await task
 
 
 def _body_type(body: Any) -> str | None:

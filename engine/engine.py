@@ -484,7 +484,9 @@ class Engine:
             await f.submit(lambda ctx: records.load(ctx, parsed))
             await f.close()
             view = await self._run(
-                lambda: self.catalog.create(label, checked, axon_id, rename_if_taken=rename_if_taken)
+                lambda: self.catalog.create(
+                    label, checked, axon_id, rename_if_taken=rename_if_taken
+                )
             )
         except BaseException:
             await f.close()

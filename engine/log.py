@@ -431,12 +431,15 @@ class AxonFile:
         self, after: int, limit: int, max_bytes: int = DEFAULT_PAGE_BYTES
     ) -> list[Event]:
         """Oldest first: events with sequence > after, at most `limit` of them and about
-        `max_bytes` of payload (always at least one) (executor thread)."""
+        `max_bytes` of payload (always at least one) (executor thread). Only durable events:
+        a commit is visible to readers a moment before its flush, so reads stop at the tip."""
         sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence > ? ORDER BY sequence LIMIT ?"
+            f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence > ? AND sequence <= ? "
+            "ORDER BY sequence LIMIT ?"
         )
         after = max(-1, min(after, _NO_SEQUENCE))  # any int a client sends fits SQLite
-        return self.read(lambda c: self._page(c.execute(sql, (after, limit)), max_bytes))
+        tip = self._tip.sequence
+        return self.read(lambda c: self._page(c.execute(sql, (after, tip, limit)), max_bytes))
 
     def events_before(
         self, before: int | None, limit: int, max_bytes: int = DEFAULT_PAGE_BYTES
@@ -444,6 +447,7 @@ class AxonFile:
         """Newest first: events with sequence < before (all when None), bounded like
         `events_after`."""
         bound = max(-1, min(before, _NO_SEQUENCE)) if before is not None else _NO_SEQUENCE
+        bound = min(bound, self._tip.sequence + 1)  # only durable events, as in events_after
         sql = (
             f"SELECT {_EVENT_COLUMNS} FROM axon_events WHERE sequence < ? "
             "ORDER BY sequence DESC LIMIT ?"

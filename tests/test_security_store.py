@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ class Api:
     tokens: dict[str, str]
 
     def new_axon(self, name: str) -> str:
-        r = self.admin.post("/v1/axons", json={"name": name})
+        """A fresh Axon on the module's server: live names are unique, so each gets a suffix."""
+        r = self.admin.post("/v1/axons", json={"name": f"{name}-{uuid.uuid4().hex[:8]}"})
         assert r.status_code == 200, r.text
         return str(r.json()["id"])
 

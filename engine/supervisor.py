@@ -767,7 +767,13 @@ class Supervisor:
         await self.engine._run(self.engine.catalog.delete_agent, axon_id, name)
 
     async def permit(
-        self, axon_id: str, request_sequence: int, option_id: str | None, *, source: str = "cli"
+        self,
+        axon_id: str,
+        request_sequence: int,
+        option_id: str | None,
+        *,
+        source: str = "cli",
+        author: str | None = None,
     ) -> PublishResult:
         """Answer an ACP agent's permission request: `option_id`, or None for cancelled.
         The answer is an ordinary `permission.decision` event (any client may publish one);
@@ -783,7 +789,8 @@ class Supervisor:
                 answer = {"cancelled": True} if option_id is None else {"option_id": option_id}
                 body = {"request_sequence": request_sequence, **answer}
                 return await self.engine.publish(
-                    axon_id, Draft(DECISION, orjson.dumps(body).decode(), source)
+                    axon_id,
+                    Draft(DECISION, orjson.dumps(body).decode(), source, author=author),
                 )
         events = await self.engine.read_events(axon_id, max(0, request_sequence - 1), 1)
         if (

@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload", help="JSON text instead of TEXT")
     p.add_argument("--idempotency-key")
 
+    p = command("permit", "answer an ACP agent's permission request", commands.permit)
+    p.add_argument("axon")
+    p.add_argument("sequence", type=int, help="the permission.requested event's sequence")
+    p.add_argument("option", help="one of the request's option ids, or cancelled")
+    p.add_argument("--source", default="cli")
+
     p = command("tail", "print an Axon's log", commands.tail)
     p.add_argument("axon")
     p.add_argument("--after", type=int, default=0, metavar="N", help="events after sequence N")

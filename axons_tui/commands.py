@@ -386,6 +386,16 @@ async def agent_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+async def permit(args: argparse.Namespace) -> int:
+    """Answer an ACP agent's permission request (`cancelled` refuses it outright)."""
+    option = None if args.option == "cancelled" else args.option
+    async with open_backend(args.home, args.connect) as backend:
+        result = await backend.agents.permit(
+            await _axon_id(backend, args.axon), args.sequence, option, source=args.source
+        )
+    return _emit(args, result, f"answered #{args.sequence} with {args.option}: #{result.sequence}")
+
+
 async def images_build(args: argparse.Namespace) -> int:
     from engine.images import build_all
 

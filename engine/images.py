@@ -11,7 +11,10 @@
   native-protocol helper `axon_agent.py`, exactly the layout of `sample_agents/`, so
   `docker build -f sample_agents/triage/Dockerfile sample_agents` builds the same image. The
   image is labelled with a hash of the context (and of the base image): an unchanged context
-  costs two image inspections, no build.
+  costs two image inspections, no build. A context may list Python distributions in
+  `python-packages.txt`: their installed files are copied from the engine's own environment
+  into the context under `<dir name>/site-packages/` (no registry is reachable from inside a
+  build; the base's python3 is the same 3.11).
 - `build_all()` builds the base and every `sample_agents/*/Dockerfile`.
 
 `progress` callbacks receive one line of text at a time (debootstrap and build output).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import io
 import os
 import platform
@@ -68,6 +72,7 @@ TRIM = [
     "var/lib/apt/lists",
 ]
 SKIP_NAMES = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+PACKAGES_FILE = "python-packages.txt"  # distributions copied from the host into the context
 
 
 class ImageBuildError(Unavailable):
@@ -278,7 +283,29 @@ def _context_files(context_dir: Path) -> list[tuple[str, Path]]:
         rel = path.relative_to(context_dir)
         if path.is_file() and not SKIP_NAMES & set(rel.parts) and path.suffix != ".pyc":
             files.append((f"{sub}/{rel.as_posix()}", path))
-    return files
+    return files + _host_packages(context_dir)
+
+
+def _host_packages(context_dir: Path) -> list[tuple[str, Path]]:
+    """The installed files of the distributions named in the context's `python-packages.txt`,
+    as `<dir name>/site-packages/<file>`."""
+    listing = context_dir / PACKAGES_FILE
+    if not listing.is_file():
+        return []
+    files = []
+    for name in listing.read_text().split():
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise ImageBuildError(
+                f"{listing} names {name}, which is not installed here; install it "
+                "(pip install -e '.[dev]') and build again"
+            ) from None
+        for rel in dist.files or []:
+            path = Path(str(dist.locate_file(rel)))
+            if rel.parts[0] != ".." and not SKIP_NAMES & set(rel.parts) and rel.suffix != ".pyc":
+                files.append((f"{context_dir.name}/site-packages/{rel.as_posix()}", path))
+    return sorted(files)
 
 
 def context_hash(context_dir: Path, base_id: str) -> str:

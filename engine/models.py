@@ -163,7 +163,10 @@ class AgentSpec(BaseModel):
     pids: int = Field(256, ge=16)
     network: Literal["none", "bridge"] = "none"
     mounts: list[str] = Field(default_factory=list)
+    # ACP agents (CONTRACT §5.2): MCP servers handed over in session/new, and the session
+    # mode set right after it (e.g. Claude's "default", which asks before acting).
     mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
+    mode: str | None = Field(None, min_length=1, max_length=200)
     workdir: str | None = None
     turn_timeout_s: float = Field(600.0, gt=0)
 
@@ -175,6 +178,10 @@ class AgentSpec(BaseModel):
             raise ValueError("runtime docker needs an image")
         if self.runtime == "process" and not self.command:
             raise ValueError("runtime process needs a command")
+        if self.mcp_servers:
+            from engine.broker.acp import mcp_servers  # the SDK's models say what is wrong
+
+            mcp_servers(self.mcp_servers)
         return self
 
 

@@ -39,7 +39,7 @@ class BrokerHooks:
     """What the supervisor hears from the broker."""
 
     on_idle: Callable[[], None]
-    on_turn_done: Callable[[str | None], None]
+    on_turn_done: Callable[[str | None, dict[str, Any]], None]  # error, details for the event
     on_log: Callable[[str], None]
 
 
@@ -80,6 +80,11 @@ class NativeBroker:
             ),
             timeout_s,
         )
+
+    async def deliver(self, events: list[Event]) -> None:
+        """A turn's events, one notification each; the agent ends the turn with turn/done."""
+        for event in events:
+            await self.send_event(event)
 
     async def send_event(self, event: Event) -> None:
         await self._send(
@@ -224,5 +229,5 @@ class NativeBroker:
 
     async def _turn_done(self, p: dict[str, Any]) -> dict[str, Any]:
         error = p.get("error")
-        self.hooks.on_turn_done(str(error) if error else None)
+        self.hooks.on_turn_done(str(error) if error else None, {})
         return {}

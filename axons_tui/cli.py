@@ -154,10 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=commands.agent_logs)
 
     p = command(
-        "images", "build the agent images offline (base + sample agents)", commands.images_build
+        "images", "build agent images offline (base, sample agents, recipes)", commands.images_build
     )
     images = p.add_subparsers(dest="images_command", metavar="ACTION")
     i = images.add_parser("build", parents=[common], help="build (cached: seconds when done)")
+    i.add_argument("names", nargs="*", metavar="NAME", help="sample agents or recipes (all)")
     i.set_defaults(fn=commands.images_build)
 
     p = command("run", "run a scenario headless; exit 1 on an unmet expectation", commands.run)

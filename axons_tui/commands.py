@@ -401,7 +401,10 @@ async def images_build(args: argparse.Namespace) -> int:
 
     loop = asyncio.get_running_loop()
     tags = await loop.run_in_executor(
-        None, build_all, lambda line: sys.stderr.write(f"  {line}\n") if not args.json else None
+        None,
+        build_all,
+        lambda line: sys.stderr.write(f"  {line}\n") if not args.json else None,
+        getattr(args, "names", None) or None,
     )
     return _emit(args, {"images": tags}, "built: " + ", ".join(tags))
 

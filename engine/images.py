@@ -15,7 +15,8 @@
   `python-packages.txt`: their installed files are copied from the engine's own environment
   into the context under `<dir name>/site-packages/` (no registry is reachable from inside a
   build; the base's python3 is the same 3.11).
-- `build_all()` builds the base and every `sample_agents/*/Dockerfile`.
+- `build_all()` builds the base, every `sample_agents/*/Dockerfile` and every agent recipe
+  (`engine.recipes`: real ACP agents installed from npm, with the host's node).
 
 `progress` callbacks receive one line of text at a time (debootstrap and build output).
 """
@@ -391,12 +392,24 @@ def agent_contexts(root: Path = SAMPLE_AGENTS) -> list[Path]:
     return sorted(p.parent for p in root.glob("*/Dockerfile"))
 
 
-def build_all(progress: Progress | None = None) -> list[str]:
-    """The base image and every sample agent's image; returns their tags."""
+def build_all(progress: Progress | None = None, names: list[str] | None = None) -> list[str]:
+    """The base image and the named sample agents' and recipes' images (every one when no
+    name is given); returns their tags."""
+    from engine.recipes import ensure_recipe_image, recipes
+
+    contexts = {context.name: context for context in agent_contexts()}
+    wanted = names or [*contexts, *recipes()]
+    unknown = [n for n in wanted if n not in contexts and n not in recipes()]
+    if unknown:
+        known = ", ".join([*contexts, *recipes()])
+        raise ImageBuildError(f"no agent image named {', '.join(unknown)} (known: {known})")
     with _using(None) as client:
         tags = [ensure_base_image(progress, client=client)]
-        for context in agent_contexts():
-            tags.append(ensure_agent_image(context.name, context, progress, client=client))
+        for name in wanted:
+            if name in contexts:
+                tags.append(ensure_agent_image(name, contexts[name], progress, client=client))
+            else:
+                tags.append(ensure_recipe_image(name, progress, client=client))
         return tags
 
 
@@ -404,10 +417,14 @@ def ensure_image(ref: str, progress: Progress | None = None) -> str:
     """`ref` if the Docker engine has it. A sample agent's image (`axons/<name>:latest`) is
     built on first need and rebuilt when its files change. Anything else must be built or
     loaded by the user."""
+    from engine.recipes import ensure_recipe_image, recipes
+
     with _using(None) as client:
         repo, _, tag = ref.partition(":")
         name = repo.removeprefix("axons/")
         context = SAMPLE_AGENTS / name
+        if repo.startswith("axons/") and tag in ("", "latest") and name in recipes():
+            return ensure_recipe_image(name, progress, client=client)  # npm package + node
         if (
             repo.startswith("axons/")
             and tag in ("", "latest")

@@ -49,15 +49,18 @@ def _text_of(content: Any) -> str:
 
 # ---- Anthropic Messages -------------------------------------------------------------------
 def anthropic_turn(body: dict[str, Any]) -> Turn:
-    """Claude Code ends `messages` with a system reminder: the turn is the last user message."""
+    """The prompt is the last text block of the last user message: Claude Code ends
+    `messages` with a system message, starts user messages with `<system-reminder>` blocks,
+    and merges a prompt that follows a failed turn into the failed turn's message."""
     tools = {t["name"]: t.get("input_schema") or {} for t in body.get("tools") or []}
     users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
     content = users[-1].get("content", "") if users else ""
     blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
     results = [b for b in blocks if b.get("type") == "tool_result"]
     texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+    prompts = [t for t in texts if not t.lstrip().startswith("<system-reminder>")]
     result = _text_of(results[-1].get("content", "")) if results else None
-    return Turn("\n".join(texts), result, tools)
+    return Turn(prompts[-1] if prompts else "", result, tools)
 
 
 def _event(kind: str, **fields: Any) -> bytes:
@@ -161,7 +164,8 @@ def gemini_turn(body: dict[str, Any]) -> Turn:
         output = response.get("output", response) if isinstance(response, dict) else response
         return Turn("", output if isinstance(output, str) else orjson.dumps(output).decode(), tools)
     users = [c for c in contents if c.get("role") == "user"]
-    return Turn(_text_of(users[-1].get("parts") or []) if users else "", None, tools)
+    texts = [p["text"] for p in users[-1].get("parts") or [] if "text" in p] if users else []
+    return Turn(texts[-1] if texts else "", None, tools)
 
 
 def gemini_json_schema(body: dict[str, Any]) -> dict[str, Any] | None:

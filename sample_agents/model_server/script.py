@@ -5,7 +5,7 @@ Every API (Anthropic, OpenAI, Gemini) is first read into a `Turn`; `decide` turn
 
 | the last user turn holds         | and tools are offered | the answer                        |
 |----------------------------------|-----------------------|-----------------------------------|
-| a tool result                    | any                   | text `TOOL_DONE: <result>`        |
+| a tool result                    | any                   | `TOOL_DONE: <its first line>`     |
 | `RUN_SHELL: <command>` (to EOL)  | a shell tool          | a call of it with that command    |
 | `WRITE_FILE <absolute path>`     | a file-writing tool   | a call writing `WRITTEN_CONTENT`  |
 | `SLOW_REPLY`                     | any                   | `SLOW_DELTAS` text deltas, slowly |
@@ -77,7 +77,8 @@ def text_reply(*deltas: str, delay_s: float = 0.0) -> Reply:
 def decide(turn: Turn) -> Reply:
     """The scripted answer to one request (see the module's table)."""
     if turn.tool_result is not None:
-        return text_reply("TOOL_DONE: ", turn.tool_result.strip()[:TOOL_RESULT_EXCERPT])
+        first_line = next((ln for ln in turn.tool_result.splitlines() if ln.strip()), "")
+        return text_reply("TOOL_DONE: ", first_line.strip()[:TOOL_RESULT_EXCERPT])
     if not turn.tools:
         return text_reply(*HELLO)
     if failure := FAIL_HTTP.search(turn.user_text):

@@ -60,7 +60,7 @@ def anthropic_turn(body: dict[str, Any]) -> Turn:
     texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
     prompts = [t for t in texts if not t.lstrip().startswith("<system-reminder>")]
     result = _text_of(results[-1].get("content", "")) if results else None
-    return Turn(prompts[-1] if prompts else "", result, tools)
+    return Turn(prompts[-1] if prompts else "", result, tools, len(body.get("messages") or []))
 
 
 def _event(kind: str, **fields: Any) -> bytes:
@@ -111,9 +111,10 @@ def openai_turn(body: dict[str, Any]) -> Turn:
     }
     messages = body.get("messages") or []
     if messages and messages[-1].get("role") == "tool":
-        return Turn("", _text_of(messages[-1].get("content", "")), tools)
+        return Turn("", _text_of(messages[-1].get("content", "")), tools, len(messages))
     users = [m for m in messages if m.get("role") == "user"]
-    return Turn(_text_of(users[-1].get("content", "")) if users else "", None, tools)
+    text = _text_of(users[-1].get("content", "")) if users else ""
+    return Turn(text, None, tools, len(messages))
 
 
 async def openai_stream(reply: Reply, model: str, with_usage: bool) -> AsyncIterator[bytes]:
@@ -162,10 +163,11 @@ def gemini_turn(body: dict[str, Any]) -> Turn:
     if responses:
         response = responses[-1].get("response") or {}
         output = response.get("output", response) if isinstance(response, dict) else response
-        return Turn("", output if isinstance(output, str) else orjson.dumps(output).decode(), tools)
+        text = output if isinstance(output, str) else orjson.dumps(output).decode()
+        return Turn("", text, tools, len(contents))
     users = [c for c in contents if c.get("role") == "user"]
     texts = [p["text"] for p in users[-1].get("parts") or [] if "text" in p] if users else []
-    return Turn(texts[-1] if texts else "", None, tools)
+    return Turn(texts[-1] if texts else "", None, tools, len(contents))
 
 
 def gemini_json_schema(body: dict[str, Any]) -> dict[str, Any] | None:

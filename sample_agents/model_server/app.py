@@ -91,6 +91,7 @@ def _decided(api: str, turn: Turn, model: str, entry: dict[str, Any], log: Reque
         api=api,
         model=model,
         tools=sorted(turn.tools),
+        messages=turn.messages,
         prompt=turn.user_text[-PROMPT_EXCERPT:],
         tool_result=turn.tool_result,
         reply=reply.describe(),

@@ -44,6 +44,7 @@ class Turn:
     user_text: str
     tool_result: str | None
     tools: dict[str, dict[str, Any]]  # tool name -> its JSON schema of arguments
+    messages: int = 0  # how long the conversation is (a continued session sends its history)
 
 
 @dataclass

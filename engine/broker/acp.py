@@ -38,14 +38,18 @@ import orjson
 from acp import PROTOCOL_VERSION, RequestError, connect_to_agent, text_block
 from acp.connection import StreamDirection, StreamEvent
 from acp.schema import (
+    AcpMcpServer,
     AllowedOutcome,
     ClientCapabilities,
     DeniedOutcome,
     FileSystemCapabilities,
+    HttpMcpServer,
     Implementation,
-    NewSessionRequest,
+    McpServerStdio,
     RequestPermissionResponse,
+    SseMcpServer,
 )
+from pydantic import TypeAdapter, ValidationError
 
 from engine.broker.native import BrokerHooks, ProtocolError
 from engine.errors import AxonError, Conflict, InvalidInput
@@ -59,9 +63,27 @@ INIT_TIMEOUT_S = 60.0
 PUBLISH_BATCH = 256
 
 
+# One entry of session/new's `mcpServers`. Validated one by one: the request model itself
+# silently drops entries it cannot parse, and an agent missing its tools says nothing.
+_MCP_SERVER: TypeAdapter[Any] = TypeAdapter(
+    HttpMcpServer | SseMcpServer | AcpMcpServer | McpServerStdio
+)
+
+
 def mcp_servers(raw: list[dict[str, Any]]) -> list[Any]:
-    """The spec's `mcp_servers` as the SDK's models (ValueError says what is wrong)."""
-    return NewSessionRequest.model_validate({"cwd": "/", "mcpServers": raw}).mcp_servers or []
+    """The spec's `mcp_servers` as the SDK's models; ValueError names the bad entry."""
+    servers = []
+    for i, entry in enumerate(raw):
+        try:
+            servers.append(_MCP_SERVER.validate_python(entry))
+        except ValidationError as e:
+            raise ValueError(
+                f"mcp_servers[{i}] is not an MCP server ACP understands: give "
+                '{"name", "command", "args", "env"} (stdio) or {"type": "http"|"sse", '
+                f'"name", "url", "headers"}} ({e.error_count()} problems: '
+                f"{e.errors()[0]['msg']})"
+            ) from None
+    return servers
 
 
 def prompt_text(events: list[Event]) -> str:

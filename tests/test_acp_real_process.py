@@ -154,8 +154,12 @@ async def test_a_model_error_fails_the_turn_with_the_agents_error(real: RealAgen
 async def test_hibernate_then_wake_continues_the_session_where_the_agent_can(
     real: RealAgent,
 ) -> None:
-    """Claude and OpenCode load their session (the model then gets the whole history);
-    Gemini CLI 0.61 cannot, so it starts a new session and the log says why."""
+    """Claude and OpenCode load their session, and the model then gets the whole history.
+    Gemini CLI 0.61 mostly fails `session/load` in a new process (it rewrites the chat file
+    before reading it; under load it sometimes wins the race): then a new session starts
+    and the log says why. Either way the log tells the truth about the history."""
+    first = real.model.asked("Hello, who is there?")
+    assert first, "the module's first test (a message) did not run before this one"
     before = body(real.watch.of(real.name, "acp.session")[-1])["session_id"]
     mark = real.watch.events[-1].sequence
     await real.engine.agents.command(real.axon_id, real.name, "pause")
@@ -169,12 +173,13 @@ async def test_hibernate_then_wake_continues_the_session_where_the_agent_can(
     record = body(session)
     assert hibernated.sequence < session.sequence < end.sequence
     assert real.said(session.sequence, end.sequence).endswith(HELLO)
-    first = real.model.asked("Hello, who is there?")[0]["messages"]
     again = real.model.asked("Hello again after hibernating")[0]
-    if real.name == "gemini":
-        assert record["how"] == "new" and record["session_id"] != before, record
-        assert record["load_failed"]["session_id"] == before, record
-        assert again["messages"] == first, "a new session starts with no history"
+    if real.name != "gemini":
+        assert record["how"] == "loaded", record
+    if record["how"] == "loaded":
+        assert record["session_id"] == before, record
+        assert again["messages"] > first[0]["messages"], "the history did not reach the model"
     else:
-        assert record == {"session_id": before, "how": "loaded", **record}, record
-        assert again["messages"] > first, "the loaded session's history reached the model"
+        assert record["session_id"] != before, record
+        assert record["load_failed"]["session_id"] == before, record
+        assert again["messages"] == first[0]["messages"], "a new session has no history"

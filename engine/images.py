@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -350,41 +350,69 @@ def ensure_agent_image(
 def _ensure_agent_image(
     name: str, context_dir: Path, say: Progress, client: docker.DockerClient
 ) -> str:
-    tag = f"axons/{name}:latest"
     base = _image(client, _ensure_base_image(say, client))
     assert base is not None
     wanted = context_hash(context_dir, base["Id"])
-    current = _image(client, tag)
-    if current and (current["Config"].get("Labels") or {}).get(HASH_LABEL) == wanted:
+    return build_image(
+        client,
+        name,
+        wanted,
+        lambda: contextlib.nullcontext(_context_tar(context_dir)),
+        say,
+        what=f"from {context_dir}",
+        dockerfile=f"{context_dir.name}/Dockerfile",
+    )
+
+
+def build_image(
+    client: docker.DockerClient,
+    name: str,
+    wanted: str,
+    context: Callable[[], contextlib.AbstractContextManager[IO[bytes]]],
+    say: Progress,
+    *,
+    what: str,
+    **options: Any,
+) -> str:
+    """`axons/<name>:latest`, built from the tar that `context()` opens unless the image
+    already carries the content hash `wanted`: one builder per image at a time, the build's
+    output as progress, the superseded image dropped."""
+    tag = f"axons/{name}:latest"
+    if _hash_of(_image(client, tag)) == wanted:
         return tag
     with _locked(f"agent-{name}"):
         current = _image(client, tag)
-        if current and (current["Config"].get("Labels") or {}).get(HASH_LABEL) == wanted:
+        if _hash_of(current) == wanted:
             return tag
         started = time.monotonic()
-        say(f"building {tag} from {context_dir}")
-        chunks = client.api.build(
-            fileobj=_context_tar(context_dir),
-            custom_context=True,
-            tag=tag,
-            dockerfile=f"{context_dir.name}/Dockerfile",
-            labels={HASH_LABEL: wanted, "axons.agent": name},
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        )
-        for chunk in chunks:
-            if "error" in chunk:
-                raise ImageBuildError(f"building {tag} failed: {chunk['error'].strip()}")
-            for line in str(chunk.get("stream", "")).splitlines():
-                if line.strip():
-                    say(line.rstrip())
+        say(f"building {tag} {what}")
+        with context() as fileobj:
+            chunks = client.api.build(
+                fileobj=fileobj,
+                custom_context=True,
+                tag=tag,
+                labels={HASH_LABEL: wanted, "axons.agent": name},
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+                **options,
+            )
+            for chunk in chunks:
+                if "error" in chunk:
+                    raise ImageBuildError(f"building {tag} failed: {chunk['error'].strip()}")
+                for line in str(chunk.get("stream", "")).splitlines():
+                    if line.strip():
+                        say(line.rstrip())
         if current:  # the previous build is now untagged: drop it unless a container uses it
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_image(current["Id"])
         say(f"{tag} ready in {time.monotonic() - started:.1f}s")
     return tag
+
+
+def _hash_of(image: dict[str, Any] | None) -> str | None:
+    return (image["Config"].get("Labels") or {}).get(HASH_LABEL) if image else None
 
 
 def agent_contexts(root: Path = SAMPLE_AGENTS) -> list[Path]:

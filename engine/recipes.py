@@ -27,15 +27,15 @@ import tarfile
 import tempfile
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import docker
-import docker.errors
 import orjson
 
 from engine.images import (
     BASE_IMAGE,
-    HASH_LABEL,
     SAMPLE_AGENTS,
     ImageBuildError,
     Progress,
@@ -45,6 +45,7 @@ from engine.images import (
     _quiet,
     _stream,
     _using,
+    build_image,
     cache_dir,
 )
 
@@ -169,20 +170,27 @@ def _content_hash(name: str, base_id: str, files: dict[str, Path]) -> str:
     return digest.hexdigest()[:32]
 
 
-def _write_context(name: str, files: dict[str, Path], into: Path, say: Progress) -> None:
+@contextlib.contextmanager
+def _context(name: str, files: dict[str, Path], say: Progress) -> Iterator[IO[bytes]]:
+    """The build context as a tar file on disk (hundreds of MB: never in memory)."""
+
     def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         return info
 
-    with tarfile.open(into, "w") as tar:
-        dockerfile = _dockerfile(name).encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, fileobj=io.BytesIO(dockerfile))
-        for arcname, path in files.items():
-            tar.add(str(path), arcname=arcname, filter=owned_by_root)
-    say(f"build context {into.stat().st_size / 1e6:.0f} MB")
+    with tempfile.TemporaryDirectory(prefix=f"context-{name}-", dir=cache_dir()) as work:
+        path = Path(work) / "context.tar"
+        with tarfile.open(path, "w") as tar:
+            dockerfile = _dockerfile(name).encode()
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, fileobj=io.BytesIO(dockerfile))
+            for arcname, source in files.items():
+                tar.add(str(source), arcname=arcname, filter=owned_by_root)
+        say(f"build context {path.stat().st_size / 1e6:.0f} MB")
+        with path.open("rb") as fileobj:
+            yield fileobj
 
 
 def ensure_recipe_image(
@@ -190,57 +198,18 @@ def ensure_recipe_image(
 ) -> str:
     """Return `axons/<name>:latest` for a recipe, built when what goes into it changed."""
     say = progress or _quiet
-    tag = f"axons/{name}:latest"
     with _using(client) as c:
         base = _image(c, _ensure_base_image(say, c))
         assert base is not None
         files = _image_files(name)
-        wanted = _content_hash(name, base["Id"], files)
-        current = _image(c, tag)
-        if current and (current["Config"].get("Labels") or {}).get(HASH_LABEL) == wanted:
-            return tag
-        with _locked(f"agent-{name}"):
-            current = _image(c, tag)
-            if current and (current["Config"].get("Labels") or {}).get(HASH_LABEL) == wanted:
-                return tag
-            _build(c, name, tag, files, {HASH_LABEL: wanted, "axons.agent": name}, say)
-            if current:  # the previous build is untagged now: drop it unless a container uses it
-                with contextlib.suppress(docker.errors.APIError):
-                    c.api.remove_image(current["Id"])
-    return tag
-
-
-def _build(
-    client: docker.DockerClient,
-    name: str,
-    tag: str,
-    files: dict[str, Path],
-    labels: dict[str, str],
-    say: Progress,
-) -> None:
-    started = time.monotonic()
-    say(f"building {tag}: node, the {name} npm package and sample_agents/{name}")
-    with tempfile.TemporaryDirectory(prefix=f"context-{name}-", dir=cache_dir()) as work:
-        context = Path(work) / "context.tar"
-        _write_context(name, files, context, say)
-        with context.open("rb") as fileobj:
-            chunks = client.api.build(
-                fileobj=fileobj,
-                custom_context=True,
-                tag=tag,
-                labels=labels,
-                rm=True,
-                forcerm=True,
-                pull=False,
-                decode=True,
-            )
-            for chunk in chunks:
-                if "error" in chunk:
-                    raise ImageBuildError(f"building {tag} failed: {chunk['error'].strip()}")
-                for line in str(chunk.get("stream", "")).splitlines():
-                    if line.strip():
-                        say(line.rstrip())
-    say(f"{tag} ready in {time.monotonic() - started:.1f}s")
+        return build_image(
+            c,
+            name,
+            _content_hash(name, base["Id"], files),
+            lambda: _context(name, files, say),
+            say,
+            what=f"from node, the {name} npm package and sample_agents/{name}",
+        )
 
 
 def main(argv: list[str]) -> int:

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sink = args.log.open("a", encoding="utf-8") if args.log else sys.stderr
     sock, address = listening_socket(args.port, args.uds)
+    sock.listen(128)  # connections queue from now on: the line below means "ready"
     print(f"model server on {address}", flush=True)
     config = uvicorn.Config(create_app(RequestLog(sink)), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])

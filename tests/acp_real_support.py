@@ -94,10 +94,19 @@ def model_server(log: Path, *, uds: Path | None = None) -> Iterator[ModelServer]
 # -- recipes as local processes ---------------------------------------------------------------
 
 
-def recipe_spec(name: str, axon: str, model_url: str, workdir: Path, **overrides: Any) -> AgentSpec:
+def recipe_spec(
+    name: str,
+    axon: str,
+    model_url: str,
+    workdir: Path,
+    *,
+    tmpdir: Path | None = None,
+    **overrides: Any,
+) -> AgentSpec:
     """The recipe's agent.toml, as a local process from its npm install, talking to the
     scripted model: the image's /opt/agent paths become the recipe folder, and the model's
-    address and a dummy key replace the secret."""
+    address and a dummy key replace the secret. `tmpdir` keeps what the agents write to
+    $TMPDIR (Claude's project cache, Gemini's error reports) out of the machine's /tmp."""
     npm_install(name)
     spec: dict[str, Any] = tomllib.loads((recipe_dir(name) / "agent.toml").read_text())["agents"][0]
     command = spec["command"]
@@ -108,7 +117,7 @@ def recipe_spec(name: str, axon: str, model_url: str, workdir: Path, **overrides
         command=[str(bin_dir(name) / command[0]), *command[1:]],
         workdir=str(workdir),
         secrets=[],
-        env={**env, **MODEL_ENV[name](model_url)},
+        env={**env, **MODEL_ENV[name](model_url), **({"TMPDIR": str(tmpdir)} if tmpdir else {})},
         idle_pause_s=600.0,
         idle_hibernate_s=600.0,
     )

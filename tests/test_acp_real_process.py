@@ -46,14 +46,16 @@ async def real(
     """One recipe's agent, running, on its own engine and Axon, with its own model server."""
     name = request.param
     root = tmp_path_factory.mktemp(name)
-    workdir = root / "work"
+    workdir, tmpdir = root / "work", root / "tmp"
     workdir.mkdir()
+    tmpdir.mkdir()
     with model_server(root / "requests.jsonl") as model:
         spec = recipe_spec(
             name,
             "real",
             model.url,
             workdir,
+            tmpdir=tmpdir,
             on_busy="interrupt",
             turn_timeout_s=TURN_TIMEOUT_S,
             idle_hibernate_s=HIBERNATE_AFTER_S,

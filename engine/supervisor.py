@@ -464,7 +464,7 @@ class AgentWorker:
 
     async def _follow_human_wait(self, deadline: float | None) -> float | None:
         """Pause the agent while a permission request waits for a human; when the last one
-        is answered, resume it, commit agent.resumed, and only then let the answer go out.
+        is answered, resume it, queue agent.resumed, and only then let the answer go out.
         Returns the turn's new deadline (none while paused)."""
         if not isinstance(self.broker, AcpBroker):
             return deadline
@@ -475,12 +475,13 @@ class AgentWorker:
                 await self._pause(f"waiting for a decision on permission #{first}")
                 return None
             return deadline
+        resumed = None
         if self.state == "paused":
             self.detail.pop("waiting_for", None)
             woke = time.monotonic()
             await self._resume_runtime()
             self._enter("running")
-            await self._system(
+            resumed = self._draft(
                 "agent.resumed",
                 {
                     "trigger_sequence": self.broker.last_decision,
@@ -488,8 +489,9 @@ class AgentWorker:
                     "wake_ms": round((time.monotonic() - woke) * 1000, 2),
                 },
             )
+            self.detail["last_event"] = "agent.resumed"
             deadline = time.monotonic() + self.spec.turn_timeout_s
-        self.broker.release()
+        self.broker.release(resumed)  # agent.resumed commits first, in the broker's queue
         return deadline
 
     async def _pause(self, reason: str) -> None:

@@ -61,6 +61,9 @@ REQUESTED = "permission.requested"
 CONTROL_EVENT_TYPES = frozenset({DECISION})  # answers, never prompts
 INIT_TIMEOUT_S = 60.0
 PUBLISH_BATCH = 256
+# agent.resumed after a decision waits this long for the agent's first update to share its
+# commit: one fsync instead of two on the path a human waits on.
+LINGER_S = 0.05
 
 
 # One entry of session/new's `mcpServers`. Validated one by one: the request model itself
@@ -120,6 +123,7 @@ class _Queued:
     draft: Draft
     tool_call_id: str | None = None
     sequence: asyncio.Future[int] | None = None
+    linger: bool = False  # wait a moment for the next event to share this one's commit
 
 
 class _StdioTransport:
@@ -348,8 +352,8 @@ class AcpBroker:
             self._released.clear()
             self.pending.pop(sequence, None)
             self.on_human_wait()
-        # The answer goes out once the agent runs again and agent.resumed is committed, so
-        # the log shows the wake before anything the decision causes.
+        # The answer goes out once the agent runs again and agent.resumed is queued, so the
+        # log shows the wake before anything the decision causes.
         await self._released.wait()
         if option_id is None:
             return _cancelled()
@@ -357,8 +361,12 @@ class AcpBroker:
             outcome=AllowedOutcome(outcome="selected", option_id=option_id)
         )
 
-    def release(self) -> None:
-        """The supervisor has the agent running again: answers may go out."""
+    def release(self, resumed: Draft | None = None) -> None:
+        """The supervisor has the agent running again: answers may go out. `resumed`
+        (agent.resumed) is queued first, so it commits before anything the answer causes
+        without holding the answer back for its own commit."""
+        if resumed is not None:
+            self._queue.put_nowait(_Queued(resumed, linger=True))
         self._released.set()
 
     def check_decision(
@@ -439,10 +447,14 @@ class AcpBroker:
         """Commit the queued events in order, as many per commit as are waiting."""
         while True:
             batch = [await self._queue.get()]
+            if batch[0].linger and self._queue.empty():
+                with contextlib.suppress(TimeoutError):
+                    batch.append(await asyncio.wait_for(self._queue.get(), LINGER_S))
             while not self._queue.empty() and len(batch) < PUBLISH_BATCH:
                 batch.append(self._queue.get_nowait())
             try:
-                results = await self.engine.publish_batch(self.axon_id, [q.draft for q in batch])
+                drafts = [q.draft for q in batch]
+                results = await self.engine.publish_batch(self.axon_id, drafts, system=True)
             except AxonError as e:
                 self.hooks.on_log(f"axons: could not record the agent's updates: {e.message}")
                 results = []

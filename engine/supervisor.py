@@ -231,6 +231,11 @@ class AgentWorker:
             self._enter("stopped")
             return
         status = await self.runtime.status(self.key)
+        if self.spec.protocol == "acp" and status.state in ("running", "paused"):
+            # An ACP connection cannot be picked up midway: its pending requests lived in
+            # the previous engine. Start it afresh; its session comes back (session/load).
+            await self.runtime.stop(self.key)
+            status = await self.runtime.status(self.key)
         if status.state == "running" and self.runtime.kind == "docker":
             await self._open_channel(await self.runtime.attach(self.key))
             await self._initialize()

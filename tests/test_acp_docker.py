@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from engine import Engine
+from engine.errors import Conflict
 
 pytest.register_assert_rewrite("tests.agents_support", "tests.acp_support")
 pytest_plugins = ["tests.agents_support"]  # docker_client, agent_home, docker_engine
@@ -252,3 +253,40 @@ async def test_crash_restart_and_hibernation_keep_the_session(
         assert resumed["replayed"] == 2
         assert said(updates(watch, "acp", wake, done.sequence)) == "You said: [slack] still me?"
         assert running.sequence < crash
+
+
+async def test_an_engine_restart_starts_the_agent_afresh_in_its_session(
+    agent_home: Path, docker_client: docker.DockerClient
+) -> None:
+    """The previous engine's ACP connection (and any request pending on it) is gone, so the
+    container is restarted rather than re-attached; session/load continues the session."""
+    async with Engine(agent_home, agent_runtime="docker") as engine:
+        axon_id = (await engine.create_axon("acp")).id
+        async with watching(engine, axon_id) as watch:
+            await engine.agents.add(acp_spec("acp", "docker"))
+            await watch.system("agent.running", "acp")
+            session = body(watch.of("acp", "acp.session")[-1])["session_id"]
+            first = await publish(engine, axon_id, "RISKY", "web")
+            request = await watch.wait(
+                lambda e: e.event_type == "permission.requested", "a request", after=first
+            )
+            await watch.system("agent.paused", "acp", after=request.sequence)
+    assert container_state(docker_client, engine, axon_id, "acp")["Paused"] is True
+    async with (
+        Engine(agent_home, agent_runtime="docker") as engine,
+        watching(engine, axon_id) as watch,
+    ):
+        # the message the old connection never finished comes again, in the same session,
+        # and its request is asked again (the old one died with the old connection)
+        asked = await watch.wait(
+            lambda e: e.event_type == "permission.requested",
+            "the request, asked again",
+            after=request.sequence,
+        )
+        sessions = [body(e) for e in watch.of("acp", "acp.session", after=request.sequence)]
+        assert sessions == [{"session_id": session, "how": "loaded", "replayed": 0}]
+        with pytest.raises(Conflict):
+            await engine.agents.permit(axon_id, request.sequence, "allow")
+        await watch.system("agent.paused", "acp", after=asked.sequence)
+        await engine.agents.permit(axon_id, asked.sequence, "allow")
+        await watch.turn_completed("acp", first, after=asked.sequence)

@@ -106,6 +106,36 @@ async def test_a_message_streams_as_updates_in_wire_order(
         assert (agent_home(engine, axon_id, "acp") / "sessions" / f"{session}.json").exists()
 
 
+async def test_secrets_oversized_updates_and_an_engine_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACP_TEST_SECRET", "s3cret")
+    home = tmp_path / "home"
+    spec = acp_spec("acp", "process", workdir=str(tmp_path), secrets=["ACP_TEST_SECRET"])
+    async with Engine(home, agent_runtime="process") as engine:
+        axon_id = (await engine.create_axon("acp")).id
+        async with watching(engine, axon_id) as watch:
+            session = await started(engine, watch, spec)
+            sequence = await publish(engine, axon_id, "BIG ENV ACP_TEST_SECRET", "web")
+            end = await turn_end(watch, "acp", sequence)
+            assert end.event_type == "turn.completed", describe(watch.events)
+            turn = updates(watch, "acp", sequence, end.sequence)
+            big = [e for e in turn if "truncated" in body(e)]
+            assert [body(e)["update"] for e in big] == [{"sessionUpdate": "agent_message_chunk"}]
+            assert body(big[0])["truncated"]["bytes"] > 2 << 20
+            assert "ACP_TEST_SECRET=s3cret" in said([e for e in turn if e not in big])
+    # a new engine on the same home: the agent starts again and continues its session
+    async with (
+        Engine(home, agent_runtime="process") as engine,
+        watching(engine, axon_id) as watch,
+    ):
+        later = await publish(engine, axon_id, "after the restart", "cli")
+        await watch.turn_completed("acp", later)
+        sessions = [body(e) for e in watch.of("acp", "acp.session")]
+        assert [s["how"] for s in sessions] == ["new", "loaded"]
+        assert sessions[-1]["session_id"] == session
+
+
 async def test_permission_pauses_the_agent_until_a_client_decides(
     process_engine: Engine, tmp_path: Path
 ) -> None:

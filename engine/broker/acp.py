@@ -473,9 +473,22 @@ class AcpBroker:
             await self.engine.publish(self.axon_id, draft, system=True)
 
     def _agent_event(self, event_type: str, body: dict[str, Any]) -> Draft:
-        return Draft(
-            event_type, orjson.dumps(body).decode(), self.agent, "AGENT_EVENT", author=self.agent
-        )
+        payload = orjson.dumps(body).decode()
+        if len(payload) > self.engine.max_payload:  # say what was too big, rather than lose it
+            raw = body.get("update")
+            update: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            payload = orjson.dumps(
+                {
+                    "sessionId": body.get("sessionId"),
+                    "update": {
+                        key: update[key]
+                        for key in ("sessionUpdate", "toolCallId", "status", "title")
+                        if key in update
+                    },
+                    "truncated": {"bytes": len(payload), "limit": self.engine.max_payload},
+                }
+            ).decode()
+        return Draft(event_type, payload, self.agent, "AGENT_EVENT", author=self.agent)
 
     def _system(self, event_type: str, body: dict[str, Any]) -> Draft:
         return Draft(

@@ -51,7 +51,7 @@ from acp.schema import (
 )
 from pydantic import TypeAdapter, ValidationError
 
-from engine.broker.native import BrokerHooks, ProtocolError
+from engine.broker.native import BrokerHooks, ProtocolError, end_logs, read_logs
 from engine.errors import AxonError, Conflict, InvalidInput
 from engine.models import AgentSpec, Draft, Event
 
@@ -498,7 +498,7 @@ class AcpBroker:
     async def serve(self) -> None:
         """Until the agent closes its stdout: publish its updates, drain its stderr."""
         publisher = asyncio.create_task(self._publish_loop())
-        logs = asyncio.create_task(self._read_logs())
+        logs = asyncio.create_task(read_logs(self.io, self.hooks.on_log))
         ended = False
         try:
             await self._transport.closed.wait()
@@ -514,14 +514,7 @@ class AcpBroker:
                 self._turn.cancel()
             with contextlib.suppress(Exception):
                 await self.conn.close()
-            if not ended:
-                logs.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(logs, 0.5)
-
-    async def _read_logs(self) -> None:
-        while line := await self.io.stderr.readline():
-            self.hooks.on_log(line.decode(errors="replace").rstrip("\n"))
+            await end_logs(logs, ended)
 
 
 def _cancelled() -> RequestPermissionResponse:

@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from engine.broker import AcpBroker, BrokerHooks, NativeBroker, ProtocolError
-from engine.broker.acp import CONTROL_EVENT_TYPES, DECISION, REQUESTED
+from engine.broker import BrokerHooks, NativeBroker, ProtocolError
+from engine.broker.permissions import CONTROL_EVENT_TYPES, DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, InvalidInput, NotFound
 from engine.models import AgentSpec, AgentView, Draft, Event, PublishResult
 from engine.runtime import AgentKey, Runtime, pick_runtime
 from engine.runtime.process import ProcessRuntime
 
 if TYPE_CHECKING:
+    from engine.broker.acp import AcpBroker
     from engine.engine import Engine
 
 LOG_FLUSH_S = 0.5
@@ -107,6 +108,11 @@ class AgentWorker:
 
     def command(self, action: str) -> None:
         self._control.put_nowait(action)
+
+    @property
+    def acp(self) -> AcpBroker | None:
+        """The broker, when it speaks ACP (permission requests, cancel, session)."""
+        return self.broker if self.spec.protocol == "acp" else None  # type: ignore[return-value]
 
     def view(self, cursor: int) -> AgentView:
         return AgentView(
@@ -279,6 +285,8 @@ class AgentWorker:
             on_idle=self._on_idle, on_turn_done=self._on_turn_done, on_log=self._on_log
         )
         if self.spec.protocol == "acp":
+            from engine.broker.acp import AcpBroker  # the SDK, only where ACP agents run
+
             self.broker = AcpBroker(
                 self.engine,
                 self.axon_id,
@@ -455,10 +463,10 @@ class AgentWorker:
                     await self.broker.interrupt(self._inbox.last_sequence)
                     continue
                 if not done:
-                    if cancelled or not isinstance(self.broker, AcpBroker):
+                    if cancelled or self.acp is None:
                         return "timeout"
                     cancelled = True
-                    await self.broker.cancel_turn("turn timeout")
+                    await self.acp.cancel_turn("turn timeout")
                     deadline = time.monotonic() + CANCEL_GRACE_S
         finally:
             done_wait.cancel()
@@ -471,11 +479,12 @@ class AgentWorker:
         """Pause the agent while a permission request waits for a human; when the last one
         is answered, resume it, queue agent.resumed, and only then let the answer go out.
         Returns the turn's new deadline (none while paused)."""
-        if not isinstance(self.broker, AcpBroker):
+        broker = self.acp
+        if broker is None:
             return deadline
-        if self.broker.awaiting_human:
+        if broker.awaiting_human:
             if self.state == "running":
-                first = min(self.broker.pending)
+                first = min(broker.pending)
                 self.detail["waiting_for"] = f"permission #{first}"
                 await self._pause(f"waiting for a decision on permission #{first}")
                 return None
@@ -489,14 +498,14 @@ class AgentWorker:
             resumed = self._draft(
                 "agent.resumed",
                 {
-                    "trigger_sequence": self.broker.last_decision,
+                    "trigger_sequence": broker.last_decision,
                     "from": "paused",
                     "wake_ms": round((time.monotonic() - woke) * 1000, 2),
                 },
             )
             self.detail["last_event"] = "agent.resumed"
             deadline = time.monotonic() + self.spec.turn_timeout_s
-        self.broker.release(resumed)  # agent.resumed commits first, in the broker's queue
+        broker.release(resumed)  # agent.resumed commits first, in the broker's queue
         return deadline
 
     async def _pause(self, reason: str) -> None:
@@ -544,9 +553,9 @@ class AgentWorker:
 
     async def _stop(self) -> None:
         self._expect_exit = True
-        if isinstance(self.broker, AcpBroker):
-            await self.broker.cancel_pending("the agent was stopped")
-            self.broker.release()
+        if self.acp is not None:
+            await self.acp.cancel_pending("the agent was stopped")
+            self.acp.release()
         with contextlib.suppress(AxonError):  # already gone is stopped too
             await self.runtime.stop(self.key)
         await self._close_channel()
@@ -786,10 +795,10 @@ class Supervisor:
         The answer is an ordinary `permission.decision` event (any client may publish one);
         this checks it first, so a decision nobody waits for is a 409, not a lost event."""
         for worker in self._workers.values():
-            broker = worker.broker
+            broker = worker.acp
             if (
                 worker.axon_id == axon_id
-                and isinstance(broker, AcpBroker)
+                and broker is not None
                 and request_sequence in broker.pending
             ):
                 broker.check_decision(request_sequence, option_id, claim=True)

@@ -52,13 +52,11 @@ from acp.schema import (
 from pydantic import TypeAdapter, ValidationError
 
 from engine.broker.native import BrokerHooks, ProtocolError, end_logs, read_logs
+from engine.broker.permissions import DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, InvalidInput
 from engine.models import AgentSpec, Draft, Event
 
 SESSION_EVENT = "acp.session"  # which session the agent works in, and how it got it
-DECISION = "permission.decision"
-REQUESTED = "permission.requested"
-CONTROL_EVENT_TYPES = frozenset({DECISION})  # answers, never prompts
 INIT_TIMEOUT_S = 60.0
 PUBLISH_BATCH = 256
 # agent.resumed after a decision waits this long for the agent's first update to share its
@@ -294,9 +292,6 @@ class AcpBroker:
         message = None if error is None else orjson.dumps(error).decode()
         self.hooks.on_turn_done(message, details)
 
-    async def send_event(self, event: Event) -> None:
-        await self.deliver([event])
-
     async def interrupt(self, sequence: int) -> None:
         """on_busy = "interrupt": a newer event waits, so cancel the running turn."""
         await self.cancel_turn(f"interrupted by #{sequence}")
@@ -308,13 +303,6 @@ class AcpBroker:
         if self.session_id is not None:
             with contextlib.suppress(ConnectionError, OSError):
                 await self.conn.cancel(session_id=self.session_id)
-
-    async def wait_turn(self, timeout_s: float) -> bool:
-        """Whether the current prompt ended within `timeout_s`."""
-        if self._turn is None:
-            return True
-        done, _ = await asyncio.wait({self._turn}, timeout=timeout_s)
-        return bool(done)
 
     async def cancel_pending(self, reason: str) -> None:
         """Answer every waiting permission request `cancelled`, and say so in the log."""

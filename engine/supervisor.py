@@ -378,10 +378,13 @@ class AgentWorker:
         self._turn_details = {}
         self._in_turn = True
         began = time.monotonic()
-        # agent.resumed (when waking) and turn.started share one commit, before delivery
-        await self._publish(
-            [*(preface or []), self._draft("turn.started", {"sequences": sequences})]
-        )
+        started = self._draft("turn.started", {"sequences": sequences})
+        if self.acp is not None and not preface:
+            # in wire order with the turn's updates, sharing the first one's commit
+            self.acp.record(started)
+        else:
+            # agent.resumed (when waking) and turn.started share one commit, before delivery
+            await self._publish([*(preface or []), started])
         outcome = "done"
         try:
             await self.broker.deliver(events)
@@ -477,7 +480,7 @@ class AgentWorker:
 
     async def _follow_human_wait(self, deadline: float | None) -> float | None:
         """Pause the agent while a permission request waits for a human; when the last one
-        is answered, resume it, queue agent.resumed, and only then let the answer go out.
+        is answered, resume it, with agent.resumed ahead of anything the answer causes.
         Returns the turn's new deadline (none while paused)."""
         broker = self.acp
         if broker is None:
@@ -489,13 +492,23 @@ class AgentWorker:
                 await self._pause(f"waiting for a decision on permission #{first}")
                 return None
             return deadline
-        resumed = None
-        if self.state == "paused":
-            self.detail.pop("waiting_for", None)
-            woke = time.monotonic()
+        if self.state != "paused":
+            broker.release()
+            return deadline
+        # agent.resumed's place in the log comes before anything the answer causes; the
+        # answer itself waits in the paused agent's stdin, so it reads it as it thaws.
+        slot = broker.reserve()
+        broker.release()
+        self.detail.pop("waiting_for", None)
+        woke = time.monotonic()
+        try:
             await self._resume_runtime()
-            self._enter("running")
-            resumed = self._draft(
+        except BaseException:
+            slot.set_result(None)
+            raise
+        self._enter("running")
+        slot.set_result(
+            self._draft(
                 "agent.resumed",
                 {
                     "trigger_sequence": broker.last_decision,
@@ -503,10 +516,9 @@ class AgentWorker:
                     "wake_ms": round((time.monotonic() - woke) * 1000, 2),
                 },
             )
-            self.detail["last_event"] = "agent.resumed"
-            deadline = time.monotonic() + self.spec.turn_timeout_s
-        broker.release(resumed)  # agent.resumed commits first, in the broker's queue
-        return deadline
+        )
+        self.detail["last_event"] = "agent.resumed"
+        return time.monotonic() + self.spec.turn_timeout_s
 
     async def _pause(self, reason: str) -> None:
         try:

@@ -118,10 +118,11 @@ class PendingPermission:
 class _Queued:
     """An event to publish in wire order; `sequence` learns where it landed."""
 
-    draft: Draft
+    draft: Draft | None  # None: a reserved place, filled through `slot`
     tool_call_id: str | None = None
     sequence: asyncio.Future[int] | None = None
     linger: bool = False  # wait a moment for the next event to share this one's commit
+    slot: asyncio.Future[Draft | None] | None = None
 
 
 class _StdioTransport:
@@ -340,8 +341,8 @@ class AcpBroker:
             self._released.clear()
             self.pending.pop(sequence, None)
             self.on_human_wait()
-        # The answer goes out once the agent runs again and agent.resumed is queued, so the
-        # log shows the wake before anything the decision causes.
+        # The answer goes out once the supervisor has reserved agent.resumed's place in the
+        # log, so the log shows the wake before anything the decision causes.
         await self._released.wait()
         if option_id is None:
             return _cancelled()
@@ -349,12 +350,21 @@ class AcpBroker:
             outcome=AllowedOutcome(outcome="selected", option_id=option_id)
         )
 
-    def release(self, resumed: Draft | None = None) -> None:
-        """The supervisor has the agent running again: answers may go out. `resumed`
-        (agent.resumed) is queued first, so it commits before anything the answer causes
-        without holding the answer back for its own commit."""
-        if resumed is not None:
-            self._queue.put_nowait(_Queued(resumed, linger=True))
+    def record(self, draft: Draft) -> None:
+        """Commit a system event in wire order with the agent's own (turn.started: before
+        the turn's updates, sharing the first one's commit rather than delaying it)."""
+        self._queue.put_nowait(_Queued(draft, linger=True))
+
+    def reserve(self) -> asyncio.Future[Draft | None]:
+        """A place in the log, before anything the agent sends next, for an event that is
+        known only later (agent.resumed, once the runtime call returns): set its result to
+        the event, or to None to give the place up."""
+        slot: asyncio.Future[Draft | None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Queued(None, linger=True, slot=slot))
+        return slot
+
+    def release(self) -> None:
+        """Let the answers to decided requests go out."""
         self._released.set()
 
     def check_decision(
@@ -440,19 +450,28 @@ class AcpBroker:
                     batch.append(await asyncio.wait_for(self._queue.get(), LINGER_S))
             while not self._queue.empty() and len(batch) < PUBLISH_BATCH:
                 batch.append(self._queue.get_nowait())
+            for queued in batch:
+                if queued.slot is not None:
+                    queued.draft = await queued.slot
+            await self._commit([q for q in batch if q.draft is not None])
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _commit(self, batch: list[_Queued]) -> None:
+        """One commit; each permission request learns its sequence (or that it has none)."""
+        results = []
+        if batch:
             try:
-                drafts = [q.draft for q in batch]
+                drafts = [q.draft for q in batch if q.draft is not None]
                 results = await self.engine.publish_batch(self.axon_id, drafts, system=True)
             except AxonError as e:
                 self.hooks.on_log(f"axons: could not record the agent's updates: {e.message}")
-                results = []
-            for i, queued in enumerate(batch):
-                if queued.sequence is not None and not queued.sequence.done():
-                    if i < len(results):
-                        queued.sequence.set_result(results[i].sequence)
-                    else:
-                        queued.sequence.set_exception(ProtocolError("not recorded"))
-                self._queue.task_done()
+        for i, queued in enumerate(batch):
+            if queued.sequence is not None and not queued.sequence.done():
+                if i < len(results):
+                    queued.sequence.set_result(results[i].sequence)
+                else:
+                    queued.sequence.set_exception(ProtocolError("not recorded"))
 
     async def _publish_now(self, draft: Draft) -> None:
         """A system event, after everything queued before it."""

@@ -489,6 +489,7 @@ class AgentWorker:
             if self.state == "running":
                 first = min(broker.pending)
                 self.detail["waiting_for"] = f"permission #{first}"
+                broker.hold()
                 await self._pause(f"waiting for a decision on permission #{first}")
                 return None
             return deadline

@@ -277,6 +277,24 @@ async def test_interrupt_cancels_the_turn_and_its_pending_request(
             await engine.agents.permit(axon_id, request.sequence, "allow")
 
 
+async def test_merge_puts_every_waiting_message_in_one_prompt(
+    process_engine: Engine, tmp_path: Path
+) -> None:
+    engine = process_engine
+    async with running_agent(engine, tmp_path, on_busy="merge") as (axon_id, watch, _session):
+        slow = await publish(engine, axon_id, "SLOW", "web")
+        await watch.system("turn.started", "acp", after=slow)
+        first = await publish(engine, axon_id, "one", "web")
+        second = await publish(engine, axon_id, "two", "slack")
+        await watch.turn_completed("acp", slow)
+        merged = await watch.turn_completed("acp", first)
+        started = watch.of("acp", "turn.started", after=second)
+        assert [body(e)["sequences"] for e in started] == [[first, second]]
+        assert said(updates(watch, "acp", started[0].sequence, merged.sequence)) == (
+            "You said: [web] one\n\n[slack] two"
+        )
+
+
 async def test_agent_errors_and_turn_timeouts_fail_the_turn(
     process_engine: Engine, tmp_path: Path
 ) -> None:

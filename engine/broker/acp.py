@@ -185,7 +185,8 @@ class AcpBroker:
         self.session_id: str | None = None
         self.pending: dict[int, PendingPermission] = {}
         self.last_decision: int | None = None  # the sequence of the decision that woke it
-        self._released = asyncio.Event()  # the supervisor resumed the agent after a decision
+        self._released = asyncio.Event()  # clear while the supervisor holds the agent paused
+        self._released.set()
         self._transport = _StdioTransport(io, hooks.on_log)
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._requests: deque[_Queued] = deque()  # permission requests, in wire order
@@ -338,7 +339,6 @@ class AcpBroker:
         try:
             option_id, _decision = await pending.answer
         finally:
-            self._released.clear()
             self.pending.pop(sequence, None)
             self.on_human_wait()
         # The answer goes out once the supervisor has reserved agent.resumed's place in the
@@ -362,6 +362,10 @@ class AcpBroker:
         slot: asyncio.Future[Draft | None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Queued(None, linger=True, slot=slot))
         return slot
+
+    def hold(self) -> None:
+        """The supervisor pauses the agent for a human: answers wait for `release`."""
+        self._released.clear()
 
     def release(self) -> None:
         """Let the answers to decided requests go out."""

@@ -690,7 +690,7 @@ class Supervisor:
         if cached is None:
             cached = pick_runtime(kind, self.home_id)
             if isinstance(cached, ProcessRuntime):
-                cached._pid_dir = self.engine.home / "agents"
+                cached._pid_dir = self.engine.paths.agents
                 cached.stop_leftovers()
                 if kind == "auto":
                     self.notices.append("no Docker engine answers: agents run as local processes")

@@ -38,23 +38,18 @@ import orjson
 from acp import PROTOCOL_VERSION, RequestError, connect_to_agent, text_block
 from acp.connection import StreamDirection, StreamEvent
 from acp.schema import (
-    AcpMcpServer,
     AllowedOutcome,
     ClientCapabilities,
     DeniedOutcome,
     FileSystemCapabilities,
-    HttpMcpServer,
     Implementation,
-    McpServerStdio,
     RequestPermissionResponse,
-    SseMcpServer,
 )
-from pydantic import TypeAdapter, ValidationError
 
-from engine.broker.native import BrokerHooks, ProtocolError, end_logs, read_logs
+from engine.broker.native import BrokerHooks, end_logs, read_logs
 from engine.broker.permissions import DECISION, REQUESTED
-from engine.errors import AxonError, Conflict, InvalidInput
-from engine.models import AgentSpec, Draft, Event
+from engine.errors import AxonError, Conflict, InvalidInput, ProtocolError
+from engine.models import AgentSpec, Draft, Event, mcp_servers
 
 SESSION_EVENT = "acp.session"  # which session the agent works in, and how it got it
 INIT_TIMEOUT_S = 60.0
@@ -62,29 +57,6 @@ PUBLISH_BATCH = 256
 # agent.resumed after a decision waits this long for the agent's first update to share its
 # commit: one fsync instead of two on the path a human waits on.
 LINGER_S = 0.05
-
-
-# One entry of session/new's `mcpServers`. Validated one by one: the request model itself
-# silently drops entries it cannot parse, and an agent missing its tools says nothing.
-_MCP_SERVER: TypeAdapter[Any] = TypeAdapter(
-    HttpMcpServer | SseMcpServer | AcpMcpServer | McpServerStdio
-)
-
-
-def mcp_servers(raw: list[dict[str, Any]]) -> list[Any]:
-    """The spec's `mcp_servers` as the SDK's models; ValueError names the bad entry."""
-    servers = []
-    for i, entry in enumerate(raw):
-        try:
-            servers.append(_MCP_SERVER.validate_python(entry))
-        except ValidationError as e:
-            raise ValueError(
-                f"mcp_servers[{i}] is not an MCP server ACP understands: give "
-                '{"name", "command", "args", "env"} (stdio) or {"type": "http"|"sse", '
-                f'"name", "url", "headers"}} ({e.error_count()} problems: '
-                f"{e.errors()[0]['msg']})"
-            ) from None
-    return servers
 
 
 def prompt_text(events: list[Event]) -> str:

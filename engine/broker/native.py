@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from engine.errors import AxonError
+from engine.errors import AxonError, ProtocolError
 from engine.models import Draft, Event
 from engine.runtime.base import AgentIO
 
@@ -43,10 +43,6 @@ async def end_logs(logs: asyncio.Task[None], ended: bool) -> None:
         logs.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         await asyncio.wait_for(logs, 0.5)
-
-
-class ProtocolError(Exception):
-    """The agent broke the protocol (or went away mid-call)."""
 
 
 @dataclass

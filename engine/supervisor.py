@@ -796,17 +796,23 @@ class Supervisor:
         await self.engine._run(self.engine.catalog.delete_agent, axon_id, name)
 
     async def permit(
+        self, axon_id: str, request_sequence: int, option_id: str | None, *, source: str = "cli"
+    ) -> PublishResult:
+        """Answer an ACP agent's permission request: `option_id`, or None for cancelled."""
+        return await self.answer(axon_id, request_sequence, option_id, source=source, author=None)
+
+    async def answer(
         self,
         axon_id: str,
         request_sequence: int,
         option_id: str | None,
         *,
-        source: str = "cli",
-        author: str | None = None,
+        source: str,
+        author: str | None,
     ) -> PublishResult:
-        """Answer an ACP agent's permission request: `option_id`, or None for cancelled.
-        The answer is an ordinary `permission.decision` event (any client may publish one);
-        this checks it first, so a decision nobody waits for is a 409, not a lost event."""
+        """`permit` for an authenticated caller (the event's author). The answer is an
+        ordinary `permission.decision` event (any client may publish one); this checks it
+        first, so a decision nobody waits for is a 409, not a lost event."""
         for worker in self._workers.values():
             broker = worker.acp
             if (

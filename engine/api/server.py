@@ -473,7 +473,7 @@ def create_app(
         """Answer an ACP agent's `permission.requested` event #sequence: publishes the
         `permission.decision` event. 409 when nothing waits for that answer."""
         axon_id = await axon_for(caller, ref, "publish")
-        result = await engine.agents.permit(
+        result = await engine.agents.answer(
             axon_id, sequence, body.option_id, source=body.source, author=caller.name
         )
         return s.PublishResultView(**result.to_dict())

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.api.client import Client
-from engine.engine import Engine, default_home
+from engine.backend import Backend
+from engine.engine import Engine
 from engine.errors import InvalidInput
+from engine.home import Home, default_home
 
 
 def engine_answers(sock_path: Path) -> bool:
@@ -44,7 +46,7 @@ def resolve_home(home: Path | None) -> Path:
 
 
 @asynccontextmanager
-async def open_backend(home: Path | None, connect: str | None = None) -> AsyncIterator[Any]:
+async def open_backend(home: Path | None, connect: str | None = None) -> AsyncIterator[Backend]:
     """`Client` for `connect` (a socket path or URL) or the home's running engine; else an
     in-process `Engine` on the home."""
     token = os.environ.get("AXONS_TOKEN")
@@ -57,7 +59,7 @@ async def open_backend(home: Path | None, connect: str | None = None) -> AsyncIt
             yield client
         return
     root = resolve_home(home)
-    sock = root / "engine.sock"
+    sock = Home(root).socket
     if engine_answers(sock):
         async with Client(socket_path=sock) as client:
             yield client

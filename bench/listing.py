@@ -11,6 +11,7 @@ from pathlib import Path
 from bench import rawsqlite
 from bench.harness import Figure, Sizes, fresh_home, median, ms, run
 from engine import Engine
+from engine.home import Home
 
 CREATE_WINDOW = 500  # create_axon calls in flight at once while building
 
@@ -42,9 +43,7 @@ async def _measure(home: Path, sizes: Sizes) -> dict[str, object]:
                 raise RuntimeError(
                     f"listed {len(ids)} ids ({len(set(ids))} distinct), expected {sizes.list_axons}"
                 )
-        raw_ms, rows = rawsqlite.read_ms(
-            home / "catalog.db", "SELECT * FROM axons", sizes.list_runs
-        )
+        raw_ms, rows = rawsqlite.read_ms(Home(home).catalog, "SELECT * FROM axons", sizes.list_runs)
     if len(rows) != sizes.list_axons:
         raise RuntimeError(f"catalog holds {len(rows)} Axons, expected {sizes.list_axons}")
     return {

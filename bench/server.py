@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from bench.harness import EVENT_TYPE, PAYLOAD, SOURCE
+from engine.home import Home
 from engine.tokens import TokenStore
 
 READY_TIMEOUT_S = 30.0
@@ -95,7 +96,7 @@ def running_server(home: Path) -> Iterator[Server]:
     """`axons serve` on `home` (created), TCP on a free loopback port, with an admin token;
     stopped with SIGTERM (a graceful shutdown) on exit."""
     home.mkdir(parents=True, exist_ok=True)
-    store = TokenStore(home / "catalog.db")
+    store = TokenStore(Home(home).catalog)
     try:
         token = store.create("bench", "admin")
     finally:

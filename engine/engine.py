@@ -16,12 +16,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import platformdirs
-
 from engine import records, state
 from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog
 from engine.errors import Conflict, InvalidInput, Unavailable
+from engine.home import Home
 from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft
 from engine.models import (
     AxonPage,
@@ -42,12 +41,6 @@ CATCH_UP_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
 
 
-def default_home() -> Path:
-    """CONTRACT §2: $AXONS_HOME, else the platform's user data dir."""
-    env = os.environ.get("AXONS_HOME")
-    return Path(env) if env else Path(platformdirs.user_data_dir("axons"))
-
-
 class Engine:
     """The in-process API. Use as `async with Engine(home) as engine: ...`."""
 
@@ -61,7 +54,8 @@ class Engine:
         threads: int = 8,
         agent_runtime: str = "auto",
     ) -> None:
-        self.home = Path(home) if home is not None else default_home()
+        self.paths = Home.at(home)
+        self.home = self.paths.root
         self.max_open_axons = max_open_axons
         self.max_payload = max_payload
         self.bus = Bus(subscriber_buffer)
@@ -79,10 +73,10 @@ class Engine:
     # -- lifetime ---------------------------------------------------------------------
 
     async def start(self) -> Engine:
-        (self.home / "axons").mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_home(self.home)
+        self.paths.axons.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_home(self.paths)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
-        self._catalog = await self._run(Catalog, self.home / "catalog.db")
+        self._catalog = await self._run(Catalog, self.paths.catalog)
         await self.agents.start()
         return self
 
@@ -122,9 +116,29 @@ class Engine:
         """By id, or by name (the newest live Axon with that name)."""
         return await self._run(self.catalog.get, ref)
 
-    async def list_axons(self, **filters: Any) -> AxonPage:
-        """Newest first; see `Catalog.list_axons` for the filters."""
-        return await self._run(lambda: self.catalog.list_axons(**filters))
+    async def list_axons(
+        self,
+        *,
+        limit: int = 20,
+        starting_after: str | None = None,
+        name: str | None = None,
+        search: str | None = None,
+        ids: Sequence[str] | None = None,
+        include_total_count: bool = False,
+        include_deleted: bool = False,
+    ) -> AxonPage:
+        """Newest first. `name` is a prefix; `search` matches id, name or metadata."""
+        return await self._run(
+            lambda: self.catalog.list_axons(
+                limit=limit,
+                starting_after=starting_after,
+                name=name,
+                search=search,
+                ids=list(ids) if ids else None,
+                include_total_count=include_total_count,
+                include_deleted=include_deleted,
+            )
+        )
 
     async def update_axon(self, ref: str, metadata: dict[str, str]) -> AxonView:
         view = await self.get_axon(ref)
@@ -373,7 +387,7 @@ class Engine:
         return self._catalog
 
     def path_of(self, axon_id: str) -> Path:
-        return self.home / "axons" / f"{axon_id}.db"
+        return self.paths.axon_file(axon_id)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -484,15 +498,15 @@ def _check_sequence(sequence: int, last: int) -> None:
         )
 
 
-def _lock_home(home: Path) -> int:
-    fd = os.open(home / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+def _lock_home(home: Home) -> int:
+    fd = os.open(home.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise Unavailable(
-            f"another engine ({holder}) already runs on {home}; connect to it instead",
+            f"another engine ({holder}) already runs on {home.root}; connect to it instead",
             code="home_locked",
         ) from None
     os.ftruncate(fd, 0)

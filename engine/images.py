@@ -43,7 +43,7 @@ import docker
 import docker.errors
 import platformdirs
 
-from engine.errors import Unavailable
+from engine.errors import ImageBuildError
 
 Progress = Callable[[str], None]
 
@@ -74,10 +74,6 @@ TRIM = [
 ]
 SKIP_NAMES = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 PACKAGES_FILE = "python-packages.txt"  # distributions copied from the host into the context
-
-
-class ImageBuildError(Unavailable):
-    code = "image_build_failed"
 
 
 def _quiet(_: str) -> None:

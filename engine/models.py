@@ -141,6 +141,35 @@ class RowChange(BaseModel):
     after: dict[str, Any] | None
 
 
+def mcp_servers(raw: list[dict[str, Any]]) -> list[Any]:
+    """An ACP agent's `mcp_servers` as the ACP SDK's models (for session/new); ValueError
+    names the bad entry. Each entry is checked alone: the SDK's request model silently drops
+    entries it cannot parse, and an agent missing its tools says nothing."""
+    from acp.schema import (  # the SDK is slow to import: only for specs that use it
+        AcpMcpServer,
+        HttpMcpServer,
+        McpServerStdio,
+        SseMcpServer,
+    )
+    from pydantic import TypeAdapter, ValidationError
+
+    server: TypeAdapter[Any] = TypeAdapter(
+        HttpMcpServer | SseMcpServer | AcpMcpServer | McpServerStdio
+    )
+    servers = []
+    for i, entry in enumerate(raw):
+        try:
+            servers.append(server.validate_python(entry))
+        except ValidationError as e:
+            raise ValueError(
+                f"mcp_servers[{i}] is not an MCP server ACP understands: give "
+                '{"name", "command", "args", "env"} (stdio) or {"type": "http"|"sse", '
+                f'"name", "url", "headers"}} ({e.error_count()} problems: '
+                f"{e.errors()[0]['msg']})"
+            ) from None
+    return servers
+
+
 class AgentSpec(BaseModel):
     """An agent as declared in TOML or JSON (CONTRACT §5)."""
 
@@ -179,8 +208,6 @@ class AgentSpec(BaseModel):
         if self.runtime == "process" and not self.command:
             raise ValueError("runtime process needs a command")
         if self.mcp_servers:
-            from engine.broker.acp import mcp_servers  # the SDK's models say what is wrong
-
             mcp_servers(self.mcp_servers)
         return self
 

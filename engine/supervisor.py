@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from engine.broker import AcpBroker, BrokerHooks, NativeBroker, ProtocolError
-from engine.broker.acp import CONTROL_EVENT_TYPES, DECISION, REQUESTED
+from engine.broker import BrokerHooks, NativeBroker, ProtocolError
+from engine.broker.permissions import CONTROL_EVENT_TYPES, DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, InvalidInput, NotFound
 from engine.models import AgentSpec, AgentView, Draft, Event, PublishResult
 from engine.runtime import AgentKey, Runtime, pick_runtime
 from engine.runtime.process import ProcessRuntime
 
 if TYPE_CHECKING:
+    from engine.broker.acp import AcpBroker
     from engine.engine import Engine
 
 LOG_FLUSH_S = 0.5
@@ -107,6 +108,11 @@ class AgentWorker:
 
     def command(self, action: str) -> None:
         self._control.put_nowait(action)
+
+    @property
+    def acp(self) -> AcpBroker | None:
+        """The broker, when it speaks ACP (permission requests, cancel, session)."""
+        return self.broker if self.spec.protocol == "acp" else None  # type: ignore[return-value]
 
     def view(self, cursor: int) -> AgentView:
         return AgentView(
@@ -231,6 +237,11 @@ class AgentWorker:
             self._enter("stopped")
             return
         status = await self.runtime.status(self.key)
+        if self.spec.protocol == "acp" and status.state in ("running", "paused"):
+            # An ACP connection cannot be picked up midway: its pending requests lived in
+            # the previous engine. Start it afresh; its session comes back (session/load).
+            await self.runtime.stop(self.key)
+            status = await self.runtime.status(self.key)
         if status.state == "running" and self.runtime.kind == "docker":
             await self._open_channel(await self.runtime.attach(self.key))
             await self._initialize()
@@ -274,6 +285,8 @@ class AgentWorker:
             on_idle=self._on_idle, on_turn_done=self._on_turn_done, on_log=self._on_log
         )
         if self.spec.protocol == "acp":
+            from engine.broker.acp import AcpBroker  # the SDK, only where ACP agents run
+
             self.broker = AcpBroker(
                 self.engine,
                 self.axon_id,
@@ -365,10 +378,13 @@ class AgentWorker:
         self._turn_details = {}
         self._in_turn = True
         began = time.monotonic()
-        # agent.resumed (when waking) and turn.started share one commit, before delivery
-        await self._publish(
-            [*(preface or []), self._draft("turn.started", {"sequences": sequences})]
-        )
+        started = self._draft("turn.started", {"sequences": sequences})
+        if self.acp is not None and not preface:
+            # in wire order with the turn's updates, sharing the first one's commit
+            self.acp.record(started)
+        else:
+            # agent.resumed (when waking) and turn.started share one commit, before delivery
+            await self._publish([*(preface or []), started])
         outcome = "done"
         try:
             await self.broker.deliver(events)
@@ -450,10 +466,10 @@ class AgentWorker:
                     await self.broker.interrupt(self._inbox.last_sequence)
                     continue
                 if not done:
-                    if cancelled or not isinstance(self.broker, AcpBroker):
+                    if cancelled or self.acp is None:
                         return "timeout"
                     cancelled = True
-                    await self.broker.cancel_turn("turn timeout")
+                    await self.acp.cancel_turn("turn timeout")
                     deadline = time.monotonic() + CANCEL_GRACE_S
         finally:
             done_wait.cancel()
@@ -464,33 +480,46 @@ class AgentWorker:
 
     async def _follow_human_wait(self, deadline: float | None) -> float | None:
         """Pause the agent while a permission request waits for a human; when the last one
-        is answered, resume it, commit agent.resumed, and only then let the answer go out.
+        is answered, resume it, with agent.resumed ahead of anything the answer causes.
         Returns the turn's new deadline (none while paused)."""
-        if not isinstance(self.broker, AcpBroker):
+        broker = self.acp
+        if broker is None:
             return deadline
-        if self.broker.awaiting_human:
+        if broker.awaiting_human:
             if self.state == "running":
-                first = min(self.broker.pending)
+                first = min(broker.pending)
                 self.detail["waiting_for"] = f"permission #{first}"
+                broker.hold()
                 await self._pause(f"waiting for a decision on permission #{first}")
                 return None
             return deadline
-        if self.state == "paused":
-            self.detail.pop("waiting_for", None)
-            woke = time.monotonic()
+        if self.state != "paused":
+            broker.release()
+            return deadline
+        # agent.resumed's place in the log comes before anything the answer causes; the
+        # answer itself waits in the paused agent's stdin, so it reads it as it thaws.
+        slot = broker.reserve()
+        broker.release()
+        self.detail.pop("waiting_for", None)
+        woke = time.monotonic()
+        try:
             await self._resume_runtime()
-            self._enter("running")
-            await self._system(
+        except BaseException:
+            slot.set_result(None)
+            raise
+        self._enter("running")
+        slot.set_result(
+            self._draft(
                 "agent.resumed",
                 {
-                    "trigger_sequence": self.broker.last_decision,
+                    "trigger_sequence": broker.last_decision,
                     "from": "paused",
                     "wake_ms": round((time.monotonic() - woke) * 1000, 2),
                 },
             )
-            deadline = time.monotonic() + self.spec.turn_timeout_s
-        self.broker.release()
-        return deadline
+        )
+        self.detail["last_event"] = "agent.resumed"
+        return time.monotonic() + self.spec.turn_timeout_s
 
     async def _pause(self, reason: str) -> None:
         try:
@@ -537,9 +566,9 @@ class AgentWorker:
 
     async def _stop(self) -> None:
         self._expect_exit = True
-        if isinstance(self.broker, AcpBroker):
-            await self.broker.cancel_pending("the agent was stopped")
-            self.broker.release()
+        if self.acp is not None:
+            await self.acp.cancel_pending("the agent was stopped")
+            self.acp.release()
         with contextlib.suppress(AxonError):  # already gone is stopped too
             await self.runtime.stop(self.key)
         await self._close_channel()
@@ -661,7 +690,7 @@ class Supervisor:
         if cached is None:
             cached = pick_runtime(kind, self.home_id)
             if isinstance(cached, ProcessRuntime):
-                cached._pid_dir = self.engine.home / "agents"
+                cached._pid_dir = self.engine.paths.agents
                 cached.stop_leftovers()
                 if kind == "auto":
                     self.notices.append("no Docker engine answers: agents run as local processes")
@@ -767,22 +796,28 @@ class Supervisor:
         await self.engine._run(self.engine.catalog.delete_agent, axon_id, name)
 
     async def permit(
+        self, axon_id: str, request_sequence: int, option_id: str | None, *, source: str = "cli"
+    ) -> PublishResult:
+        """Answer an ACP agent's permission request: `option_id`, or None for cancelled."""
+        return await self.answer(axon_id, request_sequence, option_id, source=source, author=None)
+
+    async def answer(
         self,
         axon_id: str,
         request_sequence: int,
         option_id: str | None,
         *,
-        source: str = "cli",
-        author: str | None = None,
+        source: str,
+        author: str | None,
     ) -> PublishResult:
-        """Answer an ACP agent's permission request: `option_id`, or None for cancelled.
-        The answer is an ordinary `permission.decision` event (any client may publish one);
-        this checks it first, so a decision nobody waits for is a 409, not a lost event."""
+        """`permit` for an authenticated caller (the event's author). The answer is an
+        ordinary `permission.decision` event (any client may publish one); this checks it
+        first, so a decision nobody waits for is a 409, not a lost event."""
         for worker in self._workers.values():
-            broker = worker.broker
+            broker = worker.acp
             if (
                 worker.axon_id == axon_id
-                and isinstance(broker, AcpBroker)
+                and broker is not None
                 and request_sequence in broker.pending
             ):
                 broker.check_decision(request_sequence, option_id, claim=True)

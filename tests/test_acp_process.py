@@ -6,9 +6,11 @@ session/load, and the errors a client can make."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -45,6 +47,17 @@ def process_state(engine: Engine, axon_id: str, name: str) -> str:
 
 def agent_home(engine: Engine, axon_id: str, name: str) -> Path:
     return engine.home / "agents" / f"{slug(engine.agents.home_id, axon_id, name)}.home"
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    engine: Engine, workdir: Path, **overrides: Any
+) -> AsyncIterator[tuple[str, Watch, str]]:
+    """A new Axon with the sample agent running on it: (axon id, its watch, session id)."""
+    axon_id = (await engine.create_axon("acp")).id
+    async with watching(engine, axon_id) as watch:
+        spec = acp_spec("acp", "process", workdir=str(workdir), **overrides)
+        yield axon_id, watch, await started(engine, watch, spec)
 
 
 async def started(engine: Engine, watch: Watch, spec: AgentSpec) -> str:
@@ -106,15 +119,41 @@ async def test_a_message_streams_as_updates_in_wire_order(
         assert (agent_home(engine, axon_id, "acp") / "sessions" / f"{session}.json").exists()
 
 
+async def test_secrets_oversized_updates_and_an_engine_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACP_TEST_SECRET", "s3cret")
+    home = tmp_path / "home"
+    spec = acp_spec("acp", "process", workdir=str(tmp_path), secrets=["ACP_TEST_SECRET"])
+    async with Engine(home, agent_runtime="process") as engine:
+        axon_id = (await engine.create_axon("acp")).id
+        async with watching(engine, axon_id) as watch:
+            session = await started(engine, watch, spec)
+            sequence = await publish(engine, axon_id, "BIG ENV ACP_TEST_SECRET", "web")
+            end = await turn_end(watch, "acp", sequence)
+            assert end.event_type == "turn.completed", describe(watch.events)
+            turn = updates(watch, "acp", sequence, end.sequence)
+            big = [e for e in turn if "truncated" in body(e)]
+            assert [body(e)["update"] for e in big] == [{"sessionUpdate": "agent_message_chunk"}]
+            assert body(big[0])["truncated"]["bytes"] > 2 << 20
+            assert "ACP_TEST_SECRET=s3cret" in said([e for e in turn if e not in big])
+    # a new engine on the same home: the agent starts again and continues its session
+    async with (
+        Engine(home, agent_runtime="process") as engine,
+        watching(engine, axon_id) as watch,
+    ):
+        later = await publish(engine, axon_id, "after the restart", "cli")
+        await watch.turn_completed("acp", later)
+        sessions = [body(e) for e in watch.of("acp", "acp.session")]
+        assert [s["how"] for s in sessions] == ["new", "loaded"]
+        assert sessions[-1]["session_id"] == session
+
+
 async def test_permission_pauses_the_agent_until_a_client_decides(
     process_engine: Engine, tmp_path: Path
 ) -> None:
     engine = process_engine
-    axon_id = (await engine.create_axon("acp")).id
-    work = tmp_path / "work"
-    work.mkdir()
-    async with watching(engine, axon_id) as watch:
-        await started(engine, watch, acp_spec("acp", "process", workdir=str(work)))
+    async with running_agent(engine, tmp_path) as (axon_id, watch, _session):
         sequence = await publish(engine, axon_id, "please do RISKY", "web")
         request = await permission_request(watch, "acp", sequence)
         asked = body(request)
@@ -128,7 +167,7 @@ async def test_permission_pauses_the_agent_until_a_client_decides(
             view.state == "paused"
             and view.detail["waiting_for"] == f"permission #{request.sequence}"
         )
-        assert not (work / "approved.txt").exists()
+        assert not (tmp_path / "approved.txt").exists()
 
         # a bad option is refused with the choices; nothing is published
         with pytest.raises(InvalidInput, match="allow, reject"):
@@ -153,7 +192,7 @@ async def test_permission_pauses_the_agent_until_a_client_decides(
             "status": "completed",
             "sessionUpdate": "tool_call_update",
         }
-        assert (work / "approved.txt").read_text() == "approved\n"
+        assert (tmp_path / "approved.txt").read_text() == "approved\n"
         assert process_state(engine, axon_id, "acp") != "T"
         # answered: a second decision is a conflict, as is one for an event that asks nothing
         with pytest.raises(Conflict, match="already answered") as again:
@@ -169,11 +208,7 @@ async def test_a_rejected_or_cancelled_request_does_nothing(
     process_engine: Engine, tmp_path: Path
 ) -> None:
     engine = process_engine
-    axon_id = (await engine.create_axon("acp")).id
-    work = tmp_path / "work"
-    work.mkdir()
-    async with watching(engine, axon_id) as watch:
-        await started(engine, watch, acp_spec("acp", "process", workdir=str(work)))
+    async with running_agent(engine, tmp_path) as (axon_id, watch, _session):
         for answer in ("reject", None):
             sequence = await publish(engine, axon_id, "RISKY again", "web")
             request = await permission_request(watch, "acp", sequence)
@@ -188,14 +223,12 @@ async def test_a_rejected_or_cancelled_request_does_nothing(
             turn = updates(watch, "acp", decided.sequence, end.sequence)
             assert body(turn[0])["update"]["status"] == "failed"
             assert "Not done: permission refused." in said(turn)
-        assert not (work / "approved.txt").exists()
+        assert not (tmp_path / "approved.txt").exists()
 
 
 async def test_mode_yolo_never_asks(process_engine: Engine, tmp_path: Path) -> None:
     engine = process_engine
-    axon_id = (await engine.create_axon("acp")).id
-    async with watching(engine, axon_id) as watch:
-        await started(engine, watch, acp_spec("acp", "process", workdir=str(tmp_path), mode="yolo"))
+    async with running_agent(engine, tmp_path, mode="yolo") as (axon_id, watch, _session):
         assert body(watch.of("acp", "acp.session")[-1])["mode"] == "yolo"
         sequence = await publish(engine, axon_id, "RISKY", "web")
         end = await turn_end(watch, "acp", sequence)
@@ -208,10 +241,7 @@ async def test_interrupt_cancels_the_turn_and_its_pending_request(
     process_engine: Engine, tmp_path: Path
 ) -> None:
     engine = process_engine
-    axon_id = (await engine.create_axon("acp")).id
-    async with watching(engine, axon_id) as watch:
-        spec = acp_spec("acp", "process", workdir=str(tmp_path), on_busy="interrupt")
-        await started(engine, watch, spec)
+    async with running_agent(engine, tmp_path, on_busy="interrupt") as (axon_id, watch, _session):
         slow = await publish(engine, axon_id, "SLOW", "web")
         await watch.wait(
             lambda e: e.event_type == "session/update" and "agent_message_chunk" in e.payload,
@@ -247,14 +277,29 @@ async def test_interrupt_cancels_the_turn_and_its_pending_request(
             await engine.agents.permit(axon_id, request.sequence, "allow")
 
 
+async def test_merge_puts_every_waiting_message_in_one_prompt(
+    process_engine: Engine, tmp_path: Path
+) -> None:
+    engine = process_engine
+    async with running_agent(engine, tmp_path, on_busy="merge") as (axon_id, watch, _session):
+        slow = await publish(engine, axon_id, "SLOW", "web")
+        await watch.system("turn.started", "acp", after=slow)
+        first = await publish(engine, axon_id, "one", "web")
+        second = await publish(engine, axon_id, "two", "slack")
+        await watch.turn_completed("acp", slow)
+        merged = await watch.turn_completed("acp", first)
+        started = watch.of("acp", "turn.started", after=second)
+        assert [body(e)["sequences"] for e in started] == [[first, second]]
+        assert said(updates(watch, "acp", started[0].sequence, merged.sequence)) == (
+            "You said: [web] one\n\n[slack] two"
+        )
+
+
 async def test_agent_errors_and_turn_timeouts_fail_the_turn(
     process_engine: Engine, tmp_path: Path
 ) -> None:
     engine = process_engine
-    axon_id = (await engine.create_axon("acp")).id
-    async with watching(engine, axon_id) as watch:
-        spec = acp_spec("acp", "process", workdir=str(tmp_path), turn_timeout_s=1.0)
-        await started(engine, watch, spec)
+    async with running_agent(engine, tmp_path, turn_timeout_s=1.0) as (axon_id, watch, _session):
         failing = await publish(engine, axon_id, "FAIL please", "web")
         end = await turn_end(watch, "acp", failing)
         assert end.event_type == "turn.failed"
@@ -279,9 +324,7 @@ async def test_a_crash_mid_turn_fails_the_turn_and_the_message_comes_again(
     process_engine: Engine, tmp_path: Path
 ) -> None:
     engine = process_engine
-    axon_id = (await engine.create_axon("acp")).id
-    async with watching(engine, axon_id) as watch:
-        session = await started(engine, watch, acp_spec("acp", "process", workdir=str(tmp_path)))
+    async with running_agent(engine, tmp_path) as (axon_id, watch, session):
         crash = await publish(engine, axon_id, "CRASH now", "web")
         failed = await turn_end(watch, "acp", crash)
         assert failed.event_type == "turn.failed" and body(failed)["reason"] == "exit"
@@ -338,9 +381,7 @@ async def test_stop_answers_a_pending_request_cancelled(
     process_engine: Engine, tmp_path: Path
 ) -> None:
     engine = process_engine
-    axon_id = (await engine.create_axon("acp")).id
-    async with watching(engine, axon_id) as watch:
-        await started(engine, watch, acp_spec("acp", "process", workdir=str(tmp_path)))
+    async with running_agent(engine, tmp_path) as (axon_id, watch, _session):
         sequence = await publish(engine, axon_id, "RISKY", "web")
         request = await permission_request(watch, "acp", sequence)
         await watch.system("agent.paused", "acp", after=request.sequence)

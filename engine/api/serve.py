@@ -20,8 +20,9 @@ from pathlib import Path
 import uvicorn
 
 from engine.api.server import create_asgi
-from engine.engine import Engine, default_home
+from engine.engine import Engine
 from engine.errors import InvalidInput
+from engine.home import Home, default_home
 from engine.tokens import TokenStore
 
 
@@ -93,9 +94,9 @@ async def serve(
     stop = stop or asyncio.Event()
     secrets = webhook_secrets if webhook_secrets is not None else webhook_secrets_from_env()
     async with Engine(home, **(engine_options or {})) as engine:  # type: ignore[arg-type]
-        tokens = TokenStore(home / "catalog.db")
+        tokens = TokenStore(Home(home).catalog)
         listeners: list[tuple[_Server, socket.socket]] = []
-        sock_path = home / "engine.sock"
+        sock_path = Home(home).socket
         try:
             for require_token, sock in _listeners(sock_path, listen):
                 app = create_asgi(

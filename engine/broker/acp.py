@@ -38,52 +38,25 @@ import orjson
 from acp import PROTOCOL_VERSION, RequestError, connect_to_agent, text_block
 from acp.connection import StreamDirection, StreamEvent
 from acp.schema import (
-    AcpMcpServer,
     AllowedOutcome,
     ClientCapabilities,
     DeniedOutcome,
     FileSystemCapabilities,
-    HttpMcpServer,
     Implementation,
-    McpServerStdio,
     RequestPermissionResponse,
-    SseMcpServer,
 )
-from pydantic import TypeAdapter, ValidationError
 
-from engine.broker.native import BrokerHooks, ProtocolError
-from engine.errors import AxonError, Conflict, InvalidInput
-from engine.models import AgentSpec, Draft, Event
+from engine.broker.native import BrokerHooks, end_logs, read_logs
+from engine.broker.permissions import DECISION, REQUESTED
+from engine.errors import AxonError, Conflict, InvalidInput, ProtocolError
+from engine.models import AgentSpec, Draft, Event, mcp_servers
 
 SESSION_EVENT = "acp.session"  # which session the agent works in, and how it got it
-DECISION = "permission.decision"
-REQUESTED = "permission.requested"
-CONTROL_EVENT_TYPES = frozenset({DECISION})  # answers, never prompts
 INIT_TIMEOUT_S = 60.0
 PUBLISH_BATCH = 256
-
-
-# One entry of session/new's `mcpServers`. Validated one by one: the request model itself
-# silently drops entries it cannot parse, and an agent missing its tools says nothing.
-_MCP_SERVER: TypeAdapter[Any] = TypeAdapter(
-    HttpMcpServer | SseMcpServer | AcpMcpServer | McpServerStdio
-)
-
-
-def mcp_servers(raw: list[dict[str, Any]]) -> list[Any]:
-    """The spec's `mcp_servers` as the SDK's models; ValueError names the bad entry."""
-    servers = []
-    for i, entry in enumerate(raw):
-        try:
-            servers.append(_MCP_SERVER.validate_python(entry))
-        except ValidationError as e:
-            raise ValueError(
-                f"mcp_servers[{i}] is not an MCP server ACP understands: give "
-                '{"name", "command", "args", "env"} (stdio) or {"type": "http"|"sse", '
-                f'"name", "url", "headers"}} ({e.error_count()} problems: '
-                f"{e.errors()[0]['msg']})"
-            ) from None
-    return servers
+# agent.resumed after a decision waits this long for the agent's first update to share its
+# commit: one fsync instead of two on the path a human waits on.
+LINGER_S = 0.05
 
 
 def prompt_text(events: list[Event]) -> str:
@@ -117,9 +90,11 @@ class PendingPermission:
 class _Queued:
     """An event to publish in wire order; `sequence` learns where it landed."""
 
-    draft: Draft
+    draft: Draft | None  # None: a reserved place, filled through `slot`
     tool_call_id: str | None = None
     sequence: asyncio.Future[int] | None = None
+    linger: bool = False  # wait a moment for the next event to share this one's commit
+    slot: asyncio.Future[Draft | None] | None = None
 
 
 class _StdioTransport:
@@ -182,7 +157,8 @@ class AcpBroker:
         self.session_id: str | None = None
         self.pending: dict[int, PendingPermission] = {}
         self.last_decision: int | None = None  # the sequence of the decision that woke it
-        self._released = asyncio.Event()  # the supervisor resumed the agent after a decision
+        self._released = asyncio.Event()  # clear while the supervisor holds the agent paused
+        self._released.set()
         self._transport = _StdioTransport(io, hooks.on_log)
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._requests: deque[_Queued] = deque()  # permission requests, in wire order
@@ -290,9 +266,6 @@ class AcpBroker:
         message = None if error is None else orjson.dumps(error).decode()
         self.hooks.on_turn_done(message, details)
 
-    async def send_event(self, event: Event) -> None:
-        await self.deliver([event])
-
     async def interrupt(self, sequence: int) -> None:
         """on_busy = "interrupt": a newer event waits, so cancel the running turn."""
         await self.cancel_turn(f"interrupted by #{sequence}")
@@ -304,13 +277,6 @@ class AcpBroker:
         if self.session_id is not None:
             with contextlib.suppress(ConnectionError, OSError):
                 await self.conn.cancel(session_id=self.session_id)
-
-    async def wait_turn(self, timeout_s: float) -> bool:
-        """Whether the current prompt ended within `timeout_s`."""
-        if self._turn is None:
-            return True
-        done, _ = await asyncio.wait({self._turn}, timeout=timeout_s)
-        return bool(done)
 
     async def cancel_pending(self, reason: str) -> None:
         """Answer every waiting permission request `cancelled`, and say so in the log."""
@@ -345,11 +311,10 @@ class AcpBroker:
         try:
             option_id, _decision = await pending.answer
         finally:
-            self._released.clear()
             self.pending.pop(sequence, None)
             self.on_human_wait()
-        # The answer goes out once the agent runs again and agent.resumed is committed, so
-        # the log shows the wake before anything the decision causes.
+        # The answer goes out once the supervisor has reserved agent.resumed's place in the
+        # log, so the log shows the wake before anything the decision causes.
         await self._released.wait()
         if option_id is None:
             return _cancelled()
@@ -357,8 +322,25 @@ class AcpBroker:
             outcome=AllowedOutcome(outcome="selected", option_id=option_id)
         )
 
+    def record(self, draft: Draft) -> None:
+        """Commit a system event in wire order with the agent's own (turn.started: before
+        the turn's updates, sharing the first one's commit rather than delaying it)."""
+        self._queue.put_nowait(_Queued(draft, linger=True))
+
+    def reserve(self) -> asyncio.Future[Draft | None]:
+        """A place in the log, before anything the agent sends next, for an event that is
+        known only later (agent.resumed, once the runtime call returns): set its result to
+        the event, or to None to give the place up."""
+        slot: asyncio.Future[Draft | None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Queued(None, linger=True, slot=slot))
+        return slot
+
+    def hold(self) -> None:
+        """The supervisor pauses the agent for a human: answers wait for `release`."""
+        self._released.clear()
+
     def release(self) -> None:
-        """The supervisor has the agent running again: answers may go out."""
+        """Let the answers to decided requests go out."""
         self._released.set()
 
     def check_decision(
@@ -439,20 +421,33 @@ class AcpBroker:
         """Commit the queued events in order, as many per commit as are waiting."""
         while True:
             batch = [await self._queue.get()]
+            if batch[0].linger and self._queue.empty():
+                with contextlib.suppress(TimeoutError):
+                    batch.append(await asyncio.wait_for(self._queue.get(), LINGER_S))
             while not self._queue.empty() and len(batch) < PUBLISH_BATCH:
                 batch.append(self._queue.get_nowait())
+            for queued in batch:
+                if queued.slot is not None:
+                    queued.draft = await queued.slot
+            await self._commit([q for q in batch if q.draft is not None])
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _commit(self, batch: list[_Queued]) -> None:
+        """One commit; each permission request learns its sequence (or that it has none)."""
+        results = []
+        if batch:
             try:
-                results = await self.engine.publish_batch(self.axon_id, [q.draft for q in batch])
+                drafts = [q.draft for q in batch if q.draft is not None]
+                results = await self.engine.publish_batch(self.axon_id, drafts, system=True)
             except AxonError as e:
                 self.hooks.on_log(f"axons: could not record the agent's updates: {e.message}")
-                results = []
-            for i, queued in enumerate(batch):
-                if queued.sequence is not None and not queued.sequence.done():
-                    if i < len(results):
-                        queued.sequence.set_result(results[i].sequence)
-                    else:
-                        queued.sequence.set_exception(ProtocolError("not recorded"))
-                self._queue.task_done()
+        for i, queued in enumerate(batch):
+            if queued.sequence is not None and not queued.sequence.done():
+                if i < len(results):
+                    queued.sequence.set_result(results[i].sequence)
+                else:
+                    queued.sequence.set_exception(ProtocolError("not recorded"))
 
     async def _publish_now(self, draft: Draft) -> None:
         """A system event, after everything queued before it."""
@@ -461,9 +456,22 @@ class AcpBroker:
             await self.engine.publish(self.axon_id, draft, system=True)
 
     def _agent_event(self, event_type: str, body: dict[str, Any]) -> Draft:
-        return Draft(
-            event_type, orjson.dumps(body).decode(), self.agent, "AGENT_EVENT", author=self.agent
-        )
+        payload = orjson.dumps(body).decode()
+        if len(payload) > self.engine.max_payload:  # say what was too big, rather than lose it
+            raw = body.get("update")
+            update: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            payload = orjson.dumps(
+                {
+                    "sessionId": body.get("sessionId"),
+                    "update": {
+                        key: update[key]
+                        for key in ("sessionUpdate", "toolCallId", "status", "title")
+                        if key in update
+                    },
+                    "truncated": {"bytes": len(payload), "limit": self.engine.max_payload},
+                }
+            ).decode()
+        return Draft(event_type, payload, self.agent, "AGENT_EVENT", author=self.agent)
 
     def _system(self, event_type: str, body: dict[str, Any]) -> Draft:
         return Draft(
@@ -473,7 +481,7 @@ class AcpBroker:
     async def serve(self) -> None:
         """Until the agent closes its stdout: publish its updates, drain its stderr."""
         publisher = asyncio.create_task(self._publish_loop())
-        logs = asyncio.create_task(self._read_logs())
+        logs = asyncio.create_task(read_logs(self.io, self.hooks.on_log))
         ended = False
         try:
             await self._transport.closed.wait()
@@ -489,14 +497,7 @@ class AcpBroker:
                 self._turn.cancel()
             with contextlib.suppress(Exception):
                 await self.conn.close()
-            if not ended:
-                logs.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(logs, 0.5)
-
-    async def _read_logs(self) -> None:
-        while line := await self.io.stderr.readline():
-            self.hooks.on_log(line.decode(errors="replace").rstrip("\n"))
+            await end_logs(logs, ended)
 
 
 def _cancelled() -> RequestPermissionResponse:

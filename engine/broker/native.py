@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from engine.errors import AxonError
+from engine.errors import AxonError, ProtocolError
 from engine.models import Draft, Event
 from engine.runtime.base import AgentIO
 
@@ -30,8 +30,19 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, ENGINE_ERROR = (
 )
 
 
-class ProtocolError(Exception):
-    """The agent broke the protocol (or went away mid-call)."""
+async def read_logs(io: AgentIO, on_log: Callable[[str], None]) -> None:
+    """The agent's stderr, line by line (they become agent.log events)."""
+    while line := await io.stderr.readline():
+        on_log(line.decode(errors="replace").rstrip("\n"))
+
+
+async def end_logs(logs: asyncio.Task[None], ended: bool) -> None:
+    """When the agent exits, stderr ends with stdout and its last lines matter (they go into
+    agent.failed): give them a moment. When we are the ones leaving, don't wait."""
+    if not ended:
+        logs.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(logs, 0.5)
 
 
 @dataclass
@@ -117,7 +128,7 @@ class NativeBroker:
 
     async def serve(self) -> None:
         """Read the agent's stdout (and stderr) until it closes."""
-        logs = asyncio.create_task(self._read_logs())
+        logs = asyncio.create_task(read_logs(self.io, self.hooks.on_log))
         ended = False
         try:
             while line := await self.io.stdout.readline():
@@ -130,16 +141,7 @@ class NativeBroker:
             for future in self._calls.values():
                 if not future.done():
                     future.set_exception(ProtocolError("the agent closed its stdout"))
-            # When the agent exits, stderr ends with stdout and its last lines matter (they go
-            # into agent.failed): give them a moment. When we are the ones leaving, don't wait.
-            if not ended:
-                logs.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(logs, 0.5)
-
-    async def _read_logs(self) -> None:
-        while line := await self.io.stderr.readline():
-            self.hooks.on_log(line.decode(errors="replace").rstrip("\n"))
+            await end_logs(logs, ended)
 
     async def _handle(self, line: bytes) -> None:
         try:

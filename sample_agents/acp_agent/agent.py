@@ -8,7 +8,7 @@ Every prompt gets a plan and an answer streamed in chunks. Words in the prompt c
   `cancelled` on session/cancel.
 - `CRASH`: exits mid-turn, once per home (a marker file in $HOME), so a re-delivery works.
 - `FAIL`: answers the prompt with a JSON-RPC error, as a model failing would.
-- `FUTURE`: sends a `session/update` kind no SDK models yet.
+- `FUTURE`: sends a `session/update` kind no SDK models yet; `BIG`: a 2 MB chunk.
 - `ENV NAME`: answers with the variable's value; `MCP`: the MCP servers of session/new.
 
 Sessions live in $HOME/sessions/<id>.json, so `session/load` works after a restart when
@@ -199,6 +199,9 @@ class SampleAgent:
                 "session/update",
                 {"sessionId": session_id, "update": {"sessionUpdate": "future_kind", "x": 1}},
             )
+        if "BIG" in text:
+            big = update_agent_message_text("x" * (2 << 20))
+            await send(session_id=session_id, update=big)
         if "TOOL" in text:
             await send(
                 session_id=session_id,

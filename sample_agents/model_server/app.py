@@ -108,22 +108,16 @@ def _sse(chunks: AsyncIterator[bytes]) -> StreamingResponse:
 def _anthropic(body: dict[str, Any], entry: dict[str, Any], log: RequestLog) -> Response:
     model = str(body.get("model", "scripted"))
     reply = _decided("anthropic", apis.anthropic_turn(body), model, entry, log)
-    if reply.kind == "error":
-        return JSONResponse(apis.anthropic_error(reply), reply.status)
-    if not body.get("stream"):
-        return JSONResponse(apis.anthropic_error(_streams_only()), 400)
-    return _sse(apis.anthropic_stream(reply, model))
+    return _streamed(body, reply, apis.anthropic_error, lambda: apis.anthropic_stream(reply, model))
 
 
 def _openai(body: dict[str, Any], entry: dict[str, Any], log: RequestLog) -> Response:
     model = str(body.get("model", "scripted"))
     reply = _decided("openai", apis.openai_turn(body), model, entry, log)
-    if reply.kind == "error":
-        return JSONResponse(apis.openai_error(reply), reply.status)
-    if not body.get("stream"):
-        return JSONResponse(apis.openai_error(_streams_only()), 400)
     with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return _sse(apis.openai_stream(reply, model, with_usage))
+    return _streamed(
+        body, reply, apis.openai_error, lambda: apis.openai_stream(reply, model, with_usage)
+    )
 
 
 def _gemini(body: dict[str, Any], entry: dict[str, Any], log: RequestLog) -> Response:
@@ -137,5 +131,16 @@ def _gemini(body: dict[str, Any], entry: dict[str, Any], log: RequestLog) -> Res
     return _sse(apis.gemini_stream(reply, model))
 
 
-def _streams_only() -> Reply:
-    return Reply("error", status=400, message="the scripted model server only streams")
+def _streamed(
+    body: dict[str, Any],
+    reply: Reply,
+    error: Callable[[Reply], dict[str, Any]],
+    stream: Callable[[], AsyncIterator[bytes]],
+) -> Response:
+    """The reply as server-sent events; an error reply (or a request that does not ask for a
+    stream: the scripted server only streams) in the API's error format."""
+    if reply.kind != "error" and not body.get("stream"):
+        reply = Reply("error", status=400, message="the scripted model server only streams")
+    if reply.kind == "error":
+        return JSONResponse(error(reply), reply.status)
+    return _sse(stream())

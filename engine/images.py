@@ -76,8 +76,8 @@ SKIP_NAMES = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cach
 PACKAGES_FILE = "python-packages.txt"  # distributions copied from the host into the context
 
 
-def _quiet(_: str) -> None:
-    pass
+def quiet(_: str) -> None:
+    """A progress callback that drops every line."""
 
 
 def _client(timeout: int = 600) -> docker.DockerClient:
@@ -94,7 +94,7 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _using(client: docker.DockerClient | None) -> Iterator[docker.DockerClient]:
+def docker_client(client: docker.DockerClient | None) -> Iterator[docker.DockerClient]:
     """The caller's client, or a new one closed afterwards."""
     if client is not None:
         yield client
@@ -107,7 +107,7 @@ def _using(client: docker.DockerClient | None) -> Iterator[docker.DockerClient]:
 
 
 @contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
+def build_lock(name: str) -> Iterator[None]:
     """One builder per image on this machine (two engines starting together wait)."""
     with open(cache_dir() / f"{name}.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -117,7 +117,7 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _image(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
+def image_info(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
     try:
         result: dict[str, Any] = client.api.inspect_image(ref)
         return result
@@ -139,15 +139,15 @@ def ensure_base_image(
     progress: Progress | None = None, *, client: docker.DockerClient | None = None
 ) -> str:
     """Return `axons/base:bookworm`, making it first if this Docker engine lacks it."""
-    with _using(client) as c:
-        return _ensure_base_image(progress or _quiet, c)
+    with docker_client(client) as c:
+        return _ensure_base_image(progress or quiet, c)
 
 
 def _ensure_base_image(say: Progress, client: docker.DockerClient) -> str:
-    if _image(client, BASE_IMAGE):
+    if image_info(client, BASE_IMAGE):
         return BASE_IMAGE
-    with _locked("base"):
-        if _image(client, BASE_IMAGE):  # another process made it while we waited
+    with build_lock("base"):
+        if image_info(client, BASE_IMAGE):  # another process made it while we waited
             return BASE_IMAGE
         if _pull_registry_base(client, say):
             return BASE_IMAGE
@@ -160,7 +160,7 @@ def _ensure_base_image(say: Progress, client: docker.DockerClient) -> str:
             )
         except docker.errors.APIError as e:
             output = str(e.explanation or e)
-        if not _image(client, BASE_IMAGE):
+        if not image_info(client, BASE_IMAGE):
             tarball.unlink(missing_ok=True)  # perhaps damaged: the next attempt starts afresh
             raise ImageBuildError(f"docker import failed: {str(output).strip()[-500:]}")
         say(f"{BASE_IMAGE} ready in {time.monotonic() - started:.1f}s")
@@ -215,7 +215,7 @@ def _rootfs_tarball(say: Progress) -> Path:
     try:
         cmd = [debootstrap, "--variant=minbase", "--include=python3", SUITE, str(rootfs), mirror]
         say("$ " + " ".join(cmd))
-        _stream(cmd, say, "debootstrap")
+        run_streaming(cmd, say, "debootstrap")
         for rel in TRIM:
             target = rootfs / rel
             if target.is_dir():
@@ -226,7 +226,7 @@ def _rootfs_tarball(say: Progress) -> Path:
                         child.unlink()
         partial = work / "rootfs.tar.gz"
         say(f"packing the root filesystem into {tarball}")
-        _stream(
+        run_streaming(
             [
                 "tar",
                 "--numeric-owner",
@@ -249,7 +249,8 @@ def _rootfs_tarball(say: Progress) -> Path:
         _remove_tree(work)
 
 
-def _stream(cmd: list[str], say: Progress, what: str) -> None:
+def run_streaming(cmd: list[str], say: Progress, what: str) -> None:
+    """Run `cmd`, its output line by line to `say`; a failure quotes the last lines."""
     tail: list[str] = []
     with subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
@@ -339,14 +340,14 @@ def ensure_agent_image(
     context_dir = Path(context_dir).resolve()
     if not (context_dir / "Dockerfile").is_file():
         raise ImageBuildError(f"{context_dir} has no Dockerfile")
-    with _using(client) as c:
-        return _ensure_agent_image(name, context_dir, progress or _quiet, c)
+    with docker_client(client) as c:
+        return _ensure_agent_image(name, context_dir, progress or quiet, c)
 
 
 def _ensure_agent_image(
     name: str, context_dir: Path, say: Progress, client: docker.DockerClient
 ) -> str:
-    base = _image(client, _ensure_base_image(say, client))
+    base = image_info(client, _ensure_base_image(say, client))
     assert base is not None
     wanted = context_hash(context_dir, base["Id"])
     return build_image(
@@ -374,10 +375,10 @@ def build_image(
     already carries the content hash `wanted`: one builder per image at a time, the build's
     output as progress, the superseded image dropped."""
     tag = f"axons/{name}:latest"
-    if _hash_of(_image(client, tag)) == wanted:
+    if _hash_of(image_info(client, tag)) == wanted:
         return tag
-    with _locked(f"agent-{name}"):
-        current = _image(client, tag)
+    with build_lock(f"agent-{name}"):
+        current = image_info(client, tag)
         if _hash_of(current) == wanted:
             return tag
         started = time.monotonic()
@@ -427,7 +428,7 @@ def build_all(progress: Progress | None = None, names: list[str] | None = None) 
     if unknown:
         known = ", ".join([*contexts, *recipes()])
         raise ImageBuildError(f"no agent image named {', '.join(unknown)} (known: {known})")
-    with _using(None) as client:
+    with docker_client(None) as client:
         tags = [ensure_base_image(progress, client=client)]
         for name in wanted:
             if name in contexts:
@@ -443,7 +444,7 @@ def ensure_image(ref: str, progress: Progress | None = None) -> str:
     loaded by the user."""
     from engine.recipes import ensure_recipe_image, recipes
 
-    with _using(None) as client:
+    with docker_client(None) as client:
         repo, _, tag = ref.partition(":")
         name = repo.removeprefix("axons/")
         context = SAMPLE_AGENTS / name
@@ -456,7 +457,7 @@ def ensure_image(ref: str, progress: Progress | None = None) -> str:
         ):
             # ours: rebuilt when its files changed (two inspections when they did not)
             return ensure_agent_image(name, context, progress, client=client)
-        if _image(client, ref) is not None:
+        if image_info(client, ref) is not None:
             return ref
         if ref == BASE_IMAGE:
             return ensure_base_image(progress, client=client)

@@ -39,14 +39,14 @@ from engine.images import (
     SAMPLE_AGENTS,
     ImageBuildError,
     Progress,
-    _ensure_base_image,
-    _image,
-    _locked,
-    _quiet,
-    _stream,
-    _using,
     build_image,
+    build_lock,
     cache_dir,
+    docker_client,
+    ensure_base_image,
+    image_info,
+    quiet,
+    run_streaming,
 )
 
 PIN_FILE = "package.json"
@@ -122,13 +122,13 @@ def _pin_hash(name: str) -> str:
 
 def npm_install(name: str, progress: Progress | None = None) -> Path:
     """Install the recipe's pinned npm package (once per pin); returns its folder."""
-    say = progress or _quiet
+    say = progress or quiet
     target, wanted = npm_dir(name), _pin_hash(name)
     stamp = target / STAMP
     if stamp.is_file() and stamp.read_text() == wanted:
         return target
     node_binary()
-    with _locked(f"npm-{name}"):
+    with build_lock(f"npm-{name}"):
         if stamp.is_file() and stamp.read_text() == wanted:
             return target
         target.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def npm_install(name: str, progress: Progress | None = None) -> Path:
         started = time.monotonic()
         say(f"npm install for the {name} recipe into {target}")
         npm = ["npm", "install", "--no-audit", "--no-fund", "--no-update-notifier"]
-        _stream([*npm, "--prefix", str(target)], say, f"npm install ({name})")
+        run_streaming([*npm, "--prefix", str(target)], say, f"npm install ({name})")
         stamp.write_text(wanted)
         say(f"{name}: installed in {time.monotonic() - started:.0f}s")
     return target
@@ -197,9 +197,9 @@ def ensure_recipe_image(
     name: str, progress: Progress | None = None, *, client: docker.DockerClient | None = None
 ) -> str:
     """Return `axons/<name>:latest` for a recipe, built when what goes into it changed."""
-    say = progress or _quiet
-    with _using(client) as c:
-        base = _image(c, _ensure_base_image(say, c))
+    say = progress or quiet
+    with docker_client(client) as c:
+        base = image_info(c, ensure_base_image(say, client=c))
         assert base is not None
         files = _image_files(name)
         return build_image(

@@ -24,11 +24,13 @@ demo:
 test:
 	@scripts/system-deps test
 	@$(MAKE) --no-print-directory venv
+	@scripts/npm-agents
 	$(BIN)/pytest -q
 
 check:
 	@scripts/system-deps test
 	@$(MAKE) --no-print-directory venv
+	@scripts/npm-agents
 	$(BIN)/ruff check engine axons_tui bench tests sample_agents
 	$(BIN)/ruff format --check engine axons_tui bench tests sample_agents
 	$(BIN)/mypy

@@ -187,6 +187,18 @@ def tail(axon: str, after: int, follow: bool) -> None:
     run(commands.tail(opts(), axon, after=after, follow=follow))
 
 
+@axons.command()
+@click.argument("axon")
+@click.argument("sequence", type=click.IntRange(min=1))
+@click.argument("option")
+@click.option("--source", default="cli", show_default=True)
+@global_options
+def permit(axon: str, sequence: int, option: str, source: str) -> None:
+    """Answer an ACP agent's permission request SEQUENCE with one of its OPTION ids, or
+    `cancelled` to refuse it outright."""
+    run(commands.permit(opts(), axon, sequence, option, source=source))
+
+
 # -- state --------------------------------------------------------------------------------
 
 
@@ -333,16 +345,17 @@ def agent_logs(axon: str, name: str, lines: int) -> None:
 @global_options
 @click.pass_context
 def images(ctx: click.Context) -> None:
-    """Build the agent images offline (base + sample agents)."""
+    """Build agent images offline (base, sample agents, agent recipes)."""
     if ctx.invoked_subcommand is None:
-        run(commands.images_build(opts()))
+        run(commands.images_build(opts(), ()))
 
 
 @images.command("build")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
 @global_options
-def images_build() -> None:
-    """Build (cached: seconds when done)."""
-    run(commands.images_build(opts()))
+def images_build(names: tuple[str, ...]) -> None:
+    """Build the named sample agents and recipes, or all (cached: seconds when done)."""
+    run(commands.images_build(opts(), names))
 
 
 # -- scenarios ----------------------------------------------------------------------------

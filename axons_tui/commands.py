@@ -382,6 +382,16 @@ async def agent_action(opts: Options, axon: str, name: str, action: str) -> int:
     return _emit(opts, view, f"{action}: {view.name} is {view.state}")
 
 
+async def permit(opts: Options, axon: str, sequence: int, option: str, *, source: str) -> int:
+    """Answer an ACP agent's permission request (`cancelled` refuses it outright)."""
+    option_id = None if option == "cancelled" else option
+    async with open_backend(opts.home, opts.connect) as backend:
+        result = await backend.agents.permit(
+            await _axon_id(backend, axon), sequence, option_id, source=source
+        )
+    return _emit(opts, result, f"answered #{sequence} with {option}: #{result.sequence}")
+
+
 async def agent_logs(opts: Options, axon: str, name: str, *, tail: int) -> int:
     async with open_backend(opts.home, opts.connect) as backend:
         lines = await backend.agents.logs(await _axon_id(backend, axon), name, tail)
@@ -393,14 +403,14 @@ async def agent_logs(opts: Options, axon: str, name: str, *, tail: int) -> int:
     return ExitCode.OK
 
 
-async def images_build(opts: Options) -> int:
+async def images_build(opts: Options, names: tuple[str, ...]) -> int:
     from engine.images import build_all
 
     def progress(line: str) -> None:
         if not opts.json:
             sys.stderr.write(f"  {line}\n")
 
-    tags = await asyncio.to_thread(build_all, progress)
+    tags = await asyncio.to_thread(build_all, progress, list(names) or None)
     return _emit(opts, {"images": tags}, "built: " + ", ".join(tags))
 
 

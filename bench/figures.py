@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.acp import acp_first_update_overhead_ms, acp_permission_wake_ms
 from bench.fanout import fanout_p99_ms
 from bench.harness import Figure, Sizes
 from bench.http_publish import (
@@ -41,4 +42,7 @@ FIGURES: dict[str, Measure] = {
     "wake_paused_p99_ms": wake_paused_p99_ms,
     "wake_hibernated_ms": wake_hibernated_ms,
     "paused_agents_100": paused_agents_100,
+    # ACP: the deterministic sample agent (sample_agents/acp_agent).
+    "acp_first_update_overhead_ms": acp_first_update_overhead_ms,
+    "acp_permission_wake_ms": acp_permission_wake_ms,
 }

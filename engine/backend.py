@@ -28,7 +28,8 @@ from engine.models import (
 
 
 class AgentsBackend(Protocol):
-    """An Axon's agents: declare, list, command, read their logs (`Engine.agents`)."""
+    """An Axon's agents: declare, list, command, read their logs, answer their permission
+    requests (`Engine.agents`)."""
 
     async def add(self, spec: AgentSpec) -> AgentView: ...
 
@@ -39,6 +40,13 @@ class AgentsBackend(Protocol):
     async def command(self, axon_id: str, name: str, action: str) -> AgentView: ...
 
     async def logs(self, axon_id: str, name: str, tail: int = 100) -> builtins.list[str]: ...
+
+    async def permit(
+        self, axon_id: str, request_sequence: int, option_id: str | None, *, source: str = "cli"
+    ) -> PublishResult:
+        """Answer an ACP agent's permission request (None: cancelled); 409 when nothing
+        waits for that answer."""
+        ...
 
 
 class Backend(Protocol):

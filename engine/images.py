@@ -11,8 +11,12 @@
   native-protocol helper `axon_agent.py`, exactly the layout of `sample_agents/`, so
   `docker build -f sample_agents/triage/Dockerfile sample_agents` builds the same image. The
   image is labelled with a hash of the context (and of the base image): an unchanged context
-  costs two image inspections, no build.
-- `build_all()` builds the base and every `sample_agents/*/Dockerfile`.
+  costs two image inspections, no build. A context may list Python distributions in
+  `python-packages.txt`: their installed files are copied from the engine's own environment
+  into the context under `<dir name>/site-packages/` (no registry is reachable from inside a
+  build; the base's python3 is the same 3.11).
+- `build_all()` builds the base, every `sample_agents/*/Dockerfile` and every agent recipe
+  (`engine.recipes`: real ACP agents installed from npm, with the host's node).
 
 `progress` callbacks receive one line of text at a time (debootstrap and build output).
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import io
 import os
 import platform
@@ -32,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -68,10 +73,11 @@ TRIM = [
     "var/lib/apt/lists",
 ]
 SKIP_NAMES = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+PACKAGES_FILE = "python-packages.txt"  # distributions copied from the host into the context
 
 
-def _quiet(_: str) -> None:
-    pass
+def quiet(_: str) -> None:
+    """A progress callback that drops every line."""
 
 
 def _client(timeout: int = 600) -> docker.DockerClient:
@@ -88,7 +94,7 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _using(client: docker.DockerClient | None) -> Iterator[docker.DockerClient]:
+def docker_client(client: docker.DockerClient | None) -> Iterator[docker.DockerClient]:
     """The caller's client, or a new one closed afterwards."""
     if client is not None:
         yield client
@@ -101,7 +107,7 @@ def _using(client: docker.DockerClient | None) -> Iterator[docker.DockerClient]:
 
 
 @contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
+def build_lock(name: str) -> Iterator[None]:
     """One builder per image on this machine (two engines starting together wait)."""
     with open(cache_dir() / f"{name}.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -111,7 +117,7 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _image(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
+def image_info(client: docker.DockerClient, ref: str) -> dict[str, Any] | None:
     try:
         result: dict[str, Any] = client.api.inspect_image(ref)
         return result
@@ -133,15 +139,15 @@ def ensure_base_image(
     progress: Progress | None = None, *, client: docker.DockerClient | None = None
 ) -> str:
     """Return `axons/base:bookworm`, making it first if this Docker engine lacks it."""
-    with _using(client) as c:
-        return _ensure_base_image(progress or _quiet, c)
+    with docker_client(client) as c:
+        return _ensure_base_image(progress or quiet, c)
 
 
 def _ensure_base_image(say: Progress, client: docker.DockerClient) -> str:
-    if _image(client, BASE_IMAGE):
+    if image_info(client, BASE_IMAGE):
         return BASE_IMAGE
-    with _locked("base"):
-        if _image(client, BASE_IMAGE):  # another process made it while we waited
+    with build_lock("base"):
+        if image_info(client, BASE_IMAGE):  # another process made it while we waited
             return BASE_IMAGE
         if _pull_registry_base(client, say):
             return BASE_IMAGE
@@ -154,7 +160,7 @@ def _ensure_base_image(say: Progress, client: docker.DockerClient) -> str:
             )
         except docker.errors.APIError as e:
             output = str(e.explanation or e)
-        if not _image(client, BASE_IMAGE):
+        if not image_info(client, BASE_IMAGE):
             tarball.unlink(missing_ok=True)  # perhaps damaged: the next attempt starts afresh
             raise ImageBuildError(f"docker import failed: {str(output).strip()[-500:]}")
         say(f"{BASE_IMAGE} ready in {time.monotonic() - started:.1f}s")
@@ -209,7 +215,7 @@ def _rootfs_tarball(say: Progress) -> Path:
     try:
         cmd = [debootstrap, "--variant=minbase", "--include=python3", SUITE, str(rootfs), mirror]
         say("$ " + " ".join(cmd))
-        _stream(cmd, say, "debootstrap")
+        run_streaming(cmd, say, "debootstrap")
         for rel in TRIM:
             target = rootfs / rel
             if target.is_dir():
@@ -220,7 +226,7 @@ def _rootfs_tarball(say: Progress) -> Path:
                         child.unlink()
         partial = work / "rootfs.tar.gz"
         say(f"packing the root filesystem into {tarball}")
-        _stream(
+        run_streaming(
             [
                 "tar",
                 "--numeric-owner",
@@ -243,7 +249,8 @@ def _rootfs_tarball(say: Progress) -> Path:
         _remove_tree(work)
 
 
-def _stream(cmd: list[str], say: Progress, what: str) -> None:
+def run_streaming(cmd: list[str], say: Progress, what: str) -> None:
+    """Run `cmd`, its output line by line to `say`; a failure quotes the last lines."""
     tail: list[str] = []
     with subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
@@ -274,7 +281,29 @@ def _context_files(context_dir: Path) -> list[tuple[str, Path]]:
         rel = path.relative_to(context_dir)
         if path.is_file() and not SKIP_NAMES & set(rel.parts) and path.suffix != ".pyc":
             files.append((f"{sub}/{rel.as_posix()}", path))
-    return files
+    return files + _host_packages(context_dir)
+
+
+def _host_packages(context_dir: Path) -> list[tuple[str, Path]]:
+    """The installed files of the distributions named in the context's `python-packages.txt`,
+    as `<dir name>/site-packages/<file>`."""
+    listing = context_dir / PACKAGES_FILE
+    if not listing.is_file():
+        return []
+    files = []
+    for name in listing.read_text().split():
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise ImageBuildError(
+                f"{listing} names {name}, which is not installed here; install it "
+                "(pip install -e '.[dev]') and build again"
+            ) from None
+        for rel in dist.files or []:
+            path = Path(str(dist.locate_file(rel)))
+            if rel.parts[0] != ".." and not SKIP_NAMES & set(rel.parts) and rel.suffix != ".pyc":
+                files.append((f"{context_dir.name}/site-packages/{rel.as_posix()}", path))
+    return sorted(files)
 
 
 def context_hash(context_dir: Path, base_id: str) -> str:
@@ -311,43 +340,67 @@ def ensure_agent_image(
     context_dir = Path(context_dir).resolve()
     if not (context_dir / "Dockerfile").is_file():
         raise ImageBuildError(f"{context_dir} has no Dockerfile")
-    with _using(client) as c:
-        return _ensure_agent_image(name, context_dir, progress or _quiet, c)
+    with docker_client(client) as c:
+        return _ensure_agent_image(name, context_dir, progress or quiet, c)
 
 
 def _ensure_agent_image(
     name: str, context_dir: Path, say: Progress, client: docker.DockerClient
 ) -> str:
-    tag = f"axons/{name}:latest"
-    base = _image(client, _ensure_base_image(say, client))
+    base = image_info(client, _ensure_base_image(say, client))
     assert base is not None
     wanted = context_hash(context_dir, base["Id"])
-    current = _image(client, tag)
-    if current and (current["Config"].get("Labels") or {}).get(HASH_LABEL) == wanted:
+    return build_image(
+        client,
+        name,
+        wanted,
+        lambda: contextlib.nullcontext(_context_tar(context_dir)),
+        say,
+        what=f"from {context_dir}",
+        dockerfile=f"{context_dir.name}/Dockerfile",
+    )
+
+
+def build_image(
+    client: docker.DockerClient,
+    name: str,
+    wanted: str,
+    context: Callable[[], contextlib.AbstractContextManager[IO[bytes]]],
+    say: Progress,
+    *,
+    what: str,
+    **options: Any,
+) -> str:
+    """`axons/<name>:latest`, built from the tar that `context()` opens unless the image
+    already carries the content hash `wanted`: one builder per image at a time, the build's
+    output as progress, the superseded image dropped."""
+    tag = f"axons/{name}:latest"
+    if _hash_of(image_info(client, tag)) == wanted:
         return tag
-    with _locked(f"agent-{name}"):
-        current = _image(client, tag)
-        if current and (current["Config"].get("Labels") or {}).get(HASH_LABEL) == wanted:
+    with build_lock(f"agent-{name}"):
+        current = image_info(client, tag)
+        if _hash_of(current) == wanted:
             return tag
         started = time.monotonic()
-        say(f"building {tag} from {context_dir}")
-        chunks = client.api.build(
-            fileobj=_context_tar(context_dir),
-            custom_context=True,
-            tag=tag,
-            dockerfile=f"{context_dir.name}/Dockerfile",
-            labels={HASH_LABEL: wanted, "axons.agent": name},
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        )
-        for chunk in chunks:
-            if "error" in chunk:
-                raise ImageBuildError(f"building {tag} failed: {chunk['error'].strip()}")
-            for line in str(chunk.get("stream", "")).splitlines():
-                if line.strip():
-                    say(line.rstrip())
+        say(f"building {tag} {what}")
+        with context() as fileobj:
+            chunks = client.api.build(
+                fileobj=fileobj,
+                custom_context=True,
+                tag=tag,
+                labels={HASH_LABEL: wanted, "axons.agent": name},
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+                **options,
+            )
+            for chunk in chunks:
+                if "error" in chunk:
+                    raise ImageBuildError(f"building {tag} failed: {chunk['error'].strip()}")
+                for line in str(chunk.get("stream", "")).splitlines():
+                    if line.strip():
+                        say(line.rstrip())
         if current:  # the previous build is now untagged: drop it unless a container uses it
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_image(current["Id"])
@@ -355,17 +408,33 @@ def _ensure_agent_image(
     return tag
 
 
+def _hash_of(image: dict[str, Any] | None) -> str | None:
+    return (image["Config"].get("Labels") or {}).get(HASH_LABEL) if image else None
+
+
 def agent_contexts(root: Path = SAMPLE_AGENTS) -> list[Path]:
     """Every directory under `root` with a Dockerfile, by name."""
     return sorted(p.parent for p in root.glob("*/Dockerfile"))
 
 
-def build_all(progress: Progress | None = None) -> list[str]:
-    """The base image and every sample agent's image; returns their tags."""
-    with _using(None) as client:
+def build_all(progress: Progress | None = None, names: list[str] | None = None) -> list[str]:
+    """The base image and the named sample agents' and recipes' images (every one when no
+    name is given); returns their tags."""
+    from engine.recipes import ensure_recipe_image, recipes
+
+    contexts = {context.name: context for context in agent_contexts()}
+    wanted = names or [*contexts, *recipes()]
+    unknown = [n for n in wanted if n not in contexts and n not in recipes()]
+    if unknown:
+        known = ", ".join([*contexts, *recipes()])
+        raise ImageBuildError(f"no agent image named {', '.join(unknown)} (known: {known})")
+    with docker_client(None) as client:
         tags = [ensure_base_image(progress, client=client)]
-        for context in agent_contexts():
-            tags.append(ensure_agent_image(context.name, context, progress, client=client))
+        for name in wanted:
+            if name in contexts:
+                tags.append(ensure_agent_image(name, contexts[name], progress, client=client))
+            else:
+                tags.append(ensure_recipe_image(name, progress, client=client))
         return tags
 
 
@@ -373,10 +442,14 @@ def ensure_image(ref: str, progress: Progress | None = None) -> str:
     """`ref` if the Docker engine has it. A sample agent's image (`axons/<name>:latest`) is
     built on first need and rebuilt when its files change. Anything else must be built or
     loaded by the user."""
-    with _using(None) as client:
+    from engine.recipes import ensure_recipe_image, recipes
+
+    with docker_client(None) as client:
         repo, _, tag = ref.partition(":")
         name = repo.removeprefix("axons/")
         context = SAMPLE_AGENTS / name
+        if repo.startswith("axons/") and tag in ("", "latest") and name in recipes():
+            return ensure_recipe_image(name, progress, client=client)  # npm package + node
         if (
             repo.startswith("axons/")
             and tag in ("", "latest")
@@ -384,7 +457,7 @@ def ensure_image(ref: str, progress: Progress | None = None) -> str:
         ):
             # ours: rebuilt when its files changed (two inspections when they did not)
             return ensure_agent_image(name, context, progress, client=client)
-        if _image(client, ref) is not None:
+        if image_info(client, ref) is not None:
             return ref
         if ref == BASE_IMAGE:
             return ensure_base_image(progress, client=client)

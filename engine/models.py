@@ -159,6 +159,35 @@ def memory_bytes(value: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+def mcp_servers(raw: list[dict[str, Any]]) -> list[Any]:
+    """An ACP agent's `mcp_servers` as the ACP SDK's models (for session/new); ValueError
+    names the bad entry. Each entry is checked alone: the SDK's request model silently drops
+    entries it cannot parse, and an agent missing its tools says nothing."""
+    from acp.schema import (  # the SDK is slow to import: only for specs that use it
+        AcpMcpServer,
+        HttpMcpServer,
+        McpServerStdio,
+        SseMcpServer,
+    )
+    from pydantic import TypeAdapter, ValidationError
+
+    server: TypeAdapter[Any] = TypeAdapter(
+        HttpMcpServer | SseMcpServer | AcpMcpServer | McpServerStdio
+    )
+    servers = []
+    for i, entry in enumerate(raw):
+        try:
+            servers.append(server.validate_python(entry))
+        except ValidationError as e:
+            raise ValueError(
+                f"mcp_servers[{i}] is not an MCP server ACP understands: give "
+                '{"name", "command", "args", "env"} (stdio) or {"type": "http"|"sse", '
+                f'"name", "url", "headers"}} ({e.error_count()} problems: '
+                f"{e.errors()[0]['msg']})"
+            ) from None
+    return servers
+
+
 class AgentSpec(BaseModel):
     """An agent as declared in TOML or JSON (CONTRACT §5)."""
 
@@ -181,7 +210,10 @@ class AgentSpec(BaseModel):
     pids: int = Field(256, ge=16)
     network: Literal["none", "bridge"] = "none"
     mounts: list[str] = Field(default_factory=list)
+    # ACP agents (CONTRACT §5.2): MCP servers handed over in session/new, and the session
+    # mode set right after it (e.g. Claude's "default", which asks before acting).
     mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
+    mode: str | None = Field(None, min_length=1, max_length=200)
     workdir: str | None = None
     turn_timeout_s: float = Field(600.0, gt=0)
 
@@ -193,6 +225,8 @@ class AgentSpec(BaseModel):
             raise ValueError("runtime docker needs an image")
         if self.runtime == "process" and not self.command:
             raise ValueError("runtime process needs a command")
+        if self.mcp_servers:
+            mcp_servers(self.mcp_servers)
         return self
 
 

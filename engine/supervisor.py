@@ -23,13 +23,15 @@ import orjson
 from pydantic import ValidationError
 
 from engine.broker import BrokerHooks, NativeBroker, ProtocolError
+from engine.broker.permissions import CONTROL_EVENT_TYPES, DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, InvalidInput, NotFound
-from engine.models import AgentSpec, AgentView, Draft, Event
+from engine.models import AgentSpec, AgentView, Draft, Event, PublishResult
 from engine.policy import check_remote_spec
 from engine.runtime import AgentKey, Runtime, pick_runtime
 from engine.runtime.process import ProcessRuntime
 
 if TYPE_CHECKING:
+    from engine.broker.acp import AcpBroker
     from engine.engine import Engine
     from engine.tokens import Principal
 
@@ -37,6 +39,7 @@ LOG_FLUSH_S = 0.5
 LOG_LINES_PER_FLUSH = 50
 STDERR_TAIL = 20
 MAX_BACKOFF_S = 60.0
+CANCEL_GRACE_S = 5.0  # a cancelled ACP turn must end within this, or the agent is restarted
 
 
 class Inbox:
@@ -50,8 +53,10 @@ class Inbox:
 
     async def _pump(self, engine: Engine, axon_id: str, spec: AgentSpec, after: int) -> None:
         wake_on = set(spec.wake_on) - {"SYSTEM_EVENT"}
+        # an ACP agent's permission decisions reach its broker, never a prompt
+        control = CONTROL_EVENT_TYPES if spec.protocol == "acp" else frozenset()
         async for e in engine.subscribe(axon_id, after):
-            if e.origin in wake_on and e.source != spec.name:
+            if e.origin in wake_on and e.source != spec.name and e.event_type not in control:
                 self.queue.put_nowait(e)
                 self.last_sequence = e.sequence
                 self.arrived.set()
@@ -85,13 +90,15 @@ class AgentWorker:
         self.remote = remote  # declared over TCP: Docker only, ever
         self.state = "stopped"
         self.detail: dict[str, Any] = {}
-        self.broker: NativeBroker | None = None
+        self.broker: NativeBroker | AcpBroker | None = None
         self._serving: asyncio.Task[None] | None = None
         self._inbox: Inbox | None = None
         self._next: asyncio.Task[Event] | None = None
         self._control: asyncio.Queue[str] = asyncio.Queue()
         self._turn_done = asyncio.Event()
         self._turn_error: str | None = None
+        self._turn_details: dict[str, Any] = {}
+        self._human_wait = asyncio.Event()  # an ACP permission request started or ended
         self._in_turn = False
         self._idle_requested = False
         self._expect_exit = False
@@ -112,6 +119,11 @@ class AgentWorker:
 
     def command(self, action: str) -> None:
         self._control.put_nowait(action)
+
+    @property
+    def acp(self) -> AcpBroker | None:
+        """The broker, when it speaks ACP (permission requests, cancel, session)."""
+        return self.broker if self.spec.protocol == "acp" else None  # type: ignore[return-value]
 
     def view(self, cursor: int) -> AgentView:
         return AgentView(
@@ -236,6 +248,11 @@ class AgentWorker:
             self._enter("stopped")
             return
         status = await self.runtime.status(self.key)
+        if self.spec.protocol == "acp" and status.state in ("running", "paused"):
+            # An ACP connection cannot be picked up midway: its pending requests lived in
+            # the previous engine. Start it afresh; its session comes back (session/load).
+            await self.runtime.stop(self.key)
+            status = await self.runtime.status(self.key)
         if status.state == "running" and self.runtime.kind == "docker":
             await self._open_channel(await self.runtime.attach(self.key))
             await self._initialize()
@@ -280,7 +297,20 @@ class AgentWorker:
         hooks = BrokerHooks(
             on_idle=self._on_idle, on_turn_done=self._on_turn_done, on_log=self._on_log
         )
-        self.broker = NativeBroker(self.engine, self.axon_id, self.spec.name, io, hooks)
+        if self.spec.protocol == "acp":
+            from engine.broker.acp import AcpBroker  # the SDK, only where ACP agents run
+
+            self.broker = AcpBroker(
+                self.engine,
+                self.axon_id,
+                self.spec,
+                io,
+                hooks,
+                cwd=self.runtime.workdir(self.spec),
+                on_human_wait=self._human_wait.set,
+            )
+        else:
+            self.broker = NativeBroker(self.engine, self.axon_id, self.spec.name, io, hooks)
         self._expect_exit = False
         self._serving = asyncio.create_task(self.broker.serve())
 
@@ -360,16 +390,19 @@ class AgentWorker:
         sequences = [e.sequence for e in events]
         self._turn_done.clear()
         self._turn_error = None
+        self._turn_details = {}
         self._in_turn = True
         began = time.monotonic()
-        # agent.resumed (when waking) and turn.started share one commit, before delivery
-        await self._publish(
-            [*(preface or []), self._draft("turn.started", {"sequences": sequences})]
-        )
+        started = self._draft("turn.started", {"sequences": sequences})
+        if self.acp is not None and not preface:
+            # in wire order with the turn's updates, sharing the first one's commit
+            self.acp.record(started)
+        else:
+            # agent.resumed (when waking) and turn.started share one commit, before delivery
+            await self._publish([*(preface or []), started])
         outcome = "done"
         try:
-            for e in events:
-                await self.broker.send_event(e)
+            await self.broker.deliver(events)
             outcome = await self._await_turn()
         except (ConnectionError, OSError):
             outcome = "exit"
@@ -378,13 +411,19 @@ class AgentWorker:
         if outcome == "done" and self._turn_error is not None:
             outcome = f"the agent reported: {self._turn_error}"
         took = round((time.monotonic() - began) * 1000, 2)
+        details = self._turn_details
         if outcome == "done":
             self._failures = 0  # it works again: the next crash restarts at the first backoff
-            await self._system("turn.completed", {"sequences": sequences, "duration_ms": took})
+            await self._system(
+                "turn.completed", {"sequences": sequences, "duration_ms": took, **details}
+            )
         else:
             await self._system(
-                "turn.failed", {"sequences": sequences, "reason": outcome, "duration_ms": took}
+                "turn.failed",
+                {"sequences": sequences, "reason": outcome, "duration_ms": took, **details},
             )
+        if outcome == "timeout" and not self._turn_done.is_set() and self.spec.protocol == "acp":
+            outcome = "exit"  # it ignored the cancel: restart it rather than prompt it again
         self._since = time.monotonic()
         if outcome == "done" and self._idle_requested:
             self._idle_requested = False
@@ -394,31 +433,36 @@ class AgentWorker:
     async def _await_turn(self) -> str:
         """Until turn/done, the agent's exit, the turn timeout, or a stop command. Other
         commands wait for the end of the turn; with on_busy=interrupt, an event arriving
-        mid-turn is announced to the agent (`axon/interrupt`)."""
+        mid-turn is announced to the agent (`axon/interrupt`, or ACP's `session/cancel`).
+        While an ACP agent waits for a human's permission it is paused, and the turn clock
+        stops; at the timeout an ACP turn is cancelled and gets a grace period to end."""
         assert self._inbox is not None and self._serving is not None
-        deadline = time.monotonic() + self.spec.turn_timeout_s
+        deadline: float | None = time.monotonic() + self.spec.turn_timeout_s
         interrupted = False
+        cancelled = False
         deferred: list[str] = []
         done_wait = asyncio.create_task(self._turn_done.wait())
         control = asyncio.create_task(self._control.get())
+        human = asyncio.create_task(self._human_wait.wait())
         try:
             while True:
-                waiters: set[asyncio.Future[Any]] = {done_wait, self._serving, control}
+                waiters: set[asyncio.Future[Any]] = {done_wait, self._serving, control, human}
                 arrival = None
                 if self.spec.on_busy == "interrupt" and not interrupted:
                     if self._inbox.queue.empty():
                         self._inbox.arrived.clear()
                     arrival = asyncio.create_task(self._inbox.arrived.wait())
                     waiters.add(arrival)
+                began = time.monotonic()
                 done, _ = await asyncio.wait(
                     waiters,
-                    timeout=max(0.0, deadline - time.monotonic()),
+                    timeout=None if deadline is None else max(0.0, deadline - began),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if arrival is not None and not arrival.done():
                     arrival.cancel()
                 if done_wait in done:
-                    return "done"
+                    return "timeout" if cancelled else "done"
                 if self._serving in done:
                     return "exit"
                 if control in done:
@@ -427,17 +471,70 @@ class AgentWorker:
                     deferred.append(control.result())
                     control = asyncio.create_task(self._control.get())
                     continue
+                if human in done:
+                    self._human_wait.clear()
+                    human = asyncio.create_task(self._human_wait.wait())
+                    deadline = await self._follow_human_wait(deadline)
+                    continue
                 if arrival is not None and arrival in done and self.broker is not None:
                     interrupted = True
                     await self.broker.interrupt(self._inbox.last_sequence)
                     continue
                 if not done:
-                    return "timeout"
+                    if cancelled or self.acp is None:
+                        return "timeout"
+                    cancelled = True
+                    await self.acp.cancel_turn("turn timeout")
+                    deadline = time.monotonic() + CANCEL_GRACE_S
         finally:
             done_wait.cancel()
             control.cancel()
+            human.cancel()
             for action in deferred:
                 self._control.put_nowait(action)
+
+    async def _follow_human_wait(self, deadline: float | None) -> float | None:
+        """Pause the agent while a permission request waits for a human; when the last one
+        is answered, resume it, with agent.resumed ahead of anything the answer causes.
+        Returns the turn's new deadline (none while paused)."""
+        broker = self.acp
+        if broker is None:
+            return deadline
+        if broker.awaiting_human:
+            if self.state == "running":
+                first = min(broker.pending)
+                self.detail["waiting_for"] = f"permission #{first}"
+                broker.hold()
+                await self._pause(f"waiting for a decision on permission #{first}")
+                return None
+            return deadline
+        if self.state != "paused":
+            broker.release()
+            return deadline
+        # agent.resumed's place in the log comes before anything the answer causes; the
+        # answer itself waits in the paused agent's stdin, so it reads it as it thaws.
+        slot = broker.reserve()
+        broker.release()
+        self.detail.pop("waiting_for", None)
+        woke = time.monotonic()
+        try:
+            await self._resume_runtime()
+        except BaseException:
+            slot.set_result(None)
+            raise
+        self._enter("running")
+        slot.set_result(
+            self._draft(
+                "agent.resumed",
+                {
+                    "trigger_sequence": broker.last_decision,
+                    "from": "paused",
+                    "wake_ms": round((time.monotonic() - woke) * 1000, 2),
+                },
+            )
+        )
+        self.detail["last_event"] = "agent.resumed"
+        return time.monotonic() + self.spec.turn_timeout_s
 
     async def _pause(self, reason: str) -> None:
         try:
@@ -484,6 +581,9 @@ class AgentWorker:
 
     async def _stop(self) -> None:
         self._expect_exit = True
+        if self.acp is not None:
+            await self.acp.cancel_pending("the agent was stopped")
+            self.acp.release()
         with contextlib.suppress(AxonError):  # already gone is stopped too
             await self.runtime.stop(self.key)
         await self._close_channel()
@@ -535,9 +635,10 @@ class AgentWorker:
         else:
             self._control.put_nowait("suspend")
 
-    def _on_turn_done(self, error: str | None) -> None:
+    def _on_turn_done(self, error: str | None, details: dict[str, Any]) -> None:
         if self._in_turn:
             self._turn_error = error
+            self._turn_details = details
             self._turn_done.set()
 
     def _on_log(self, line: str) -> None:
@@ -682,10 +783,10 @@ class Supervisor:
         return await self._declare(spec, remote=True)
 
     async def _declare(self, spec: AgentSpec, *, remote: bool) -> AgentView:
-        if spec.protocol != "axon":
+        if spec.protocol not in ("axon", "acp"):
             raise InvalidInput(
                 f"protocol {spec.protocol!r} is not supported yet; this engine speaks the native "
-                "protocol 'axon' (see sample_agents/axon_agent.py)",
+                "protocol 'axon' (see sample_agents/axon_agent.py) and 'acp'",
                 code="unsupported_protocol",
             )
         axon = await self.engine.get_axon(spec.axon)
@@ -746,6 +847,55 @@ class Supervisor:
         await worker.runtime.remove(worker.key)
         del self._workers[(axon_id, name)]
         await self.engine._run(self.engine.catalog.delete_agent, axon_id, name)
+
+    async def permit(
+        self, axon_id: str, request_sequence: int, option_id: str | None, *, source: str = "cli"
+    ) -> PublishResult:
+        """Answer an ACP agent's permission request: `option_id`, or None for cancelled."""
+        return await self.answer(axon_id, request_sequence, option_id, source=source, author=None)
+
+    async def answer(
+        self,
+        axon_id: str,
+        request_sequence: int,
+        option_id: str | None,
+        *,
+        source: str,
+        author: str | None,
+    ) -> PublishResult:
+        """`permit` for an authenticated caller (the event's author). The answer is an
+        ordinary `permission.decision` event (any client may publish one); this checks it
+        first, so a decision nobody waits for is a 409, not a lost event."""
+        for worker in self._workers.values():
+            broker = worker.acp
+            if (
+                worker.axon_id == axon_id
+                and broker is not None
+                and request_sequence in broker.pending
+            ):
+                broker.check_decision(request_sequence, option_id, claim=True)
+                answer = {"cancelled": True} if option_id is None else {"option_id": option_id}
+                body = {"request_sequence": request_sequence, **answer}
+                return await self.engine.publish(
+                    axon_id,
+                    Draft(DECISION, orjson.dumps(body).decode(), source, author=author),
+                )
+        events = await self.engine.read_events(axon_id, max(0, request_sequence - 1), 1)
+        if (
+            not events
+            or events[0].sequence != request_sequence
+            or events[0].event_type != REQUESTED
+        ):
+            raise Conflict(
+                f"event #{request_sequence} is not a permission request "
+                "(`axons tail` shows the permission.requested events)",
+                code="not_a_permission_request",
+            )
+        raise Conflict(
+            f"permission request #{request_sequence} was already answered "
+            "(or its agent stopped or restarted, which answers it cancelled)",
+            code="permission_not_pending",
+        )
 
     async def logs(self, axon_id: str, name: str, tail: int = 100) -> builtins.list[str]:
         worker = self._worker(axon_id, name)

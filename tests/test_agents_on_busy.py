@@ -78,7 +78,7 @@ async def test_events_arriving_mid_turn(tmp_path: Path, on_busy: str) -> None:
 async def test_a_protocol_not_spoken_yet_is_refused_clearly(tmp_path: Path) -> None:
     async with Engine(tmp_path / "home", agent_runtime="process") as engine:
         await engine.create_axon("busy")
-        spec = slow_agent("queue").model_copy(update={"protocol": "acp"})
+        spec = slow_agent("queue").model_copy(update={"protocol": "claude_json"})
         with pytest.raises(InvalidInput, match="not supported yet") as refused:
             await engine.agents.add(spec)
         assert refused.value.code == "unsupported_protocol"

@@ -23,6 +23,7 @@ BASICS = ("bash", "id", "seq", "sleep", "tail", "setsid")
 NOBODY = 65534
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASH = shutil.which("bash", path=SYSTEM_PATH) or "/bin/bash"
+NODE = ("node", "npm")  # the real ACP agents' runtime and installer
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_not_root_and_no_docker_names_the_command(home: Path) -> None:
 
 
 def test_not_root_with_a_docker_engine_that_does_not_answer(home: Path) -> None:
-    env = machine(home, ("python3", "apt-get", "tmux", "debootstrap", "docker", "dockerd"))
+    env = machine(home, ("python3", "apt-get", "tmux", "debootstrap", "docker", "dockerd", *NODE))
     done = run(env, "test", as_nobody=True)
     assert done.returncode == 1
     lines = done.stderr.splitlines()
@@ -81,15 +82,23 @@ def test_not_root_with_a_docker_engine_that_does_not_answer(home: Path) -> None:
 
 
 def test_no_apt_get_names_the_packages(home: Path) -> None:
-    env = machine(home, ("python3", "docker", "dockerd"))
+    env = machine(home, ("python3", "docker", "dockerd", *NODE))
     done = run(env, "test", as_nobody=True)
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
     assert "install tmux debootstrap with your package manager" in line
 
 
-def test_bench_needs_wrk(home: Path) -> None:
+def test_the_tests_need_node_and_npm(home: Path) -> None:
     env = machine(home, ("python3", "apt-get", "tmux", "debootstrap", "docker", "dockerd"))
+    done = run(env, "test", as_nobody=True)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert "sudo apt-get install -y nodejs npm" in line
+
+
+def test_bench_needs_wrk(home: Path) -> None:
+    env = machine(home, ("python3", "apt-get", "tmux", "debootstrap", "docker", "dockerd", *NODE))
     done = run(env, "bench", as_nobody=True)
     assert done.returncode == 1
     assert "sudo apt-get install -y wrk" in done.stderr

@@ -92,6 +92,17 @@ class RemoteAgents:
         data = await self._client._call("POST", f"/v1/axons/{axon_id}/agents/{name}/{action}")
         return AgentView.model_validate(data)
 
+    async def permit(
+        self, axon_id: str, request_sequence: int, option_id: str | None, *, source: str = "cli"
+    ) -> PublishResult:
+        answer = {"cancelled": True} if option_id is None else {"option_id": option_id}
+        data = await self._client._call(
+            "POST",
+            f"/v1/axons/{axon_id}/permissions/{request_sequence}",
+            json={**answer, "source": source},
+        )
+        return PublishResult(data["sequence"], data["timestamp_ms"])
+
     async def logs(self, axon_id: str, name: str, tail: int = 100) -> builtins.list[str]:
         data = await self._client._call(
             "GET", f"/v1/axons/{axon_id}/agents/{name}/logs", params={"tail": tail}

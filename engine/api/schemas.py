@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.models import (
     AgentSpec,
@@ -177,3 +177,18 @@ class AgentList(BaseModel):
 
 class AgentLogs(BaseModel):
     lines: list[str]
+
+
+class PermissionDecision(BaseModel):
+    """The answer to an ACP agent's `permission.requested` event: one of its options, or
+    `cancelled` to refuse it outright."""
+
+    option_id: str | None = Field(None, min_length=1, max_length=200)
+    cancelled: bool = False
+    source: str = Field("api", min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> PermissionDecision:
+        if (self.option_id is None) == (not self.cancelled):
+            raise ValueError('give "option_id" or "cancelled": true (one of them)')
+        return self

@@ -480,6 +480,25 @@ def create_app(
         axon_id = await axon_for(caller, ref, "admin")
         return await engine.agents.command(axon_id, name, action)
 
+    @app.post(
+        "/v1/axons/{id}/permissions/{sequence}",
+        response_model=s.PublishResultView,
+        tags=["agents"],
+    )
+    async def permit(
+        caller: Caller,
+        ref: AxonId,
+        sequence: Annotated[int, Path(ge=1)],
+        body: s.PermissionDecision,
+    ) -> s.PublishResultView:
+        """Answer an ACP agent's `permission.requested` event #sequence: publishes the
+        `permission.decision` event. 409 when nothing waits for that answer."""
+        axon_id = await axon_for(caller, ref, "publish")
+        result = await engine.agents.answer(
+            axon_id, sequence, body.option_id, source=body.source, author=caller.name
+        )
+        return s.PublishResultView(**result.to_dict())
+
     # -- webhooks -----------------------------------------------------------------------
 
     @app.post(

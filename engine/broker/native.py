@@ -30,12 +30,27 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, ENGINE_ERROR = (
 )
 
 
+async def read_logs(io: AgentIO, on_log: Callable[[str], None]) -> None:
+    """The agent's stderr, line by line (they become agent.log events)."""
+    while line := await io.stderr.readline():
+        on_log(line.decode(errors="replace").rstrip("\n"))
+
+
+async def end_logs(logs: asyncio.Task[None], ended: bool) -> None:
+    """When the agent exits, stderr ends with stdout and its last lines matter (they go into
+    agent.failed): give them a moment. When we are the ones leaving, don't wait."""
+    if not ended:
+        logs.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(logs, 0.5)
+
+
 @dataclass
 class BrokerHooks:
     """What the supervisor hears from the broker."""
 
     on_idle: Callable[[], None]
-    on_turn_done: Callable[[str | None], None]
+    on_turn_done: Callable[[str | None, dict[str, Any]], None]  # error, details for the event
     on_log: Callable[[str], None]
 
 
@@ -77,6 +92,11 @@ class NativeBroker:
             timeout_s,
         )
 
+    async def deliver(self, events: list[Event]) -> None:
+        """A turn's events, one notification each; the agent ends the turn with turn/done."""
+        for event in events:
+            await self.send_event(event)
+
     async def send_event(self, event: Event) -> None:
         await self._send(
             {"jsonrpc": "2.0", "method": "axon/event", "params": {"event": event.to_dict()}}
@@ -108,7 +128,7 @@ class NativeBroker:
 
     async def serve(self) -> None:
         """Read the agent's stdout (and stderr) until it closes."""
-        logs = asyncio.create_task(self._read_logs())
+        logs = asyncio.create_task(read_logs(self.io, self.hooks.on_log))
         ended = False
         try:
             while line := await self.io.stdout.readline():
@@ -121,16 +141,7 @@ class NativeBroker:
             for future in self._calls.values():
                 if not future.done():
                     future.set_exception(ProtocolError("the agent closed its stdout"))
-            # When the agent exits, stderr ends with stdout and its last lines matter (they go
-            # into agent.failed): give them a moment. When we are the ones leaving, don't wait.
-            if not ended:
-                logs.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(logs, 0.5)
-
-    async def _read_logs(self) -> None:
-        while line := await self.io.stderr.readline():
-            self.hooks.on_log(line.decode(errors="replace").rstrip("\n"))
+            await end_logs(logs, ended)
 
     async def _handle(self, line: bytes) -> None:
         try:
@@ -220,5 +231,5 @@ class NativeBroker:
 
     async def _turn_done(self, p: dict[str, Any]) -> dict[str, Any]:
         error = p.get("error")
-        self.hooks.on_turn_done(str(error) if error else None)
+        self.hooks.on_turn_done(str(error) if error else None, {})
         return {}

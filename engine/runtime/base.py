@@ -72,6 +72,10 @@ class Runtime(ABC):
         """Attach to a running agent (after an engine restart)."""
 
     @abstractmethod
+    def workdir(self, spec: AgentSpec) -> str:
+        """The agent's working directory, absolute, as the agent sees it."""
+
+    @abstractmethod
     async def pause(self, key: AgentKey) -> None: ...
 
     @abstractmethod

@@ -29,6 +29,7 @@ from engine.models import AgentSpec
 from engine.runtime.base import AgentIO, AgentKey, Runtime, Status
 
 STDOUT, STDERR = 1, 2
+AGENT_HOME = "/home/agent"  # a named volume: agents keep their sessions there (ACP agents do)
 logger = logging.getLogger("axons.docker")
 
 
@@ -156,9 +157,9 @@ class DockerRuntime(Runtime):
             spec.command,
             user="65534:65534",
             stdin_open=True,
-            environment=env,
+            environment={"HOME": AGENT_HOME, **env},
             labels={**key.labels(), "axons.spec": digest},
-            working_dir=spec.workdir or "/work",
+            working_dir=self.workdir(spec),
             volumes=volumes,
             host_config=host_config,
         )
@@ -179,6 +180,9 @@ class DockerRuntime(Runtime):
         raw = getattr(sock, "_sock", sock)
         return await DockerIO(raw).open()
 
+    def workdir(self, spec: AgentSpec) -> str:
+        return container_workdir(spec)
+
     async def pause(self, key: AgentKey) -> None:
         await self._call(self._api.pause, key.slug)
 
@@ -191,11 +195,12 @@ class DockerRuntime(Runtime):
         await self._call(self._api.stop, key.slug, timeout=int(timeout_s))
 
     async def remove(self, key: AgentKey) -> None:
-        """The container and its /work volume (hibernation keeps both; removal does not)."""
+        """The container and its volumes (hibernation keeps them; removal does not)."""
         with contextlib.suppress(AxonError):
             await self._call(self._api.remove_container, key.slug, force=True)
-        with contextlib.suppress(AxonError):
-            await self._call(self._api.remove_volume, f"{key.slug}-work", force=True)
+        for volume in ("work", "home"):
+            with contextlib.suppress(AxonError):
+                await self._call(self._api.remove_volume, f"{key.slug}-{volume}", force=True)
 
     async def status(self, key: AgentKey) -> Status:
         try:
@@ -270,6 +275,9 @@ class DockerWhenReachable(Runtime):
                     ) from None
             return self._docker
 
+    def workdir(self, spec: AgentSpec) -> str:
+        return container_workdir(spec)
+
     async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
         await (await self.connected()).create(key, spec, env)
 
@@ -305,6 +313,11 @@ class DockerWhenReachable(Runtime):
             await self._docker.close()
 
 
+def container_workdir(spec: AgentSpec) -> str:
+    """Where an agent works inside its container: its spec's `workdir`, else the /work volume."""
+    return spec.workdir or "/work"
+
+
 def _log_progress(line: str) -> None:
     logger.info("%s", line)
 
@@ -318,9 +331,11 @@ def _status(state: dict[str, Any]) -> Status:
 
 
 def _mounts(key: AgentKey, spec: AgentSpec) -> tuple[list[str], list[str]]:
-    """Binds and volume paths: the agent's own /work volume, then the spec's mounts
-    (`/host/path:/in/box[:ro]` read-only by default, or `volume-name:/in/box`)."""
-    binds = [f"{key.slug}-work:/work:rw"]
+    """Binds and volume paths: the agent's own /work and home volumes, then the spec's mounts
+    (`/host/path:/in/box[:ro]` read-only by default, or `volume-name:/in/box`). An image
+    whose agent writes its home makes AGENT_HOME owned by the agent's user (Docker seeds a
+    new volume with that owner)."""
+    binds = [f"{key.slug}-work:/work:rw", f"{key.slug}-home:{AGENT_HOME}:rw"]
     for mount in spec.mounts:
         parts = mount.split(":")
         if len(parts) not in (2, 3) or not parts[1].startswith("/"):

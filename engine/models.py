@@ -230,12 +230,20 @@ class AgentSpec(BaseModel):
         return self
 
 
+AgentState = Literal["starting", "running", "paused", "hibernated", "failed", "stopped"]
+"""Where an agent stands (contract §5): each change is an `agent.<state>` system event."""
+
+TurnOutcome = Literal["done", "failed", "timeout", "exit", "stop"]
+"""How a turn ended: done (turn.completed); failed (the agent reported an error), timeout,
+exit (the agent went away) or stop (a stop command) end it with turn.failed."""
+
+
 class AgentView(BaseModel):
     """An agent and where it stands."""
 
     axon_id: str
     name: str
-    state: str
+    state: AgentState
     runtime: str
     cursor: int
     spec: AgentSpec

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from engine.broker import BrokerHooks, NativeBroker, ProtocolError
 from engine.broker.permissions import CONTROL_EVENT_TYPES, DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, InvalidInput, NotFound
-from engine.models import AgentSpec, AgentView, Draft, Event, PublishResult
+from engine.models import AgentSpec, AgentState, AgentView, Draft, Event, PublishResult, TurnOutcome
 from engine.policy import check_remote_spec
 from engine.runtime import AgentKey, Runtime, pick_runtime
 from engine.runtime.process import ProcessRuntime
@@ -236,7 +236,7 @@ class AgentWorker:
             return max(0.0, self.spec.idle_hibernate_s - elapsed)
         return None
 
-    def _enter(self, state: str) -> None:
+    def _enter(self, state: AgentState) -> None:
         self.state = state
         self._since = time.monotonic()
 
@@ -379,9 +379,9 @@ class AgentWorker:
             if (await self.runtime.status(self.key)).state != "running":
                 raise
 
-    async def _turn(self, first: Event, preface: list[Draft] | None = None) -> str:
+    async def _turn(self, first: Event, preface: list[Draft] | None = None) -> TurnOutcome:
         """Deliver one event (or, with on_busy=merge, every waiting one) and wait for
-        turn/done. Returns "done", "exit", "stop", "timeout" or what the agent reported."""
+        turn/done; how the turn ended."""
         assert self.broker is not None and self._inbox is not None
         events = [first]
         if self.spec.on_busy == "merge":
@@ -400,7 +400,7 @@ class AgentWorker:
         else:
             # agent.resumed (when waking) and turn.started share one commit, before delivery
             await self._publish([*(preface or []), started])
-        outcome = "done"
+        outcome: TurnOutcome = "done"
         try:
             await self.broker.deliver(events)
             outcome = await self._await_turn()
@@ -408,8 +408,9 @@ class AgentWorker:
             outcome = "exit"
         finally:
             self._in_turn = False
+        reason: str = outcome
         if outcome == "done" and self._turn_error is not None:
-            outcome = f"the agent reported: {self._turn_error}"
+            outcome, reason = "failed", f"the agent reported: {self._turn_error}"
         took = round((time.monotonic() - began) * 1000, 2)
         details = self._turn_details
         if outcome == "done":
@@ -420,7 +421,7 @@ class AgentWorker:
         else:
             await self._system(
                 "turn.failed",
-                {"sequences": sequences, "reason": outcome, "duration_ms": took, **details},
+                {"sequences": sequences, "reason": reason, "duration_ms": took, **details},
             )
         if outcome == "timeout" and not self._turn_done.is_set() and self.spec.protocol == "acp":
             outcome = "exit"  # it ignored the cancel: restart it rather than prompt it again
@@ -430,7 +431,7 @@ class AgentWorker:
             await self._pause("agent asked (axon/idle)")
         return outcome
 
-    async def _await_turn(self) -> str:
+    async def _await_turn(self) -> TurnOutcome:
         """Until turn/done, the agent's exit, the turn timeout, or a stop command. Other
         commands wait for the end of the turn; with on_busy=interrupt, an event arriving
         mid-turn is announced to the agent (`axon/interrupt`, or ACP's `session/cancel`).

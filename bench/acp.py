@@ -1,4 +1,4 @@
-"""ACP agents (CONTRACT §5.2), with the deterministic sample agent (sample_agents/acp_agent):
+"""ACP agents (contract §5.2), with the deterministic sample agent (sample_agents/acp_agent):
 
 - `acp_first_update_overhead_ms`: a message published to an Axon -> the first
   `session/update` event of its turn seen on a live subscription, with the agent a local

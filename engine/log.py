@@ -109,7 +109,7 @@ def check_label(name: str, value: object) -> str:
 
 
 def check_draft(d: Draft, *, max_payload: int = DEFAULT_MAX_PAYLOAD, system: bool = False) -> Draft:
-    """Refuse what CONTRACT §3 refuses, with a message that says how to fix it."""
+    """Refuse what contract §3 refuses, with a message that says how to fix it."""
     if not isinstance(d, Draft):
         raise InvalidInput(f"expected a Draft, got {type(d).__name__}")
     check_label("event_type", d.event_type)

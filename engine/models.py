@@ -1,4 +1,4 @@
-"""The contract's data shapes (CONTRACT §3, §4): events, drafts, Axon views, query results.
+"""The contract's data shapes (contract §3, §4): events, drafts, Axon views, query results.
 
 `Event` and `Draft` are plain slotted classes because they sit on the publish hot path;
 the rest are pydantic models that the HTTP layer serialises as they are.
@@ -189,7 +189,7 @@ def mcp_servers(raw: list[dict[str, Any]]) -> list[Any]:
 
 
 class AgentSpec(BaseModel):
-    """An agent as declared in TOML or JSON (CONTRACT §5)."""
+    """An agent as declared in TOML or JSON (contract §5)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -210,7 +210,7 @@ class AgentSpec(BaseModel):
     pids: int = Field(256, ge=16)
     network: Literal["none", "bridge"] = "none"
     mounts: list[str] = Field(default_factory=list)
-    # ACP agents (CONTRACT §5.2): MCP servers handed over in session/new, and the session
+    # ACP agents (contract §5.2): MCP servers handed over in session/new, and the session
     # mode set right after it (e.g. Claude's "default", which asks before acting).
     mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
     mode: str | None = Field(None, min_length=1, max_length=200)

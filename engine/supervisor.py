@@ -1,4 +1,4 @@
-"""Agent lifecycle (CONTRACT §5, DESIGN decisions 4-5): running -> paused after `idle_pause_s`
+"""Agent lifecycle (contract §5, architecture decisions 4-5): running -> paused after `idle_pause_s`
 -> hibernated after `idle_hibernate_s`; the next event the agent wakes on resumes it, and
 `agent.resumed` commits before the agent receives that event. Crashes restart with backoff.
 
@@ -243,7 +243,7 @@ class AgentWorker:
     # -- transitions --------------------------------------------------------------------
 
     async def _boot(self) -> None:
-        """Pick up where a previous engine left the agent (CONTRACT: reconcile by labels)."""
+        """Pick up where a previous engine left the agent (contract §5: reconcile by labels)."""
         if self.desired == "stopped":
             self._enter("stopped")
             return

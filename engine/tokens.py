@@ -1,4 +1,4 @@
-"""API tokens (CONTRACT §4.3): created once, stored only as a SHA-256 hash in catalog.db,
+"""API tokens (contract §4.3): created once, stored only as a SHA-256 hash in catalog.db,
 each with a scope and optionally limited to some Axons.
 
 Scopes are ranked: read < publish < sql-write < admin; a scope allows everything the

@@ -1,4 +1,4 @@
-"""Shared pieces of the ACP tests (CONTRACT §5.2): the deterministic sample agent's spec on
+"""Shared pieces of the ACP tests (contract §5.2): the deterministic sample agent's spec on
 either runtime, and readers for what the broker records (updates, turns, permissions)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ACP agents in Docker (CONTRACT §5.2) on a real Docker engine, with the deterministic sample
+"""ACP agents in Docker (contract §5.2) on a real Docker engine, with the deterministic sample
 agent's image (`axons/acp_agent`, built offline with the SDK copied from this venv):
 - over HTTP with `axons serve`: a message streams as updates; a permission request pauses
   the container (`docker inspect` State.Paused) until a second client's decision, published

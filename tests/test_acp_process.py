@@ -1,4 +1,4 @@
-"""ACP agents on the process runtime (CONTRACT §5.2), with the deterministic sample agent
+"""ACP agents on the process runtime (contract §5.2), with the deterministic sample agent
 (`sample_agents/acp_agent`, on the real `agent-client-protocol` SDK) as a local process:
 updates in wire order, turns framed, permissions answered by any client while the agent is
 really stopped (SIGSTOP, read from /proc), cancel, crash, timeout, hibernation with

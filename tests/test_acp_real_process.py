@@ -1,4 +1,4 @@
-"""Real ACP agents on the process runtime (CONTRACT §5.2): Claude Code (claude-agent-acp),
+"""Real ACP agents on the process runtime (contract §5.2): Claude Code (claude-agent-acp),
 OpenCode and Gemini CLI, installed from npm at the versions their recipes pin, each run from
 its own `agent.toml` against the scripted model server on 127.0.0.1 (no key, no network).
 

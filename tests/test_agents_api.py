@@ -1,4 +1,4 @@
-"""Agents through the public surfaces (CONTRACT §4.2 agent lifecycle, §6 `axons agent`): a
+"""Agents through the public surfaces (contract §4.2 agent lifecycle, §6 `axons agent`): a
 real `axons serve` subprocess on a temporary home, the HTTP API over TCP with a token, and
 the CLI as a user runs it (it finds the running engine by its socket). Containers are
 checked with `docker inspect`; the home's containers are removed afterwards."""

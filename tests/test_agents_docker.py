@@ -1,4 +1,4 @@
-"""Agents in real Docker containers (CONTRACT §3 system events, §5; DESIGN decisions 4-5):
+"""Agents in real Docker containers (contract §3 system events, §5; architecture decisions 4-5):
 the seed scenario, hibernation, a killed container, a SIGKILLed engine, the hardened
 sandbox and secrets, and manual commands. Every claim about a container is checked with
 `docker inspect` through the Docker SDK, right after the event that says it happened.

@@ -1,4 +1,4 @@
-"""What happens to events that arrive while an agent is mid-turn (CONTRACT §5 `on_busy`):
+"""What happens to events that arrive while an agent is mid-turn (contract §5 `on_busy`):
 queued for their own turns, merged into one turn, or announced with `axon/interrupt`.
 Local processes, so no Docker engine is needed and each turn is cheap."""
 

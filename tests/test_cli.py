@@ -1,4 +1,4 @@
-"""The `axons` command line as a user runs it (CONTRACT §6): a subprocess on a temporary home,
+"""The `axons` command line as a user runs it (contract §6): a subprocess on a temporary home,
 `--json` output parsed, exit codes 0/1/2, the same results with and without a running
 `axons serve`, and headless scenarios."""
 

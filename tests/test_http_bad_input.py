@@ -1,5 +1,5 @@
 """Bad input over HTTP: each refusal has its documented status and a clear JSON error body
-`{"error": {"code", "message"}}` (CONTRACT §3, §4), and none of it hurts the server."""
+`{"error": {"code", "message"}}` (contract §3, §4), and none of it hurts the server."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The official Runloop SDK (`runloop_api_client` 3.x), unchanged, against a live `axons serve`
 over TCP with a bearer token: every `client.axons.*` call, paging, SSE resumption, SQL
-batches that roll back, and idempotent publishes (CONTRACT §4.1)."""
+batches that roll back, and idempotent publishes (contract §4.1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Live streams over HTTP: several subscribers and `axons tail --follow` agree, keep-alives are
 lone comment lines, a stalled subscriber never holds publishers back, a subscriber resumes
-across a SIGKILL with Last-Event-ID, and a SIGTERM loses nothing acknowledged (CONTRACT §3,
+across a SIGKILL with Last-Event-ID, and a SIGTERM loses nothing acknowledged (contract §3,
 §4.1)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (CONTRACT §4). These pydantic models are what
+"""Request and response bodies of the HTTP API (contract §4). These pydantic models are what
 `/openapi.json` is generated from; field names follow Runloop's Axon API."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP API (CONTRACT §4) as a FastAPI app over one Engine: the Runloop-compatible core
+"""The HTTP API (contract §4) as a FastAPI app over one Engine: the Runloop-compatible core
 plus the extensions. `create_app(engine, require_token=...)` builds one; `engine.api.serve`
 runs it on the home's unix socket and, optionally, TCP.
 """

@@ -1,4 +1,4 @@
-"""Webhooks (CONTRACT §4.2): what makes one trustworthy, apart from the route that takes it.
+"""Webhooks (contract §4.2): what makes one trustworthy, apart from the route that takes it.
 
 A source with a secret (`AXONS_WEBHOOK_SECRET_<SOURCE>`) is authenticated by its HMAC alone,
 since GitHub and its kind cannot send a bearer token. Its events carry the author

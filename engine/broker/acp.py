@@ -1,4 +1,4 @@
-"""The Agent Client Protocol broker (`protocol = "acp"`, CONTRACT §5.2).
+"""The Agent Client Protocol broker (`protocol = "acp"`, contract §5.2).
 
 The engine is the ACP client, on the `agent-client-protocol` SDK: `initialize` →
 `session/new` (or `session/load` of the agent's previous session when it advertises

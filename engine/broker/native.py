@@ -1,4 +1,4 @@
-"""The native protocol `axon` (CONTRACT §5.1): JSON-RPC 2.0, one object per line.
+"""The native protocol `axon` (contract §5.1): JSON-RPC 2.0, one object per line.
 
 The engine sends `initialize` and `axon/event` notifications; the agent calls back with
 `axon/publish`, `axon/sql`, `axon/batch` (with `ack`: state and cursor commit together),

@@ -1,4 +1,4 @@
-"""The names of the ACP permission events (CONTRACT §5.2), apart from the broker so that
+"""The names of the ACP permission events (contract §5.2), apart from the broker so that
 code which only needs them does not import the ACP SDK (a second of start-up per CLI call)."""
 
 REQUESTED = "permission.requested"  # the agent asks: the tool call and its options

@@ -1,4 +1,4 @@
-"""Shared pieces of the agent tests (contract §3 system events, §5 agents; architecture decisions 4-5).
+"""Shared pieces of the agent tests (contract §3, §5; architecture decisions 4-5).
 
 - `docker_client` (session): a Docker engine that answers, else the test FAILS with a clear
   message (a machine meant to run these tests without Docker is a broken machine, not a

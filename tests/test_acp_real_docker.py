@@ -1,4 +1,4 @@
-"""Claude Code (claude-agent-acp) in a hardened Docker container (contract §5.2, architecture decisions 4):
+"""Claude Code (claude-agent-acp) in a hardened Docker container (contract §5.2, decision 4):
 the recipe's image, built offline (`axons/claude:latest`: the npm package and the host's
 node on the debootstrapped base), with network none, a read-only root, no capabilities,
 no-new-privileges and user 65534.

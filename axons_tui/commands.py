@@ -109,7 +109,9 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidInput(f"--metadata takes KEY=VALUE, got {pair!r}", code="invalid_metadata")
+            raise InvalidInput(
+                f"--metadata takes KEY=VALUE, got {pair!r}", code=ErrorCode.INVALID_METADATA
+            )
         metadata[key] = value
     return metadata
 
@@ -188,7 +190,9 @@ async def sql(
     try:
         values = [orjson.loads(p) for p in params]
     except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"--param takes JSON values ({e})", code="invalid_params") from None
+        raise InvalidInput(
+            f"--param takes JSON values ({e})", code=ErrorCode.INVALID_PARAMS
+        ) from None
     async with open_backend(opts.home, opts.connect) as backend:
         result = await backend.query(
             await _axon_id(backend, axon), statement, values, write=write, at_sequence=at
@@ -330,7 +334,7 @@ def load_agent_specs(path: Path) -> list[AgentSpec]:
     """The `[[agents]]` of a TOML file; relative host mounts are relative to the file."""
     items = load_toml(path, "invalid_agents").get("agents")
     if not isinstance(items, list) or not items:
-        raise InvalidInput(f"{path}: declares no [[agents]]", code="invalid_agents")
+        raise InvalidInput(f"{path}: declares no [[agents]]", code=ErrorCode.INVALID_AGENTS)
     specs = []
     for item in items:
         mounts = []
@@ -344,7 +348,7 @@ def load_agent_specs(path: Path) -> list[AgentSpec]:
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in e.errors())
             raise InvalidInput(
-                f"{path}: agent {item.get('name', '?')}: {problems}", code="invalid_agents"
+                f"{path}: agent {item.get('name', '?')}: {problems}", code=ErrorCode.INVALID_AGENTS
             ) from None
     return specs
 

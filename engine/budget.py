@@ -19,6 +19,7 @@ import apsw
 
 from engine.errors import (
     AxonError,
+    ErrorCode,
     InvalidInput,
     StatementCancelled,
     StatementTimeout,
@@ -56,7 +57,7 @@ class StoreLimits:
                 raise InvalidInput(
                     f"{name} must be a positive {'number' if kind is float else 'whole number'}, "
                     f"got {raw!r:.40}",
-                    code="invalid_limit",
+                    code=ErrorCode.INVALID_LIMIT,
                 )
             values[f.name] = value
         return cls(**values)  # type: ignore[arg-type]

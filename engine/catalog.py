@@ -73,15 +73,18 @@ def check_metadata(metadata: object) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise InvalidInput(
-            "metadata must be an object of string keys and string values", code="invalid_metadata"
+            "metadata must be an object of string keys and string values",
+            code=ErrorCode.INVALID_METADATA,
         )
     try:
         size = len(orjson.dumps(metadata))
     except TypeError:  # a lone surrogate: not text that can be stored
-        raise InvalidInput("metadata must be valid Unicode text", code="invalid_metadata") from None
+        raise InvalidInput(
+            "metadata must be valid Unicode text", code=ErrorCode.INVALID_METADATA
+        ) from None
     if size > MAX_METADATA_BYTES:
         raise InvalidInput(
-            f"metadata is larger than {MAX_METADATA_BYTES} bytes", code="invalid_metadata"
+            f"metadata is larger than {MAX_METADATA_BYTES} bytes", code=ErrorCode.INVALID_METADATA
         )
     return metadata
 
@@ -151,7 +154,9 @@ class Catalog:
     def get(self, ref: str) -> AxonView:
         """By id, or by name: the newest live Axon with that name."""
         if not isinstance(ref, str) or not ref.isprintable():  # ids and names never are
-            raise NotFound(f"no Axon {ref!r:.80}; `axons ls` lists them", code="axon_not_found")
+            raise NotFound(
+                f"no Axon {ref!r:.80}; `axons ls` lists them", code=ErrorCode.AXON_NOT_FOUND
+            )
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM axons WHERE id = ?", (ref,)
@@ -163,7 +168,9 @@ class Catalog:
                     (ref,),
                 ).fetchall()
         if not rows:
-            raise NotFound(f"no Axon {ref!r:.80}; `axons ls` lists them", code="axon_not_found")
+            raise NotFound(
+                f"no Axon {ref!r:.80}; `axons ls` lists them", code=ErrorCode.AXON_NOT_FOUND
+            )
         return _view(rows[0])
 
     def update_metadata(self, axon_id: str, metadata: dict[str, str]) -> AxonView:
@@ -195,7 +202,9 @@ class Catalog:
     ) -> AxonPage:
         """Newest first. `name` is a prefix; `search` matches id, name or metadata."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", code="invalid_limit")
+            raise InvalidInput(
+                f"limit must be between 1 and {MAX_LIMIT}", code=ErrorCode.INVALID_LIMIT
+            )
         where, args = [], []
         if not include_deleted:
             where.append("deleted_at_ms IS NULL")
@@ -228,7 +237,8 @@ class Catalog:
                 ).fetchall()
                 if not found:
                     raise InvalidInput(
-                        f"starting_after: no Axon {starting_after!r:.80}", code="invalid_cursor"
+                        f"starting_after: no Axon {starting_after!r:.80}",
+                        code=ErrorCode.INVALID_CURSOR,
                     )
                 page_where += " AND n < ?"
                 page_args.append(found[0][0])

@@ -31,7 +31,7 @@ from engine.budget import Budget, StoreLimits
 from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog, check_metadata, new_axon_id
 from engine.durability import WalSync
-from engine.errors import Conflict, InvalidInput, Unavailable
+from engine.errors import Conflict, ErrorCode, InvalidInput, Unavailable
 from engine.home import Home
 from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft, check_label
 from engine.models import (
@@ -201,7 +201,7 @@ class Engine:
     ) -> list[PublishResult]:
         """Append events in one transaction, in order; returns once they are durable."""
         if not drafts:
-            raise InvalidInput("a batch needs at least one event", code="empty_batch")
+            raise InvalidInput("a batch needs at least one event", code=ErrorCode.EMPTY_BATCH)
         checked = []
         for d in drafts:
             check_draft(d, max_payload=self.max_payload, system=system)
@@ -215,7 +215,8 @@ class Engine:
             self._files.move_to_end(axon_id)
         if axon_id in self._deleted:
             raise Conflict(
-                f"Axon {axon_id} is deleted; it can be read but not written", code="axon_deleted"
+                f"Axon {axon_id} is deleted; it can be read but not written",
+                code=ErrorCode.AXON_DELETED,
             )
         results = await f.append(checked)
         if len(self._files) > self.max_open_axons:  # files busy at their last open may be idle now
@@ -260,7 +261,7 @@ class Engine:
         duplicate. A subscriber that falls behind reads from the file until it catches up."""
         if not isinstance(after_sequence, int) or after_sequence < 0:
             raise InvalidInput(
-                "after_sequence must be a whole number >= 0", code="invalid_sequence"
+                "after_sequence must be a whole number >= 0", code=ErrorCode.INVALID_SEQUENCE
             )
         async with self._using(axon_id) as f:
             next_seq = after_sequence + 1
@@ -330,7 +331,7 @@ class Engine:
             if at_sequence is not None:
                 if write:
                     raise InvalidInput(
-                        "a query at a past sequence is read-only", code="read_only_history"
+                        "a query at a past sequence is read-only", code=ErrorCode.READ_ONLY_HISTORY
                     )
                 _check_sequence(at_sequence, f.last_sequence)
                 path = str(f.path)
@@ -514,7 +515,7 @@ class Engine:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            raise Unavailable("the engine is not started", code="not_started")
+            raise Unavailable("the engine is not started", code=ErrorCode.NOT_STARTED)
         return self._catalog
 
     def path_of(self, axon_id: str) -> Path:
@@ -542,7 +543,7 @@ class Engine:
         """User SQL runs on its own, smaller pool: however much of it there is, the engine's
         threads stay free for publishes and its own reads."""
         if self._sql_executor is None:
-            raise Unavailable("the engine is not started", code="not_started")
+            raise Unavailable("the engine is not started", code=ErrorCode.NOT_STARTED)
         pending = asyncio.get_running_loop().run_in_executor(self._sql_executor, fn)
         return await _interrupt_if_cancelled(budget, pending)
 
@@ -554,7 +555,7 @@ class Engine:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
-            raise Unavailable("the engine is not started", code="not_started")
+            raise Unavailable("the engine is not started", code=ErrorCode.NOT_STARTED)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     @asynccontextmanager
@@ -569,7 +570,9 @@ class Engine:
 
     async def _open(self, axon_id: str) -> AxonFile:
         if self._closing:
-            raise Unavailable("the engine is shutting down; retry shortly", code="shutting_down")
+            raise Unavailable(
+                "the engine is shutting down; retry shortly", code=ErrorCode.SHUTTING_DOWN
+            )
         if (cached := self._files.get(axon_id)) is not None:
             return cached
         if (pending := self._opening.get(axon_id)) is not None:
@@ -580,7 +583,7 @@ class Engine:
             view = await self._run(self.catalog.get, axon_id)
             if view.id != axon_id:  # a name: the caller must use ids on the hot path
                 raise InvalidInput(
-                    f"use the Axon's id ({view.id}), not its name", code="id_required"
+                    f"use the Axon's id ({view.id}), not its name", code=ErrorCode.ID_REQUIRED
                 )
             if view.deleted_at_ms is not None:
                 self._deleted.add(axon_id)
@@ -682,14 +685,16 @@ def _next_chunk(lines: Iterator[bytes], max_bytes: int = EXPORT_CHUNK_BYTES) -> 
 
 def _check_limit(limit: int) -> None:
     if not isinstance(limit, int) or not 1 <= limit <= MAX_EVENTS_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_EVENTS_PAGE}", code="invalid_limit")
+        raise InvalidInput(
+            f"limit must be between 1 and {MAX_EVENTS_PAGE}", code=ErrorCode.INVALID_LIMIT
+        )
 
 
 def _check_sequence(sequence: int, last: int) -> None:
     if not isinstance(sequence, int) or not 0 <= sequence <= last:
         raise InvalidInput(
             f"sequence must be between 0 and the latest ({last}), got {sequence!r:.40}",
-            code="invalid_sequence",
+            code=ErrorCode.INVALID_SEQUENCE,
         )
 
 
@@ -723,7 +728,7 @@ def _lock_home(home: Home) -> int:
         os.close(fd)
         raise Unavailable(
             f"another engine ({holder}) already runs on {home.root}; connect to it instead",
-            code="home_locked",
+            code=ErrorCode.HOME_LOCKED,
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}".encode())

@@ -23,7 +23,7 @@ import apsw
 import orjson
 
 from engine.durability import FlushFailed, WalFile, WalSync
-from engine.errors import AxonError, InvalidInput, PayloadTooLarge, Unavailable
+from engine.errors import AxonError, ErrorCode, InvalidInput, PayloadTooLarge, Unavailable
 from engine.models import CLIENT_ORIGINS, ORIGINS, Draft, Event, PublishResult
 
 DEFAULT_MAX_PAYLOAD = 1 << 20
@@ -120,15 +120,15 @@ def check_draft(d: Draft, *, max_payload: int = DEFAULT_MAX_PAYLOAD, system: boo
             raise InvalidInput(
                 "origin SYSTEM_EVENT is reserved for the engine; use USER_EVENT, "
                 "EXTERNAL_EVENT or AGENT_EVENT",
-                code="invalid_origin",
+                code=ErrorCode.INVALID_ORIGIN,
             )
         raise InvalidInput(
             f"origin must be one of {', '.join(sorted(CLIENT_ORIGINS))}, got {d.origin!r:.80}",
-            code="invalid_origin",
+            code=ErrorCode.INVALID_ORIGIN,
         )
     payload = d.payload
     if not isinstance(payload, str):
-        raise InvalidInput("payload must be JSON text (a string)", code="invalid_payload")
+        raise InvalidInput("payload must be JSON text (a string)", code=ErrorCode.INVALID_PAYLOAD)
     if (
         len(payload) * 4 > max_payload
         and len(payload.encode("utf-8", "surrogatepass")) > max_payload
@@ -142,7 +142,7 @@ def check_draft(d: Draft, *, max_payload: int = DEFAULT_MAX_PAYLOAD, system: boo
     except orjson.JSONDecodeError as e:
         raise InvalidInput(
             f'payload must be valid JSON text ({e}); to send plain text use {{"text": "..."}}',
-            code="invalid_payload",
+            code=ErrorCode.INVALID_PAYLOAD,
         ) from None
     key = d.idempotency_key
     if key is not None and (
@@ -152,7 +152,7 @@ def check_draft(d: Draft, *, max_payload: int = DEFAULT_MAX_PAYLOAD, system: boo
     ):
         raise InvalidInput(
             f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
-            code="invalid_idempotency_key",
+            code=ErrorCode.INVALID_IDEMPOTENCY_KEY,
         )
     if d.author is not None:  # hashed as given: anything but text would break the chain
         check_label("author", d.author)
@@ -296,7 +296,7 @@ class AxonFile:
 
     def _enqueue(self, job: _Job) -> asyncio.Future[Any]:
         if self._closed:
-            raise Unavailable("this Axon is closing; retry", code="closing")
+            raise Unavailable("this Axon is closing; retry", code=ErrorCode.CLOSING)
         if self._broken is not None:
             raise self._broken
         self._pending.append(job)
@@ -359,7 +359,7 @@ class AxonFile:
         self._broken = AxonError(
             f"{error}; this Axon refuses writes until the engine restarts and recovers it "
             "from disk",
-            code="storage_error",
+            code=ErrorCode.STORAGE_ERROR,
             status=500,
         )
 
@@ -484,15 +484,15 @@ class AxonFile:
 def _storage_error(e: BaseException) -> BaseException:
     """What the caller of a failed write is told: SQLite's failures become clear errors."""
     if isinstance(e, apsw.FullError):
-        return Unavailable("the disk is full; free space and retry", code="disk_full")
+        return Unavailable("the disk is full; free space and retry", code=ErrorCode.DISK_FULL)
     if isinstance(e, apsw.BusyError):
-        return Unavailable("the Axon file is locked by another process; retry", code="busy")
+        return Unavailable("the Axon file is locked by another process; retry", code=ErrorCode.BUSY)
     if isinstance(e, apsw.Error):
-        return AxonError(f"storage error: {e}", code="storage_error", status=500)
+        return AxonError(f"storage error: {e}", code=ErrorCode.STORAGE_ERROR, status=500)
     if isinstance(e, FlushFailed):
         return AxonError(
             f"{e}; the write may or may not have been kept",
-            code="storage_error",
+            code=ErrorCode.STORAGE_ERROR,
             status=500,
         )
     return e

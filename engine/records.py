@@ -22,7 +22,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictStr, ValidationError
 
 from engine.budget import Budget
-from engine.errors import AxonError, InvalidInput
+from engine.errors import AxonError, ErrorCode, InvalidInput
 from engine.log import MAX_LABEL, WriteContext, chain_hash, check_draft
 from engine.models import AxonView, Draft, VerifyReport
 from engine.state import (
@@ -123,7 +123,8 @@ def _decode(value: Any) -> Any:
     ):
         return value
     raise InvalidInput(
-        f"the export holds a value SQLite cannot store: {value!r:.80}", code="invalid_export"
+        f"the export holds a value SQLite cannot store: {value!r:.80}",
+        code=ErrorCode.INVALID_EXPORT,
     )
 
 
@@ -342,20 +343,20 @@ def parse(lines: Any) -> Parsed:
             if kind != "axon" or item.get("format") != FORMAT:
                 raise InvalidInput(
                     f"line 1 must be the Axon header of format {FORMAT}; is this an Axons export?",
-                    code="invalid_export",
+                    code=ErrorCode.INVALID_EXPORT,
                 )
             parsed = Parsed(header=item)
             continue
         _add_record(parsed, number, kind, item)
     if parsed is None:
-        raise InvalidInput("the export is empty", code="invalid_export")
+        raise InvalidInput("the export is empty", code=ErrorCode.INVALID_EXPORT)
     _check_chain(parsed.events)
     _check_names(parsed)
     return parsed
 
 
 def _invalid(number: int, problem: str) -> InvalidInput:
-    return InvalidInput(f"line {number} of the export: {problem}", code="invalid_export")
+    return InvalidInput(f"line {number} of the export: {problem}", code=ErrorCode.INVALID_EXPORT)
 
 
 def _add_record(parsed: Parsed, number: int, kind: Any, item: dict[str, Any]) -> None:
@@ -403,14 +404,14 @@ def _check_chain(events: list[EventLine]) -> None:
         except AxonError as problem:
             raise InvalidInput(
                 f"event {expected} of the export is not a valid event: {problem.message}",
-                code="invalid_export",
+                code=ErrorCode.INVALID_EXPORT,
             ) from None
         if e.sequence != expected or chain_hash(previous, e.sequence, e.timestamp_ms, draft) != (
             e.hash
         ):
             raise InvalidInput(
                 f"event {expected} of the export is altered or missing; refusing to import",
-                code="invalid_export",
+                code=ErrorCode.INVALID_EXPORT,
             )
         previous = e.hash
 
@@ -423,7 +424,7 @@ def _check_names(parsed: Parsed) -> None:
         if lowered.startswith(("axon_", "sqlite_")) or lowered in seen:
             raise InvalidInput(
                 f"the export's {o.kind} {o.name!r:.80} is reserved or declared twice",
-                code="invalid_export",
+                code=ErrorCode.INVALID_EXPORT,
             )
         seen.add(lowered)
     tables = {o.name for o in parsed.objects if o.kind == "table"}
@@ -431,7 +432,7 @@ def _check_names(parsed: Parsed) -> None:
         if r.table not in tables:
             raise InvalidInput(
                 f"the export has rows for {r.table!r:.80}, which it does not declare as a table",
-                code="invalid_export",
+                code=ErrorCode.INVALID_EXPORT,
             )
 
 
@@ -443,13 +444,13 @@ def load(ctx: WriteContext, parsed: Parsed) -> None:
         _load(ctx, parsed)
     except apsw.Error as e:
         raise InvalidInput(
-            f"the export's state does not load: {e}", code="invalid_export"
+            f"the export's state does not load: {e}", code=ErrorCode.INVALID_EXPORT
         ) from None
     except AxonError as e:  # the guard's refusals: the file is at fault, not the caller's scope
         if e.code == "invalid_export":
             raise
         raise InvalidInput(
-            f"the export's state does not load: {e.message}", code="invalid_export"
+            f"the export's state does not load: {e.message}", code=ErrorCode.INVALID_EXPORT
         ) from None
 
 

@@ -19,6 +19,7 @@ import apsw
 from engine.budget import Budget, StoreLimits
 from engine.errors import (
     BatchFailed,
+    ErrorCode,
     InvalidInput,
     PayloadTooLarge,
     ReadOnlyViolation,
@@ -198,13 +199,13 @@ def create_object(
         raise InvalidInput(
             f"object {name!r:.80} has kind {kind!r:.20}; expected one of "
             f"{', '.join(sorted(OBJECT_KINDS))}",
-            code="invalid_object",
+            code=ErrorCode.INVALID_OBJECT,
         )
     guard = _CreateGuard(kind, name)
     run_statement(conn, sql, write=True, budget=budget, guard=guard)
     if not guard.created:
         raise InvalidInput(
-            f"the SQL of {kind} {name!r:.80} does not create it", code="invalid_object"
+            f"the SQL of {kind} {name!r:.80} does not create it", code=ErrorCode.INVALID_OBJECT
         )
 
 
@@ -215,30 +216,32 @@ def _check_params(params: Sequence[Any] | None) -> tuple[Any, ...]:
     if params is None:
         return ()
     if not isinstance(params, list | tuple):
-        raise InvalidInput("params must be a list of values", code="invalid_params")
+        raise InvalidInput("params must be a list of values", code=ErrorCode.INVALID_PARAMS)
     for p in params:
         if p is not None and not isinstance(p, str | int | float | bytes):
             raise InvalidInput(
                 "params must be null, booleans, numbers or strings; encode objects as JSON text",
-                code="invalid_params",
+                code=ErrorCode.INVALID_PARAMS,
             )
         if isinstance(p, int) and p not in _INT64:
             raise InvalidInput(
                 f"integer param {str(p)[:24]}... does not fit SQLite's 64-bit integers; "
                 "send it as text or as a float",
-                code="invalid_params",
+                code=ErrorCode.INVALID_PARAMS,
             )
     return tuple(params)
 
 
 def _check_sql(sql: object) -> str:
     if not isinstance(sql, str) or not sql.strip():
-        raise InvalidInput("sql must be a non-empty statement", code="invalid_sql")
+        raise InvalidInput("sql must be a non-empty statement", code=ErrorCode.INVALID_SQL)
     if len(sql) > MAX_SQL_LENGTH:
-        raise InvalidInput(f"sql is longer than {MAX_SQL_LENGTH} characters", code="invalid_sql")
+        raise InvalidInput(
+            f"sql is longer than {MAX_SQL_LENGTH} characters", code=ErrorCode.INVALID_SQL
+        )
     if "\x00" in sql:
         raise InvalidInput(
-            "sql contains a NUL character; pass binary data as a param", code="invalid_sql"
+            "sql contains a NUL character; pass binary data as a param", code=ErrorCode.INVALID_SQL
         )
     return sql
 
@@ -311,7 +314,7 @@ def run_statement(
                 rows.append(values)
     except apsw.ExecTraceAbort:
         raise InvalidInput(
-            "one statement per query; send several as a batch", code="multiple_statements"
+            "one statement per query; send several as a batch", code=ErrorCode.MULTIPLE_STATEMENTS
         ) from None
     except apsw.AuthError:
         raise ReadOnlyViolation(guard.refusal or "statement not allowed") from None
@@ -326,17 +329,18 @@ def run_statement(
         ) from None
     except apsw.BindingsError as e:
         raise InvalidInput(
-            f"params do not match the statement: {e}", code="invalid_params"
+            f"params do not match the statement: {e}", code=ErrorCode.INVALID_PARAMS
         ) from None
     except UnicodeEncodeError:
         raise InvalidInput(
-            "sql and params must be valid Unicode text (no lone surrogates)", code="invalid_sql"
+            "sql and params must be valid Unicode text (no lone surrogates)",
+            code=ErrorCode.INVALID_SQL,
         ) from None
     except UnicodeDecodeError:
         raise InvalidInput(
             "the result holds text that is not valid UTF-8; select hex(column) or "
             "CAST(column AS BLOB) to read it, and UPDATE the row to repair it",
-            code="invalid_text",
+            code=ErrorCode.INVALID_TEXT,
         ) from None
     except apsw.Error as e:
         raise SqlError(f"{_sqlite_message(e)} (in: {sql.strip()[:120]})") from None
@@ -366,7 +370,7 @@ def _sqlite_message(e: apsw.Error) -> str:
 
 def parse_statements(statements: Sequence[Any]) -> list[Statement]:
     if not isinstance(statements, list | tuple) or not statements:
-        raise InvalidInput("statements must be a non-empty list", code="invalid_batch")
+        raise InvalidInput("statements must be a non-empty list", code=ErrorCode.INVALID_BATCH)
     parsed = []
     for s in statements:
         if isinstance(s, Statement):
@@ -377,7 +381,7 @@ def parse_statements(statements: Sequence[Any]) -> list[Statement]:
         elif isinstance(s, str):
             parsed.append(Statement(sql=s))
         else:
-            raise InvalidInput("each statement is {sql, params?}", code="invalid_batch")
+            raise InvalidInput("each statement is {sql, params?}", code=ErrorCode.INVALID_BATCH)
     return parsed
 
 
@@ -567,7 +571,7 @@ def _refuse_reserved_columns(table: str, columns: list[str]) -> None:
         raise InvalidInput(
             f"column {reserved[0]} of table {table}: names starting {_RESERVED_COLUMN_PREFIX} "
             "are reserved for the engine's change capture; rename the column",
-            code="reserved_name",
+            code=ErrorCode.RESERVED_NAME,
         )
 
 
@@ -693,7 +697,7 @@ class TextCheck:
                 raise InvalidInput(
                     f"this writes text that is not valid UTF-8 into {hist[len('axon_hist_') :]}; "
                     "store bytes as a BLOB (CAST(... AS BLOB)) or valid text",
-                    code="invalid_text",
+                    code=ErrorCode.INVALID_TEXT,
                 ) from None
         self.marks = now
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from engine.broker import BrokerHooks, NativeBroker, ProtocolError
 from engine.broker.permissions import CONTROL_EVENT_TYPES, DECISION, REQUESTED
-from engine.errors import AxonError, Conflict, InvalidInput, NotFound
+from engine.errors import AxonError, Conflict, ErrorCode, InvalidInput, NotFound
 from engine.models import AgentSpec, AgentState, AgentView, Draft, Event, PublishResult, TurnOutcome
 from engine.policy import check_remote_spec
 from engine.runtime import AgentKey, Runtime, pick_runtime
@@ -287,7 +287,8 @@ class AgentWorker:
             await self.broker.initialize(cursor)
         except (ProtocolError, TimeoutError) as e:
             raise AxonError(
-                f"agent {self.spec.name} did not answer initialize: {e}", code="agent_init_failed"
+                f"agent {self.spec.name} did not answer initialize: {e}",
+                code=ErrorCode.AGENT_INIT_FAILED,
             ) from None
         self._needs_attach = False
         await self._open_inbox(cursor)
@@ -766,7 +767,7 @@ class Supervisor:
         if missing:
             raise InvalidInput(
                 f"secrets not set in the engine's environment: {', '.join(missing)}",
-                code="missing_secret",
+                code=ErrorCode.MISSING_SECRET,
             )
         return {**spec.env, **{s: os.environ[s] for s in spec.secrets}}
 
@@ -788,11 +789,11 @@ class Supervisor:
             raise InvalidInput(
                 f"protocol {spec.protocol!r} is not supported yet; this engine speaks the native "
                 "protocol 'axon' (see sample_agents/axon_agent.py) and 'acp'",
-                code="unsupported_protocol",
+                code=ErrorCode.UNSUPPORTED_PROTOCOL,
             )
         axon = await self.engine.get_axon(spec.axon)
         if axon.deleted_at_ms is not None:
-            raise Conflict(f"Axon {axon.id} is deleted", code="axon_deleted")
+            raise Conflict(f"Axon {axon.id} is deleted", code=ErrorCode.AXON_DELETED)
         self.environment(spec)  # refuse missing secrets now, not at the first wake
         old = self._workers.pop((axon.id, spec.name), None)
         if old is not None:
@@ -812,7 +813,7 @@ class Supervisor:
     def _worker(self, axon_id: str, name: str) -> AgentWorker:
         worker = self._workers.get((axon_id, name))
         if worker is None:
-            raise NotFound(f"no agent {name!r} on Axon {axon_id}", code="agent_not_found")
+            raise NotFound(f"no agent {name!r} on Axon {axon_id}", code=ErrorCode.AGENT_NOT_FOUND)
         return worker
 
     async def list(self, axon_id: str | None = None) -> builtins.list[AgentView]:
@@ -830,7 +831,8 @@ class Supervisor:
         """start, pause, resume or stop; the driver applies it in order."""
         if action not in ("start", "pause", "resume", "stop"):
             raise InvalidInput(
-                f"unknown action {action!r}: start, pause, resume or stop", code="invalid_action"
+                f"unknown action {action!r}: start, pause, resume or stop",
+                code=ErrorCode.INVALID_ACTION,
             )
         worker = self._worker(axon_id, name)
         desired = "stopped" if action == "stop" else "running"
@@ -890,12 +892,12 @@ class Supervisor:
             raise Conflict(
                 f"event #{request_sequence} is not a permission request "
                 "(`axons tail` shows the permission.requested events)",
-                code="not_a_permission_request",
+                code=ErrorCode.NOT_A_PERMISSION_REQUEST,
             )
         raise Conflict(
             f"permission request #{request_sequence} was already answered "
             "(or its agent stopped or restarted, which answers it cancelled)",
-            code="permission_not_pending",
+            code=ErrorCode.PERMISSION_NOT_PENDING,
         )
 
     async def logs(self, axon_id: str, name: str, tail: int = 100) -> builtins.list[str]:

@@ -49,7 +49,9 @@ class Principal:
         """404 for an Axon outside the token's reach (its existence is not revealed), then
         403 when the scope is too small."""
         if axon_id is not None and self.axons is not None and axon_id not in self.axons:
-            raise NotFound(f"no Axon {axon_id!r:.80}; `axons ls` lists them", code="axon_not_found")
+            raise NotFound(
+                f"no Axon {axon_id!r:.80}; `axons ls` lists them", code=ErrorCode.AXON_NOT_FOUND
+            )
         if not self.allows(scope):
             raise Forbidden(
                 f"token {self.name!r} has scope {self.scope!r}; this needs {scope!r} "
@@ -104,12 +106,14 @@ class TokenStore:
                 code=ErrorCode.INVALID_NAME,
             )
         if scope not in SCOPES:
-            raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
+            raise InvalidInput(
+                f"scope must be one of {', '.join(SCOPES)}", code=ErrorCode.INVALID_SCOPE
+            )
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._lock:
             if self._conn.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchall():
                 raise InvalidInput(
-                    f"a token named {name!r} exists; revoke it first", code="token_exists"
+                    f"a token named {name!r} exists; revoke it first", code=ErrorCode.TOKEN_EXISTS
                 )
             self._conn.execute(
                 "INSERT INTO tokens VALUES (?,?,?,?,?)",
@@ -134,7 +138,7 @@ class TokenStore:
         with self._lock:
             self._conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
             if self._conn.changes() == 0:
-                raise NotFound(f"no token named {name!r}", code="token_not_found")
+                raise NotFound(f"no token named {name!r}", code=ErrorCode.TOKEN_NOT_FOUND)
             self._cache.clear()
 
     def authenticate(self, token: str) -> Principal:

@@ -48,7 +48,7 @@ from acp.schema import (
 
 from engine.broker.native import BrokerHooks, end_logs, read_logs
 from engine.broker.permissions import DECISION, REQUESTED
-from engine.errors import AxonError, Conflict, InvalidInput, ProtocolError
+from engine.errors import AxonError, Conflict, ErrorCode, InvalidInput, ProtocolError
 from engine.models import AgentSpec, Draft, Event, mcp_servers
 
 SESSION_EVENT = "acp.session"  # which session the agent works in, and how it got it
@@ -352,13 +352,13 @@ class AcpBroker:
         if pending is None or pending.answer.done() or (claim and pending.claimed):
             raise Conflict(
                 f"permission request #{request_sequence} is not waiting for an answer",
-                code="permission_not_pending",
+                code=ErrorCode.PERMISSION_NOT_PENDING,
             )
         if option_id is not None and option_id not in pending.options:
             raise InvalidInput(
                 f"option {option_id!r} is not offered by request #{request_sequence}; "
                 f"choose one of {', '.join(pending.options)} (or cancelled)",
-                code="unknown_option",
+                code=ErrorCode.UNKNOWN_OPTION,
             )
         pending.claimed = pending.claimed or claim
 

@@ -23,7 +23,7 @@ import docker
 import docker.errors
 import orjson
 
-from engine.errors import AxonError, Unavailable
+from engine.errors import AxonError, ErrorCode, Unavailable
 from engine.images import ensure_image
 from engine.models import AgentSpec
 from engine.runtime.base import AgentIO, AgentKey, Runtime, Status
@@ -113,14 +113,16 @@ class DockerRuntime(Runtime):
             return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         except docker.errors.NotFound as e:
             raise AxonError(
-                f"container not found: {e.explanation}", code="agent_missing", status=404
+                f"container not found: {e.explanation}", code=ErrorCode.AGENT_MISSING, status=404
             ) from None
         except docker.errors.APIError as e:
-            raise Unavailable(f"docker: {e.explanation or e}", code="docker_error") from None
+            raise Unavailable(
+                f"docker: {e.explanation or e}", code=ErrorCode.DOCKER_ERROR
+            ) from None
         except Exception as e:
             if "Connection" in type(e).__name__ or isinstance(e, OSError):
                 raise Unavailable(
-                    f"the Docker engine does not answer ({e})", code="docker_unavailable"
+                    f"the Docker engine does not answer ({e})", code=ErrorCode.DOCKER_UNAVAILABLE
                 ) from None
             raise
 
@@ -271,7 +273,7 @@ class DockerWhenReachable(Runtime):
                     raise Unavailable(
                         "no Docker engine answers, and this agent runs only in Docker; it is "
                         f"retried with backoff until Docker is back ({e})",
-                        code="docker_unavailable",
+                        code=ErrorCode.DOCKER_UNAVAILABLE,
                     ) from None
             return self._docker
 
@@ -340,7 +342,7 @@ def _mounts(key: AgentKey, spec: AgentSpec) -> tuple[list[str], list[str]]:
         parts = mount.split(":")
         if len(parts) not in (2, 3) or not parts[1].startswith("/"):
             raise AxonError(
-                f"mount {mount!r}: use SOURCE:/path/in/box[:ro|rw]", code="invalid_mount"
+                f"mount {mount!r}: use SOURCE:/path/in/box[:ro|rw]", code=ErrorCode.INVALID_MOUNT
             )
         source, target = parts[0], parts[1]
         mode = parts[2] if len(parts) == 3 else ("ro" if source.startswith(("/", ".")) else "rw")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import AxonError
+from engine.errors import AxonError, ErrorCode
 from engine.models import AgentSpec
 from engine.runtime.base import AgentIO, AgentKey, Runtime, Status
 
@@ -85,7 +85,7 @@ class ProcessRuntime(Runtime):
             raise AxonError(
                 f"agent {spec.name} has no command to run as a local process "
                 "(it names only an image, and no Docker engine answers)",
-                code="no_command",
+                code=ErrorCode.NO_COMMAND,
             )
         current = self._procs.get(key)
         if (
@@ -100,7 +100,9 @@ class ProcessRuntime(Runtime):
     def _entry(self, key: AgentKey) -> _Proc:
         entry = self._procs.get(key)
         if entry is None:
-            raise AxonError(f"agent {key.name} was not created", code="agent_missing", status=404)
+            raise AxonError(
+                f"agent {key.name} was not created", code=ErrorCode.AGENT_MISSING, status=404
+            )
         return entry
 
     async def start(self, key: AgentKey) -> AgentIO:
@@ -141,14 +143,16 @@ class ProcessRuntime(Runtime):
     async def attach(self, key: AgentKey) -> AgentIO:
         raise AxonError(
             "a local process cannot be re-attached; start it again",
-            code="cannot_attach",
+            code=ErrorCode.CANNOT_ATTACH,
             status=409,
         )
 
     def _signal(self, key: AgentKey, sig: signal.Signals) -> None:
         entry = self._entry(key)
         if entry.process is None or entry.process.returncode is not None:
-            raise AxonError(f"agent {key.name} is not running", code="not_running", status=409)
+            raise AxonError(
+                f"agent {key.name} is not running", code=ErrorCode.NOT_RUNNING, status=409
+            )
         with contextlib.suppress(ProcessLookupError):
             os.killpg(entry.process.pid, sig)
 

@@ -3,6 +3,10 @@ on TCP (every request needs a bearer token). One Engine behind both.
 
 Shutdown is graceful: listeners close, live streams end, requests in flight finish and are
 acknowledged; publishes that arrive after that are refused with 503.
+
+Every listener is bounded (`HttpLimits`): connections and the time a request head may take
+(engine.api.connections), a body's size and pace (engine.api.limits), each SSE client's
+buffer (engine.api.sse).
 """
 
 from __future__ import annotations
@@ -14,15 +18,31 @@ import re
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import uvicorn
 
+from engine.api.connections import ConnectionLimits, capped_by_descriptors, limited_protocol
+from engine.api.limits import BodyPace
 from engine.api.server import create_asgi
+from engine.api.sse import StreamLimits
 from engine.engine import Engine, default_home
 from engine.errors import InvalidInput
 from engine.tokens import TokenStore
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    body_pace: BodyPace = field(default_factory=BodyPace)
+    streams: StreamLimits = field(default_factory=StreamLimits)
+
+
+def public_docs_from_env(environ: dict[str, str] | None = None) -> bool:
+    """`AXONS_PUBLIC_DOCS=1` serves /openapi.json and /docs over TCP without a token."""
+    env = os.environ if environ is None else environ
+    return env.get("AXONS_PUBLIC_DOCS", "").lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -85,13 +105,20 @@ async def serve(
     on_ready: Callable[[Listening], None] | None = None,
     webhook_secrets: dict[str, str] | None = None,
     engine_options: dict[str, object] | None = None,
-    keepalive_s: float = 15.0,
+    keepalive_s: float | None = None,
+    limits: HttpLimits | None = None,
+    public_docs: bool | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM or until `stop` is set. `keepalive_s`: the idle time after
-    which an SSE stream gets a `: ping` comment line."""
+    which an SSE stream gets a `: ping` comment line (else `limits.streams.keepalive_s`)."""
     home = Path(home) if home is not None else default_home()
     stop = stop or asyncio.Event()
     secrets = webhook_secrets if webhook_secrets is not None else webhook_secrets_from_env()
+    limits = limits or HttpLimits()
+    if keepalive_s is not None:
+        limits = replace(limits, streams=replace(limits.streams, keepalive_s=keepalive_s))
+    public = public_docs if public_docs is not None else public_docs_from_env()
+    connection_limits = capped_by_descriptors(limits.connections, 2 if listen else 1)
     async with Engine(home, **(engine_options or {})) as engine:  # type: ignore[arg-type]
         tokens = TokenStore(home / "catalog.db")
         listeners: list[tuple[_Server, socket.socket]] = []
@@ -103,16 +130,19 @@ async def serve(
                     tokens,
                     require_token=require_token,
                     webhook_secrets=secrets,
-                    keepalive_s=keepalive_s,
+                    stream_limits=limits.streams,
+                    body_pace=limits.body_pace,
+                    public_docs=public,
                 )
                 config = uvicorn.Config(
                     app,
+                    http=limited_protocol(connection_limits),
                     log_level="warning",
                     access_log=False,
                     lifespan="off",
                     proxy_headers=False,
                     timeout_graceful_shutdown=10,
-                    timeout_keep_alive=30,
+                    timeout_keep_alive=max(1, int(connection_limits.head_timeout_s)),
                     server_header=False,
                 )
                 listeners.append((_Server(config), sock))

@@ -86,8 +86,10 @@ class EventStream(Response):
         still_authorized = scope.get(STILL_AUTHORIZED)
         if still_authorized is not None:
             tasks.append(asyncio.create_task(self._watch_token(still_authorized)))
+        client_gone = True
         try:
             await asyncio.wait({relay, watcher, cut}, return_when=asyncio.FIRST_COMPLETED)
+            client_gone = watcher.done()
         finally:
             for task in tasks:
                 task.cancel()
@@ -97,7 +99,7 @@ class EventStream(Response):
             self._drop_buffer()
             with contextlib.suppress(Exception):
                 await self._events.aclose()  # type: ignore[attr-defined]
-        if not watcher.done():
+        if not client_gone:
             await self._finish(send)
 
     def _cut_off(self, closing: bytes) -> None:

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("serve", "run the engine headless (unix socket; TCP with --listen)", commands.serve)
     p.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP (tokens required)")
+    p.add_argument(
+        "--server",
+        metavar="uvicorn|granian",
+        help="the HTTP server to run the API on (default: the faster one measured, see docs)",
+    )
 
     p = command("new", "create an Axon", commands.new)
     p.add_argument("name")

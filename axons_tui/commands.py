@@ -75,7 +75,8 @@ async def serve(args: argparse.Namespace) -> int:
         else:
             out.print(f"axons engine on {where.socket_path}{tcp} (Ctrl-C stops)")
 
-    await run_server(home, args.listen, on_ready=ready)
+    server = {"server": args.server} if args.server else {}
+    await run_server(home, args.listen, on_ready=ready, **server)
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.fanout import fanout_p99_ms
 from bench.harness import Figure, Sizes
-from bench.http_publish import http_publish_batch_eps, http_publish_eps
+from bench.http_publish import http_publish_batch_eps, http_publish_eps, http_publish_eps_on
 from bench.listing import list_10k_axons_ms
 from bench.paused_agents import paused_agents_100
 from bench.publish import publish_batch_eps, publish_durable_eps
@@ -26,6 +26,8 @@ FIGURES: dict[str, Measure] = {
     "list_10k_axons_ms": list_10k_axons_ms,
     # Over HTTP, against `axons serve` in its own process.
     "http_publish_eps": http_publish_eps,
+    "http_publish_eps_uvicorn": http_publish_eps_on("uvicorn"),
+    "http_publish_eps_granian": http_publish_eps_on("granian"),
     "http_publish_batch_eps": http_publish_batch_eps,
     "sse_fanout_p99_ms": sse_fanout_p99_ms,
     "sse_deliveries_per_s": sse_deliveries_per_s,

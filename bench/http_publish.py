@@ -13,6 +13,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import orjson
 from bench.harness import Figure, Sizes, fresh_home
 from bench.publish import publish_durable_eps
 from bench.server import Server, event_json, running_server
+from engine.api.servers import DEFAULT_SERVER
 
 SCRIPT = Path(__file__).with_name("publish.lua")
 DRAIN_S = 0.5  # wrk's -d outlasts the script's sending by at least this: answers come home
@@ -63,13 +65,18 @@ def _wrk(
 
 
 def _figure(
-    name: str, sizes: Sizes, base: Path | None, events_per_request: int, target: float
+    name: str,
+    sizes: Sizes,
+    base: Path | None,
+    events_per_request: int,
+    target: float,
+    server_kind: str = DEFAULT_SERVER,
 ) -> Figure:
     route = "/publish" if events_per_request == 1 else "/publish/batch"
     shape = (
         f"wrk -t{sizes.http_threads} -c{sizes.http_connections} keep-alive over TCP "
         f"loopback, {events_per_request} event(s) per POST {route}, ~200-byte payloads, "
-        f"for {sizes.http_seconds:g} s"
+        f"for {sizes.http_seconds:g} s, on {server_kind}"
     )
     if shutil.which("wrk") is None:
         why = "wrk is not installed (not on PATH), so this figure was not measured; install wrk"
@@ -90,7 +97,7 @@ def _figure(
             body = {"events": [body] * events_per_request}
         body_file = home / "body.json"
         body_file.write_bytes(orjson.dumps(body))
-        with running_server(home / "server") as server:
+        with running_server(home / "server", server_kind) as server:
             axon_id = server.create_axon(name)
             path = f"/v1/axons/{axon_id}{route}"
             warm = _wrk(server, path, body_file, sizes, sizes.http_warmup_seconds)
@@ -131,12 +138,24 @@ def _figure(
             "last_sequence": last,
             "warmup_events": warm["ok"] * events_per_request,
             "load_generator": "wrk",
+            "http_server": server_kind,
         },
     )
 
 
 def http_publish_eps(sizes: Sizes, base: Path | None) -> Figure:
+    """On the default server (`axons serve` with no --server)."""
     return _figure("http_publish_eps", sizes, base, 1, target=10_000)
+
+
+def http_publish_eps_on(server_kind: str) -> Callable[[Sizes, Path | None], Figure]:
+    """The same figure on one named server, so one run compares them (issue 13)."""
+
+    def measure(sizes: Sizes, base: Path | None) -> Figure:
+        name = f"http_publish_eps_{server_kind}"
+        return _figure(name, sizes, base, 1, target=10_000, server_kind=server_kind)
+
+    return measure
 
 
 def http_publish_batch_eps(sizes: Sizes, base: Path | None) -> Figure:

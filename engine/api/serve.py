@@ -108,11 +108,12 @@ async def serve(
     keepalive_s: float | None = None,
     limits: HttpLimits | None = None,
     public_docs: bool | None = None,
-    server: str = DEFAULT_SERVER,
+    server: str | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM or until `stop` is set, on `server` (uvicorn or granian).
-    `keepalive_s`: the idle time after which an SSE stream gets a `: ping` comment line (else
-    `limits.streams.keepalive_s`)."""
+    """Serve until SIGINT/SIGTERM or until `stop` is set, on `server` (uvicorn or granian;
+    else `$AXONS_HTTP_SERVER`, else the default). `keepalive_s`: the idle time after which an
+    SSE stream gets a `: ping` comment line (else `limits.streams.keepalive_s`)."""
+    server = server or os.environ.get("AXONS_HTTP_SERVER") or DEFAULT_SERVER
     if server not in SERVERS:
         raise InvalidInput(
             f"--server takes {' or '.join(SERVERS)}, got {server!r}", code="invalid_server"

@@ -32,6 +32,7 @@ check:
 	$(BIN)/ruff check engine axons_tui bench tests sample_agents
 	$(BIN)/ruff format --check engine axons_tui bench tests sample_agents
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 bench:

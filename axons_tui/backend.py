@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.api.client import Client
+from engine.backend import Backend
 from engine.engine import Engine, default_home
 from engine.errors import InvalidInput
 
@@ -44,7 +45,7 @@ def resolve_home(home: Path | None) -> Path:
 
 
 @asynccontextmanager
-async def open_backend(home: Path | None, connect: str | None = None) -> AsyncIterator[Any]:
+async def open_backend(home: Path | None, connect: str | None = None) -> AsyncIterator[Backend]:
     """`Client` for `connect` (a socket path or URL) or the home's running engine; else an
     in-process `Engine` on the home."""
     token = os.environ.get("AXONS_TOKEN")

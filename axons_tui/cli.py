@@ -1,201 +1,376 @@
-"""The `axons` command line (CONTRACT §6). Every command that reads or writes an Axon goes
-through `open_backend`: the running engine when there is one, the home itself otherwise.
+"""The `axons` command line (contract §6), on click. Every command that reads or writes an Axon
+goes through `open_backend`: the running engine when there is one, the home itself otherwise.
 
-Exit codes: 0 success, 1 failure (one clear line on stderr), 2 bad usage.
+`--home`, `--connect` and `--json` are global: they may stand before the command or after
+it (`axons --json ls`, `axons ls --json`), and land on one `Options` object. Exit codes are
+`ExitCode`: 0 success, 1 failure (one clear line on stderr), 2 bad usage (click's own).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 import orjson
 import uvloop
 
 from axons_tui import commands
-from engine.errors import AxonError
+from axons_tui.commands import ExitCode, Options
+from engine.errors import AxonError, ErrorCode
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class UsageError(Exception):
-    """Bad usage found after parsing (exit 2)."""
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Put a global option on the shared Options, wherever on the line it was given."""
+    if value not in (None, False):
+        setattr(ctx.ensure_object(Options), str(param.name), value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--home",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="data home (default: $AXONS_HOME or the user data dir)",
-    )
-    common.add_argument(
-        "--connect",
-        default=argparse.SUPPRESS,
-        metavar="SOCKET-OR-URL",
-        help="a running engine to use (token from $AXONS_TOKEN for a URL)",
-    )
-    common.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print JSON (JSON Lines for streams)",
-    )
-
-    parser = argparse.ArgumentParser(
-        prog="axons", parents=[common], description="Durable, shared agent sessions."
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def command(name: str, help_text: str, fn: Callable[..., Any]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.set_defaults(fn=fn)
-        return p
-
-    p = command("demo", "a support-triage session on a fresh demo home", commands.demo)
-    p.add_argument("--keep", action="store_true", help="keep the demo home and print its path")
-
-    p = command("serve", "run the engine headless (unix socket; TCP with --listen)", commands.serve)
-    p.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP (tokens required)")
-    p.add_argument(
-        "--server",
-        metavar="uvicorn|granian",
-        help="the HTTP server to run the API on (default: the faster one measured, see docs)",
-    )
-
-    p = command("new", "create an Axon", commands.new)
-    p.add_argument("name")
-    p.add_argument("--metadata", action="append", default=[], metavar="K=V")
-
-    p = command("ls", "list Axons", commands.ls)
-    p.add_argument("--name", help="name prefix")
-    p.add_argument("--search", help="text in the id, name or metadata")
-    p.add_argument("--limit", type=int, default=100)
-
-    p = command("publish", "publish an event", commands.publish)
-    p.add_argument("axon")
-    p.add_argument("text", nargs="?", help='a message: payload {"text": TEXT}')
-    p.add_argument("--type", default="message", dest="event_type")
-    p.add_argument("--source", default="cli")
-    p.add_argument("--origin", default="USER_EVENT")
-    p.add_argument("--payload", help="JSON text instead of TEXT")
-    p.add_argument("--idempotency-key")
-
-    p = command("tail", "print an Axon's log", commands.tail)
-    p.add_argument("axon")
-    p.add_argument("--after", type=int, default=0, metavar="N", help="events after sequence N")
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
-
-    p = command("sql", "query an Axon's state", commands.sql)
-    p.add_argument("axon")
-    p.add_argument("statement")
-    p.add_argument("--at", type=int, metavar="N", help="the state right after event N")
-    p.add_argument("--write", action="store_true", help="allow writes")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="JSON",
-        help="a ? parameter, as JSON (repeat in order)",
-    )
-
-    p = command("export", "write an Axon as JSON Lines", commands.export)
-    p.add_argument("axon")
-    p.add_argument("--output", "-o", type=Path, help="file (default: standard output)")
-
-    p = command("import", "create an Axon from an export", commands.import_)
-    p.add_argument("file", help="an export file, or - for standard input")
-    p.add_argument("--name")
-
-    p = command("verify", "check an Axon's hash chain", commands.verify)
-    p.add_argument("axon")
-
-    p = command("fork", "a new Axon from events 1..N and the state as of N", commands.fork)
-    p.add_argument("axon")
-    p.add_argument("--at", type=int, required=True, metavar="N")
-    p.add_argument("--name")
-
-    p = command("token", "API tokens for TCP clients", commands.token_ls)
-    tokens = p.add_subparsers(dest="token_command", metavar="ACTION")
-    t = tokens.add_parser("create", parents=[common], help="create a token (printed once)")
-    t.add_argument("name")
-    t.add_argument("--scope", required=True, choices=["read", "publish", "sql-write", "admin"])
-    t.add_argument("--axon", action="append", default=[], help="limit to this Axon (repeat)")
-    t.set_defaults(fn=commands.token_create)
-    t = tokens.add_parser("ls", parents=[common], help="list tokens")
-    t.set_defaults(fn=commands.token_ls)
-    t = tokens.add_parser("revoke", parents=[common], help="revoke a token")
-    t.add_argument("name")
-    t.set_defaults(fn=commands.token_revoke)
-
-    p = command(
-        "agent", "agents: add FILE.toml, ls, start, pause, resume, stop, logs", commands.agent_ls
-    )
-    agents = p.add_subparsers(dest="agent_command", metavar="ACTION")
-    a = agents.add_parser("add", parents=[common], help="declare the agents of a TOML file")
-    a.add_argument("file", type=Path)
-    a.set_defaults(fn=commands.agent_add)
-    a = agents.add_parser("ls", parents=[common], help="list an Axon's agents")
-    a.add_argument("axon")
-    a.add_argument("name", nargs="?")
-    a.set_defaults(fn=commands.agent_ls)
-    for action in ("start", "pause", "resume", "stop"):
-        a = agents.add_parser(action, parents=[common], help=f"{action} an agent")
-        a.add_argument("axon")
-        a.add_argument("name")
-        a.set_defaults(fn=commands.agent_action, action=action)
-    a = agents.add_parser("logs", parents=[common], help="an agent's recent stderr")
-    a.add_argument("axon")
-    a.add_argument("name")
-    a.add_argument("--tail", type=int, default=100)
-    a.set_defaults(fn=commands.agent_logs)
-
-    p = command(
-        "images", "build the agent images offline (base + sample agents)", commands.images_build
-    )
-    images = p.add_subparsers(dest="images_command", metavar="ACTION")
-    i = images.add_parser("build", parents=[common], help="build (cached: seconds when done)")
-    i.set_defaults(fn=commands.images_build)
-
-    p = command("run", "run a scenario headless; exit 1 on an unmet expectation", commands.run)
-    p.add_argument("scenario", type=Path)
-    return parser
+def global_options(fn: F) -> F:
+    for option in (
+        click.option(
+            "--json",
+            is_flag=True,
+            default=False,
+            expose_value=False,
+            callback=_remember,
+            help="Print JSON (JSON Lines for streams).",
+        ),
+        click.option(
+            "--connect",
+            metavar="SOCKET-OR-URL",
+            expose_value=False,
+            callback=_remember,
+            help="A running engine to use (token from $AXONS_TOKEN for a URL).",
+        ),
+        click.option(
+            "--home",
+            type=click.Path(path_type=Path),
+            expose_value=False,
+            callback=_remember,
+            help="Data home (default: $AXONS_HOME or the user data dir).",
+        ),
+    ):
+        fn = option(fn)
+    return fn
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    for name, default in (("home", None), ("connect", None), ("json", False)):
-        if not hasattr(args, name):
-            setattr(args, name, default)
-    fn: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] | None = getattr(args, "fn", None)
-    if fn is None:
-        fn = commands.demo
-        args.keep = False
+def run(coro: Coroutine[Any, Any, int]) -> None:
+    """Run a command's coroutine and leave with its exit code; a refusal is one line."""
+    ctx = click.get_current_context()
+    opts = ctx.ensure_object(Options)
     try:
-        return uvloop.run(fn(args))
-    except UsageError as e:
-        parser.error(str(e))
+        code = uvloop.run(coro)
     except AxonError as e:
-        if e.code == "usage":  # a command found bad usage after parsing: exit 2
-            parser.error(e.message)
-        _fail(args, e.code, e.message)
+        if e.code == ErrorCode.USAGE:  # bad usage found after parsing
+            raise click.UsageError(e.message, ctx) from None
+        _fail(opts, e.code, e.message)
+        code = ExitCode.FAILURE
     except (OSError, orjson.JSONDecodeError) as e:
-        _fail(args, type(e).__name__, str(e))
+        _fail(opts, type(e).__name__, str(e))
+        code = ExitCode.FAILURE
     except KeyboardInterrupt:
-        return 130
-    return 1
+        code = ExitCode.INTERRUPTED
+    ctx.exit(int(code))
 
 
-def _fail(args: argparse.Namespace, code: str, message: str) -> None:
-    if args.json:
+def _fail(opts: Options, code: str, message: str) -> None:
+    if opts.json:
         sys.stderr.write(
             orjson.dumps({"error": {"code": code, "message": message}}).decode() + "\n"
         )
     else:
         sys.stderr.write(f"axons: {message}\n")
+
+
+def opts() -> Options:
+    return click.get_current_context().ensure_object(Options)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@global_options
+@click.pass_context
+def axons(ctx: click.Context) -> None:
+    """Durable, shared agent sessions."""
+    ctx.ensure_object(Options)
+    if ctx.invoked_subcommand is None:
+        run(commands.demo(opts(), keep=False))
+
+
+# -- engine -------------------------------------------------------------------------------
+
+
+@axons.command()
+@click.option("--keep", is_flag=True, help="Keep the demo home and print its path.")
+@global_options
+def demo(keep: bool) -> None:
+    """A support-triage session on a fresh demo home."""
+    run(commands.demo(opts(), keep=keep))
+
+
+@axons.command()
+@click.option("--listen", metavar="HOST:PORT", help="Also serve TCP (tokens required).")
+@click.option(
+    "--server",
+    type=click.Choice(["uvicorn", "granian"]),  # engine.api.servers.SERVERS, without its imports
+    help="The HTTP server to run the API on (default: uvicorn, see docs/security-http.md).",
+)
+@global_options
+def serve(listen: str | None, server: str | None) -> None:
+    """Run the engine headless (unix socket; TCP with --listen)."""
+    run(commands.serve(opts(), listen=listen, server=server))
+
+
+# -- Axons and events ---------------------------------------------------------------------
+
+
+@axons.command()
+@click.argument("name")
+@click.option("--metadata", multiple=True, metavar="K=V", help="A metadata pair (repeat).")
+@global_options
+def new(name: str, metadata: tuple[str, ...]) -> None:
+    """Create an Axon."""
+    run(commands.new(opts(), name, metadata=list(metadata)))
+
+
+@axons.command()
+@click.option("--name", help="Name prefix.")
+@click.option("--search", help="Text in the id, name or metadata.")
+@click.option("--limit", type=click.IntRange(1, 5000), default=100, show_default=True)
+@global_options
+def ls(name: str | None, search: str | None, limit: int) -> None:
+    """List Axons."""
+    run(commands.ls(opts(), name=name, search=search, limit=limit))
+
+
+@axons.command()
+@click.argument("axon")
+@click.argument("text", required=False)
+@click.option("--type", "event_type", default="message", show_default=True)
+@click.option("--source", default="cli", show_default=True)
+@click.option("--origin", default="USER_EVENT", show_default=True)
+@click.option("--payload", help="JSON text instead of TEXT.")
+@click.option("--idempotency-key")
+@global_options
+def publish(
+    axon: str,
+    text: str | None,
+    event_type: str,
+    source: str,
+    origin: str,
+    payload: str | None,
+    idempotency_key: str | None,
+) -> None:
+    """Publish an event: a message TEXT, or any --payload."""
+    if (text is None) == (payload is None):
+        raise click.UsageError("give TEXT or --payload JSON (one of them)")
+    run(
+        commands.publish(
+            opts(),
+            axon,
+            text,
+            event_type=event_type,
+            source=source,
+            origin=origin,
+            payload=payload,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+@axons.command()
+@click.argument("axon")
+@click.option("--after", type=click.IntRange(min=0), default=0, metavar="N")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
+@global_options
+def tail(axon: str, after: int, follow: bool) -> None:
+    """Print an Axon's log (events after sequence N)."""
+    run(commands.tail(opts(), axon, after=after, follow=follow))
+
+
+# -- state --------------------------------------------------------------------------------
+
+
+@axons.command()
+@click.argument("axon")
+@click.argument("statement")
+@click.option("--at", type=click.IntRange(min=0), metavar="N", help="The state after event N.")
+@click.option("--write", is_flag=True, help="Allow writes.")
+@click.option("--param", multiple=True, metavar="JSON", help="A ? parameter, as JSON (repeat).")
+@global_options
+def sql(axon: str, statement: str, at: int | None, write: bool, param: tuple[str, ...]) -> None:
+    """Query an Axon's state."""
+    run(commands.sql(opts(), axon, statement, at=at, write=write, params=list(param)))
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+@axons.command()
+@click.argument("axon")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="File (default: stdout).")
+@global_options
+def export(axon: str, output: Path | None) -> None:
+    """Write an Axon as JSON Lines."""
+    run(commands.export(opts(), axon, output=output))
+
+
+@axons.command("import")
+@click.argument("file")
+@click.option("--name")
+@global_options
+def import_(file: str, name: str | None) -> None:
+    """Create an Axon from an export FILE (- for standard input)."""
+    run(commands.import_(opts(), file, name=name))
+
+
+@axons.command()
+@click.argument("axon")
+@global_options
+def verify(axon: str) -> None:
+    """Check an Axon's hash chain."""
+    run(commands.verify(opts(), axon))
+
+
+@axons.command()
+@click.argument("axon")
+@click.option("--at", type=click.IntRange(min=0), required=True, metavar="N")
+@click.option("--name")
+@global_options
+def fork(axon: str, at: int, name: str | None) -> None:
+    """A new Axon from events 1..N and the state as of N."""
+    run(commands.fork(opts(), axon, at=at, name=name))
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+
+@axons.group(invoke_without_command=True)
+@global_options
+@click.pass_context
+def token(ctx: click.Context) -> None:
+    """API tokens for TCP clients (ls when no action is given)."""
+    if ctx.invoked_subcommand is None:
+        run(commands.token_ls(opts()))
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--scope", required=True, type=click.Choice(["read", "publish", "sql-write", "admin"])
+)
+@click.option("--axon", multiple=True, help="Limit to this Axon (repeat).")
+@global_options
+def token_create(name: str, scope: str, axon: tuple[str, ...]) -> None:
+    """Create a token (printed once)."""
+    run(commands.token_create(opts(), name, scope=scope, axons=list(axon)))
+
+
+@token.command("ls")
+@global_options
+def token_ls() -> None:
+    """List tokens."""
+    run(commands.token_ls(opts()))
+
+
+@token.command("revoke")
+@click.argument("name")
+@global_options
+def token_revoke(name: str) -> None:
+    """Revoke a token."""
+    run(commands.token_revoke(opts(), name))
+
+
+# -- agents -------------------------------------------------------------------------------
+
+
+@axons.group()
+@global_options
+def agent() -> None:
+    """Agents: add FILE.toml, ls, start, pause, resume, stop, logs."""
+
+
+@agent.command("add")
+@click.argument("file", type=click.Path(path_type=Path))
+@global_options
+def agent_add(file: Path) -> None:
+    """Declare the agents of a TOML file."""
+    run(commands.agent_add(opts(), file))
+
+
+@agent.command("ls")
+@click.argument("axon")
+@click.argument("name", required=False)
+@global_options
+def agent_ls(axon: str, name: str | None) -> None:
+    """List an Axon's agents."""
+    run(commands.agent_ls(opts(), axon, name))
+
+
+def _agent_action(action: str) -> None:
+    @agent.command(action, help=f"{action.capitalize()} an agent.")
+    @click.argument("axon")
+    @click.argument("name")
+    @global_options
+    def command(axon: str, name: str) -> None:
+        run(commands.agent_action(opts(), axon, name, action))
+
+
+for _action in ("start", "pause", "resume", "stop"):
+    _agent_action(_action)
+
+
+@agent.command("logs")
+@click.argument("axon")
+@click.argument("name")
+@click.option("--tail", "lines", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@global_options
+def agent_logs(axon: str, name: str, lines: int) -> None:
+    """An agent's recent stderr."""
+    run(commands.agent_logs(opts(), axon, name, tail=lines))
+
+
+@axons.group(invoke_without_command=True)
+@global_options
+@click.pass_context
+def images(ctx: click.Context) -> None:
+    """Build the agent images offline (base + sample agents)."""
+    if ctx.invoked_subcommand is None:
+        run(commands.images_build(opts()))
+
+
+@images.command("build")
+@global_options
+def images_build() -> None:
+    """Build (cached: seconds when done)."""
+    run(commands.images_build(opts()))
+
+
+# -- scenarios ----------------------------------------------------------------------------
+
+
+@axons.command("run")
+@click.argument("scenario", type=click.Path(path_type=Path))
+@global_options
+def run_scenario(scenario: Path) -> None:
+    """Run a scenario headless; exit 1 on an unmet expectation."""
+    run(commands.run(opts(), scenario))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `axons` entry point: the exit code, for `sys.exit`."""
+    try:
+        code = axons.main(args=argv, prog_name="axons", standalone_mode=False)
+    except click.ClickException as e:  # bad usage: click's message and exit 2
+        e.show()
+        return e.exit_code
+    except click.Abort:
+        return int(ExitCode.INTERRUPTED)
+    return int(code or ExitCode.OK)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""What each `axons` command does. Each takes the parsed arguments and returns an exit code;
-errors are raised as `AxonError` and printed by `cli.main` as one line."""
+"""What each `axons` command does. Each takes the global `Options` and its own typed
+arguments and returns an `ExitCode`; refusals are raised as `AxonError` and printed by
+`cli.run` as one line."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
+from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,29 @@ from rich.console import Console
 from rich.table import Table
 
 from axons_tui.backend import load_toml, open_backend, resolve_home
+from axons_tui.render import event_line, result_table, timestamp
+from engine.backend import Backend
 from engine.errors import InvalidInput
-from engine.models import AgentSpec, AgentView, Draft, Event, QueryResult
+from engine.models import AgentSpec, AgentView, Draft, Event
 from engine.tokens import TokenStore
 
 out = Console(highlight=False, soft_wrap=True)
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # a refusal or a failed check, with one line on stderr
+    USAGE = 2  # bad usage, from click
+    INTERRUPTED = 130  # Ctrl-C
+
+
+@dataclass
+class Options:
+    """The global options, given before or after the command."""
+
+    home: Path | None = None
+    connect: str | None = None
+    json: bool = False
 
 
 def _jsonable(value: Any) -> Any:
@@ -37,47 +57,46 @@ def _print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def _emit(args: argparse.Namespace, value: Any, human: Any) -> int:
+def _emit(opts: Options, value: Any, human: Any) -> ExitCode:
     """`value` as JSON with --json, else `human` (text or a rich renderable) for people."""
-    if args.json:
+    if opts.json:
         _print_json(value)
     else:
         out.print(human)
-    return 0
+    return ExitCode.OK
 
 
-async def _axon_id(backend: Any, ref: str) -> str:
+async def _axon_id(backend: Backend, ref: str) -> str:
     return str((await backend.get_axon(ref)).id)
 
 
 # -- engine -----------------------------------------------------------------------------
 
 
-async def demo(args: argparse.Namespace) -> int:
+async def demo(opts: Options, *, keep: bool) -> int:
     from axons_tui.demo import run_session
 
-    return await run_session(args.home, keep=args.keep)
+    return await run_session(opts.home, keep=keep)
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(opts: Options, *, listen: str | None, server: str | None = None) -> int:
     from engine.api.serve import Listening
     from engine.api.serve import serve as run_server
 
-    home = resolve_home(args.home)
+    home = resolve_home(opts.home)
     home.mkdir(parents=True, exist_ok=True)
 
     def ready(where: Listening) -> None:
         tcp = f" and http://{where.tcp[0]}:{where.tcp[1]}" if where.tcp else ""
-        if args.json:
+        if opts.json:
             _print_json(
                 {"socket": str(where.socket_path), "tcp": list(where.tcp) if where.tcp else None}
             )
         else:
             out.print(f"axons engine on {where.socket_path}{tcp} (Ctrl-C stops)")
 
-    server = {"server": args.server} if args.server else {}
-    await run_server(home, args.listen, on_ready=ready, **server)
-    return 0
+    await run_server(home, listen, on_ready=ready, server=server)
+    return ExitCode.OK
 
 
 # -- Axons and events -------------------------------------------------------------------
@@ -93,20 +112,20 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
     return metadata
 
 
-async def new(args: argparse.Namespace) -> int:
-    async with open_backend(args.home, args.connect) as backend:
-        view = await backend.create_axon(args.name, _metadata(args.metadata))
-    return _emit(args, view, f"{view.id}  {view.name}")
+async def new(opts: Options, name: str, *, metadata: list[str]) -> int:
+    async with open_backend(opts.home, opts.connect) as backend:
+        view = await backend.create_axon(name, _metadata(metadata))
+    return _emit(opts, view, f"{view.id}  {view.name}")
 
 
-async def ls(args: argparse.Namespace) -> int:
-    async with open_backend(args.home, args.connect) as backend:
+async def ls(opts: Options, *, name: str | None, search: str | None, limit: int) -> int:
+    async with open_backend(opts.home, opts.connect) as backend:
         page = await backend.list_axons(
-            limit=args.limit, name=args.name, search=args.search, include_total_count=True
+            limit=limit, name=name, search=search, include_total_count=True
         )
-    if args.json:
+    if opts.json:
         _print_json(page)
-        return 0
+        return ExitCode.OK
     table = Table(title=f"{len(page.axons)} of {page.total_count} Axons", title_justify="left")
     for column in ("id", "name", "created", "metadata"):
         table.add_column(column)
@@ -114,132 +133,106 @@ async def ls(args: argparse.Namespace) -> int:
         table.add_row(
             a.id,
             a.name or "",
-            _time(a.created_at_ms),
+            timestamp(a.created_at_ms),
             " ".join(f"{k}={v}" for k, v in a.metadata.items()),
         )
     out.print(table)
-    return 0
+    return ExitCode.OK
 
 
-def _time(ms: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
-
-
-async def publish(args: argparse.Namespace) -> int:
-    if (args.text is None) == (args.payload is None):
-        raise InvalidInput("give TEXT or --payload JSON (one of them)", code="usage")
-    payload = (
-        args.payload if args.payload is not None else orjson.dumps({"text": args.text}).decode()
-    )
-    draft = Draft(args.event_type, payload, args.source, args.origin, args.idempotency_key)
-    async with open_backend(args.home, args.connect) as backend:
-        result = await backend.publish(await _axon_id(backend, args.axon), draft)
-    return _emit(args, result, f"published #{result.sequence}")
+async def publish(
+    opts: Options,
+    axon: str,
+    text: str | None,
+    *,
+    event_type: str,
+    source: str,
+    origin: str,
+    payload: str | None,
+    idempotency_key: str | None,
+) -> int:
+    body = payload if payload is not None else orjson.dumps({"text": text}).decode()
+    draft = Draft(event_type, body, source, origin, idempotency_key)
+    async with open_backend(opts.home, opts.connect) as backend:
+        result = await backend.publish(await _axon_id(backend, axon), draft)
+    return _emit(opts, result, f"published #{result.sequence}")
 
 
 def _show(e: Event) -> None:
-    try:
-        body = orjson.loads(e.payload)
-    except orjson.JSONDecodeError:
-        body = None
-    text = (
-        body.get("text")
-        if isinstance(body, dict) and isinstance(body.get("text"), str)
-        else e.payload
-    )
-    out.print(
-        f"[dim]#{e.sequence:<5} {_time(e.timestamp_ms)}[/dim] [bold]{e.source}[/bold] "
-        f"[cyan]{e.event_type}[/cyan] ",
-        end="",
-    )
-    out.print(text, markup=False)
+    out.print(event_line(e), highlight=False)
 
 
-async def tail(args: argparse.Namespace) -> int:
-    emit = _print_json if args.json else _show
-    async with open_backend(args.home, args.connect) as backend:
-        axon_id = await _axon_id(backend, args.axon)
-        if args.follow:
-            async for e in backend.subscribe(axon_id, args.after):
+async def tail(opts: Options, axon: str, *, after: int, follow: bool) -> int:
+    emit = _print_json if opts.json else _show
+    async with open_backend(opts.home, opts.connect) as backend:
+        axon_id = await _axon_id(backend, axon)
+        if follow:
+            async for e in backend.subscribe(axon_id, after):
                 emit(e)
-            return 0
-        after = args.after
+            return ExitCode.OK
         while page := await backend.read_events(axon_id, after, 1000):
             for e in page:
                 emit(e)
             after = page[-1].sequence
-    return 0
+    return ExitCode.OK
 
 
 # -- state ------------------------------------------------------------------------------
 
 
-def _result_table(result: QueryResult) -> Table:
-    table = Table(show_lines=False)
-    for c in result.columns:
-        table.add_column(f"{c.name}\n[dim]{c.type}[/dim]")
-    for row in result.rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
-    return table
-
-
-async def sql(args: argparse.Namespace) -> int:
+async def sql(
+    opts: Options, axon: str, statement: str, *, at: int | None, write: bool, params: list[str]
+) -> int:
     try:
-        params = [orjson.loads(p) for p in args.param]
+        values = [orjson.loads(p) for p in params]
     except orjson.JSONDecodeError as e:
         raise InvalidInput(f"--param takes JSON values ({e})", code="invalid_params") from None
-    async with open_backend(args.home, args.connect) as backend:
+    async with open_backend(opts.home, opts.connect) as backend:
         result = await backend.query(
-            await _axon_id(backend, args.axon),
-            args.statement,
-            params,
-            write=args.write,
-            at_sequence=args.at,
+            await _axon_id(backend, axon), statement, values, write=write, at_sequence=at
         )
-    if args.json:
+    if opts.json:
         _print_json(result)
-        return 0
+        return ExitCode.OK
     if result.columns:
-        out.print(_result_table(result))
+        out.print(result_table(result))
     more = " (row limit reached)" if result.meta.rows_read_limit_reached else ""
     out.print(
         f"[dim]{len(result.rows)} rows, {result.meta.changes} changed, "
         f"{result.meta.duration_ms} ms{more}[/dim]"
     )
-    return 0
+    return ExitCode.OK
 
 
 # -- records ----------------------------------------------------------------------------
 
 
-async def export(args: argparse.Namespace) -> int:
-    async with open_backend(args.home, args.connect) as backend:
-        axon_id = await _axon_id(backend, args.axon)
-        sink = args.output.open("wb") if args.output else sys.stdout.buffer
+async def export(opts: Options, axon: str, *, output: Path | None) -> int:
+    async with open_backend(opts.home, opts.connect) as backend:
+        axon_id = await _axon_id(backend, axon)
+        sink = output.open("wb") if output else sys.stdout.buffer
         try:
             async for line in backend.export(axon_id):
                 sink.write(line + b"\n")
         finally:
-            if args.output:
+            if output:
                 sink.close()
             else:
                 sink.flush()
-    return 0
+    return ExitCode.OK
 
 
-async def import_(args: argparse.Namespace) -> int:
-    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    async with open_backend(args.home, args.connect) as backend:
-        view = await backend.import_axon(data.splitlines(), name=args.name)
-    return _emit(args, view, f"imported as {view.id}  {view.name or ''}")
+async def import_(opts: Options, file: str, *, name: str | None) -> int:
+    data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    async with open_backend(opts.home, opts.connect) as backend:
+        view = await backend.import_axon(data.splitlines(), name=name)
+    return _emit(opts, view, f"imported as {view.id}  {view.name or ''}")
 
 
-async def verify(args: argparse.Namespace) -> int:
-    async with open_backend(args.home, args.connect) as backend:
-        report = await backend.verify(await _axon_id(backend, args.axon))
-    if args.json:
+async def verify(opts: Options, axon: str) -> int:
+    async with open_backend(opts.home, opts.connect) as backend:
+        report = await backend.verify(await _axon_id(backend, axon))
+    if opts.json:
         _print_json(report)
     elif report.ok:
         out.print(f"ok: {report.checked} events, hash chain intact")
@@ -247,69 +240,67 @@ async def verify(args: argparse.Namespace) -> int:
         sys.stderr.write(
             f"axons: broken at sequence {report.first_bad_sequence}: {report.reason}\n"
         )
-    return 0 if report.ok else 1
+    return ExitCode.OK if report.ok else ExitCode.FAILURE
 
 
-async def fork(args: argparse.Namespace) -> int:
-    async with open_backend(args.home, args.connect) as backend:
-        view = await backend.fork(await _axon_id(backend, args.axon), args.at, name=args.name)
-    return _emit(args, view, f"forked as {view.id}  {view.name}")
+async def fork(opts: Options, axon: str, *, at: int, name: str | None) -> int:
+    async with open_backend(opts.home, opts.connect) as backend:
+        view = await backend.fork(await _axon_id(backend, axon), at, name=name)
+    return _emit(opts, view, f"forked as {view.id}  {view.name}")
 
 
 # -- tokens -----------------------------------------------------------------------------
 
 
-def _tokens(args: argparse.Namespace) -> TokenStore:
-    home = resolve_home(args.home)
+def _tokens(opts: Options) -> TokenStore:
+    home = resolve_home(opts.home)
     home.mkdir(parents=True, exist_ok=True)
     return TokenStore(home / "catalog.db")
 
 
-async def token_create(args: argparse.Namespace) -> int:
-    store = _tokens(args)
+async def token_create(opts: Options, name: str, *, scope: str, axons: list[str]) -> int:
+    store = _tokens(opts)
     try:
-        token = store.create(args.name, args.scope, args.axon or None)
+        token = store.create(name, scope, axons or None)
     finally:
         store.close()
-    if args.json:
-        _print_json(
-            {"name": args.name, "scope": args.scope, "axons": args.axon or None, "token": token}
-        )
+    if opts.json:
+        _print_json({"name": name, "scope": scope, "axons": axons or None, "token": token})
     else:
         sys.stdout.write(token + "\n")
         sys.stderr.write("store it now: it is not shown again\n")
-    return 0
+    return ExitCode.OK
 
 
-async def token_ls(args: argparse.Namespace) -> int:
-    store = _tokens(args)
+async def token_ls(opts: Options) -> int:
+    store = _tokens(opts)
     try:
         tokens = store.list()
     finally:
         store.close()
-    if args.json:
+    if opts.json:
         _print_json([t.__dict__ for t in tokens])
-        return 0
+        return ExitCode.OK
     table = Table(title=f"{len(tokens)} tokens", title_justify="left")
     for column in ("name", "scope", "axons", "created"):
         table.add_column(column)
     for t in tokens:
         table.add_row(
-            t.name, t.scope, ", ".join(t.axons) if t.axons else "all", _time(t.created_at_ms)
+            t.name, t.scope, ", ".join(t.axons) if t.axons else "all", timestamp(t.created_at_ms)
         )
     out.print(table)
-    return 0
+    return ExitCode.OK
 
 
-async def token_revoke(args: argparse.Namespace) -> int:
-    store = _tokens(args)
+async def token_revoke(opts: Options, name: str) -> int:
+    store = _tokens(opts)
     try:
-        store.revoke(args.name)
+        store.revoke(name)
     finally:
         store.close()
-    if not args.json:
-        out.print(f"revoked {args.name}")
-    return 0
+    if not opts.json:
+        out.print(f"revoked {name}")
+    return ExitCode.OK
 
 
 # -- agents -----------------------------------------------------------------------------
@@ -350,59 +341,53 @@ def _agent_table(views: list[AgentView]) -> Table:
     return table
 
 
-async def agent_add(args: argparse.Namespace) -> int:
-    specs = load_agent_specs(args.file)
-    async with open_backend(args.home, args.connect) as backend:
+async def agent_add(opts: Options, file: Path) -> int:
+    specs = load_agent_specs(file)
+    async with open_backend(opts.home, opts.connect) as backend:
         views = [await backend.agents.add(spec) for spec in specs]
-    return _emit(args, views, _agent_table(views))
+    return _emit(opts, views, _agent_table(views))
 
 
-async def agent_ls(args: argparse.Namespace) -> int:
-    if not getattr(args, "axon", None):
-        raise InvalidInput("usage: axons agent ls AXON [NAME]", code="usage")
-    async with open_backend(args.home, args.connect) as backend:
-        axon_id = await _axon_id(backend, args.axon)
-        views = await backend.agents.list(axon_id)
-    if args.name:
-        views = [v for v in views if v.name == args.name]
-    return _emit(args, views, _agent_table(views))
+async def agent_ls(opts: Options, axon: str, name: str | None) -> int:
+    async with open_backend(opts.home, opts.connect) as backend:
+        views = await backend.agents.list(await _axon_id(backend, axon))
+    if name:
+        views = [v for v in views if v.name == name]
+    return _emit(opts, views, _agent_table(views))
 
 
-async def agent_action(args: argparse.Namespace) -> int:
-    async with open_backend(args.home, args.connect) as backend:
-        view = await backend.agents.command(
-            await _axon_id(backend, args.axon), args.name, args.action
-        )
-    return _emit(args, view, f"{args.action}: {view.name} is {view.state}")
+async def agent_action(opts: Options, axon: str, name: str, action: str) -> int:
+    async with open_backend(opts.home, opts.connect) as backend:
+        view = await backend.agents.command(await _axon_id(backend, axon), name, action)
+    return _emit(opts, view, f"{action}: {view.name} is {view.state}")
 
 
-async def agent_logs(args: argparse.Namespace) -> int:
-    async with open_backend(args.home, args.connect) as backend:
-        lines = await backend.agents.logs(await _axon_id(backend, args.axon), args.name, args.tail)
-    if args.json:
+async def agent_logs(opts: Options, axon: str, name: str, *, tail: int) -> int:
+    async with open_backend(opts.home, opts.connect) as backend:
+        lines = await backend.agents.logs(await _axon_id(backend, axon), name, tail)
+    if opts.json:
         _print_json({"lines": lines})
     else:
         for line in lines:
             out.print(line, markup=False)
-    return 0
+    return ExitCode.OK
 
 
-async def images_build(args: argparse.Namespace) -> int:
+async def images_build(opts: Options) -> int:
     from engine.images import build_all
 
-    loop = asyncio.get_running_loop()
-    tags = await loop.run_in_executor(
-        None, build_all, lambda line: sys.stderr.write(f"  {line}\n") if not args.json else None
-    )
-    return _emit(args, {"images": tags}, "built: " + ", ".join(tags))
+    def progress(line: str) -> None:
+        if not opts.json:
+            sys.stderr.write(f"  {line}\n")
+
+    tags = await asyncio.to_thread(build_all, progress)
+    return _emit(opts, {"images": tags}, "built: " + ", ".join(tags))
 
 
 # -- scenarios --------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(opts: Options, scenario: Path) -> int:
     from axons_tui.scenario import run_scenario
 
-    return await run_scenario(
-        args.scenario, home=args.home, connect=args.connect, as_json=args.json
-    )
+    return await run_scenario(scenario, home=opts.home, connect=opts.connect, as_json=opts.json)

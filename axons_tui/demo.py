@@ -19,47 +19,24 @@ from pathlib import Path
 
 import orjson
 from rich.console import Console
-from rich.table import Table
 
+from axons_tui.render import event_line, result_table
 from engine import Draft, Engine, Event
 from engine.errors import AxonError
 from engine.images import ensure_image
-from engine.models import AgentSpec, QueryResult
+from engine.models import AgentSpec
 from engine.runtime.docker import docker_available
 
 console = Console()
 ROOT = Path(__file__).resolve().parent.parent
-STYLE = {
-    "USER_EVENT": "cyan",
-    "AGENT_EVENT": "green",
-    "EXTERNAL_EVENT": "magenta",
-    "SYSTEM_EVENT": "dim",
-}
 
 
 def _show_event(e: Event) -> None:
-    body = orjson.loads(e.payload)
-    text = body.get("text") if isinstance(body, dict) else None
-    colour = STYLE.get(e.origin, "white")
-    console.print(
-        f"[dim]#{e.sequence:>3}[/dim] [{colour}]{e.source:<7} {e.event_type:<16}[/{colour}] ",
-        end="",
-        highlight=False,
-    )
-    console.print(text if text is not None else e.payload, markup=False, highlight=False)
+    console.print(event_line(e, with_time=False), highlight=False)
 
 
 def _progress(line: str) -> None:
     console.print(f"  {line}", style="dim", markup=False, highlight=False)
-
-
-def _table(title: str, result: QueryResult) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in result.columns:
-        table.add_column(f"{column.name} [dim]{column.type}[/dim]")
-    for row in result.rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    return table
 
 
 async def _triage_spec() -> AgentSpec:
@@ -153,11 +130,11 @@ async def _session(engine: Engine) -> None:
             await engine.agents.remove(axon.id, "triage")
 
     sql = "SELECT id, status, priority, summary FROM tickets"
-    console.print(_table("tickets now", await engine.query(axon.id, sql)))
+    console.print(result_table(await engine.query(axon.id, sql), "tickets now"))
     console.print(
-        _table(
-            f"tickets as of event #{asked.sequence}, before the reply (time travel)",
+        result_table(
             await engine.query(axon.id, sql, at_sequence=asked.sequence),
+            f"tickets as of event #{asked.sequence}, before the reply (time travel)",
         )
     )
     report = await engine.verify(axon.id)

@@ -122,9 +122,29 @@ class Engine:
         """By id, or by name (the newest live Axon with that name)."""
         return await self._run(self.catalog.get, ref)
 
-    async def list_axons(self, **filters: Any) -> AxonPage:
-        """Newest first; see `Catalog.list_axons` for the filters."""
-        return await self._run(lambda: self.catalog.list_axons(**filters))
+    async def list_axons(
+        self,
+        *,
+        limit: int = 20,
+        starting_after: str | None = None,
+        name: str | None = None,
+        search: str | None = None,
+        ids: Sequence[str] | None = None,
+        include_total_count: bool = False,
+        include_deleted: bool = False,
+    ) -> AxonPage:
+        """Newest first. `name` is a prefix; `search` matches id, name or metadata."""
+        return await self._run(
+            lambda: self.catalog.list_axons(
+                limit=limit,
+                starting_after=starting_after,
+                name=name,
+                search=search,
+                ids=list(ids) if ids else None,
+                include_total_count=include_total_count,
+                include_deleted=include_deleted,
+            )
+        )
 
     async def update_axon(self, ref: str, metadata: dict[str, str]) -> AxonView:
         view = await self.get_axon(ref)

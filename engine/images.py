@@ -38,7 +38,7 @@ import docker
 import docker.errors
 import platformdirs
 
-from engine.errors import Unavailable
+from engine.errors import ImageBuildError
 
 Progress = Callable[[str], None]
 
@@ -68,10 +68,6 @@ TRIM = [
     "var/lib/apt/lists",
 ]
 SKIP_NAMES = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
-
-
-class ImageBuildError(Unavailable):
-    code = "image_build_failed"
 
 
 def _quiet(_: str) -> None:

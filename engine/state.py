@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import apsw
 
-from engine.errors import InvalidInput, ReadOnlyViolation, SqlError
+from engine.errors import BatchFailed, InvalidInput, ReadOnlyViolation, SqlError
 from engine.models import Column, QueryMeta, QueryResult, RowChange, Statement
 
 DEFAULT_MAX_ROWS = 10_000
@@ -261,18 +261,6 @@ def parse_statements(statements: Sequence[Any]) -> list[Statement]:
         else:
             raise InvalidInput("each statement is {sql, params?}", code="invalid_batch")
     return parsed
-
-
-class BatchFailed(SqlError):
-    """A batch statement failed; nothing of the batch was kept."""
-
-    def __init__(self, index: int, cause: Exception, completed: list[QueryResult]) -> None:
-        message = getattr(cause, "message", str(cause))
-        super().__init__(f"statement {index + 1} failed, batch rolled back: {message}")
-        self.index = index
-        self.cause = cause
-        self.completed = completed
-        self.status = getattr(cause, "status", 400)
 
 
 def write_statements(

@@ -284,7 +284,8 @@ def test_an_unknown_axon_is_exit_1_with_one_clear_line(tmp_path: Path, command: 
 def test_bad_usage_is_exit_2(tmp_path: Path, command: list[str]) -> None:
     done = axons(*command, home=tmp_path / "home")
     assert done.returncode == 2, done.stderr
-    assert "usage:" in done.stderr
+    assert "Usage: axons" in done.stderr  # click's usage line, then what was wrong
+    assert "Error: " in done.stderr
     assert done.stdout == ""
 
 
@@ -416,9 +417,20 @@ def test_a_scenario_with_an_unmet_expectation_exits_1(tmp_path: Path) -> None:
     assert "1 failed" in human.stdout
 
 
-def test_an_invalid_scenario_is_exit_1_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[[steps]]\nnothing = 1\n", "step 1"),
+        ('[[steps]]\npublish = { axon = "x", txt = "typo" }\n', "step 1: publish.txt"),
+        ('name = "no steps"\n', "steps"),
+        ('[[steps]]\nwait = { axon = "x" }\ntimeout_s = -1\n', "step 1: timeout_s"),
+        ("[[steps]\n", "not valid TOML"),
+    ],
+)
+def test_an_invalid_scenario_is_exit_1_with_one_line(tmp_path: Path, text: str, where: str) -> None:
     path = tmp_path / "broken.toml"
-    path.write_text("[[steps]]\nnothing = 1\n")
+    path.write_text(text)
     done = axons("run", str(path), home=tmp_path / "home")
     assert done.returncode == 1
-    assert done.stderr.count("\n") == 1 and "step 1" in done.stderr
+    assert done.stderr.count("\n") == 1 and where in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

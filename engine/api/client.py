@@ -19,7 +19,7 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
-from engine.errors import AxonError
+from engine.errors import AxonError, BatchFailed, ErrorCode, NotFound, error_from
 from engine.models import (
     AgentSpec,
     AgentView,
@@ -33,7 +33,7 @@ from engine.models import (
     RowChange,
     VerifyReport,
 )
-from engine.state import BatchFailed
+from engine.state import DEFAULT_MAX_ROWS
 
 T = TypeVar("T")
 
@@ -84,9 +84,7 @@ class RemoteAgents:
     async def get(self, axon_id: str, name: str) -> AgentView:
         found = [a for a in await self.list(axon_id) if a.name == name]
         if not found:
-            raise AxonError(
-                f"no agent {name!r} on Axon {axon_id}", code="agent_not_found", status=404
-            )
+            raise NotFound(f"no agent {name!r} on Axon {axon_id}", code=ErrorCode.AGENT_NOT_FOUND)
         return found[0]
 
     async def command(self, axon_id: str, name: str, action: str) -> AgentView:
@@ -101,7 +99,8 @@ class RemoteAgents:
 
 
 class Client:
-    """Async client. Errors come back as `AxonError` with the server's code and status."""
+    """Async client. Errors come back as the `AxonError` subclass the engine raised, with the
+    server's code and status (`errors.error_from`)."""
 
     def __init__(
         self,
@@ -158,11 +157,27 @@ class Client:
     async def get_axon(self, ref: str) -> AxonView:
         return AxonView.model_validate(await self._call("GET", f"/v1/axons/{ref}"))
 
-    async def list_axons(self, **filters: Any) -> AxonPage:
-        params = {k: v for k, v in filters.items() if v not in (None, False)}
-        if "ids" in params:
-            params["id"] = ",".join(params.pop("ids"))
-        params.pop("include_deleted", None)
+    async def list_axons(
+        self,
+        *,
+        limit: int = 20,
+        starting_after: str | None = None,
+        name: str | None = None,
+        search: str | None = None,
+        ids: Sequence[str] | None = None,
+        include_total_count: bool = False,
+        include_deleted: bool = False,
+    ) -> AxonPage:
+        given = {
+            "limit": limit,
+            "starting_after": starting_after,
+            "name": name,
+            "search": search,
+            "id": ",".join(ids) if ids else None,
+            "include_total_count": include_total_count,
+            "include_deleted": include_deleted,
+        }
+        params = {k: v for k, v in given.items() if v not in (None, False)}
         return AxonPage.model_validate(await self._call("GET", "/v1/axons", params=params))
 
     async def update_axon(self, ref: str, metadata: dict[str, str]) -> AxonView:
@@ -226,13 +241,9 @@ class Client:
                     async for sse in source.aiter_sse():
                         if sse.event == "error":
                             problem = orjson.loads(sse.data)
-                            if problem.get("code") == "slow_consumer":
+                            if problem.get("code") == ErrorCode.SLOW_CONSUMER:
                                 break  # reconnect from `last`
-                            raise AxonError(
-                                problem.get("message", sse.data),
-                                code=problem.get("code"),
-                                status=503,
-                            )
+                            raise _stream_error(problem, sse.data)
                         if not sse.data:
                             continue
                         event = _event(orjson.loads(sse.data))
@@ -243,6 +254,25 @@ class Client:
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 await asyncio.sleep(0.2)
 
+    async def subscribe_all(self, axon_ids: Sequence[str] | None = None) -> AsyncIterator[Event]:
+        """Live events of several (or all) Axons from now on (the multi-Axon SSE stream)."""
+        params = {"axons": ",".join(axon_ids)} if axon_ids else None
+        async with aconnect_sse(
+            self._http,
+            "GET",
+            "/v1/subscribe/sse",
+            params=params,
+            timeout=httpx.Timeout(None, connect=5.0),
+        ) as source:
+            if source.response.status_code >= 400:
+                await source.response.aread()
+                raise _error(source.response)
+            async for sse in source.aiter_sse():
+                if sse.event == "error":
+                    raise _stream_error(orjson.loads(sse.data), sse.data)
+                if sse.data:
+                    yield _event(orjson.loads(sse.data))
+
     async def query(
         self,
         axon_id: str,
@@ -251,9 +281,9 @@ class Client:
         *,
         write: bool = False,
         at_sequence: int | None = None,
-        max_rows: int | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
     ) -> QueryResult:
-        body: dict[str, Any] = {"sql": sql, "params": list(params or [])}
+        body: dict[str, Any] = {"sql": sql, "params": list(params or []), "max_rows": max_rows}
         if at_sequence is not None:
             body["at_sequence"] = at_sequence
         if not write and at_sequence is None:
@@ -261,11 +291,15 @@ class Client:
         data = await self._call("POST", f"/v1/axons/{axon_id}/sql/query", json=body)
         return QueryResult.model_validate(data)
 
-    async def batch(self, axon_id: str, statements: Sequence[Any]) -> list[QueryResult]:
-        items = [{"sql": s} if isinstance(s, str) else dict(s) for s in statements]
-        data = await self._call(
-            "POST", f"/v1/axons/{axon_id}/sql/batch", json={"statements": items}
-        )
+    async def batch(
+        self, axon_id: str, statements: Sequence[Any], *, ack: tuple[str, int] | None = None
+    ) -> list[QueryResult]:
+        body: dict[str, Any] = {
+            "statements": [{"sql": s} if isinstance(s, str) else dict(s) for s in statements]
+        }
+        if ack is not None:
+            body["ack"] = {"agent": ack[0], "sequence": ack[1]}
+        data = await self._call("POST", f"/v1/axons/{axon_id}/sql/batch", json=body)
         steps = data["results"]
         failed = next(
             (
@@ -276,9 +310,20 @@ class Client:
             None,
         )
         if failed is not None:
-            cause = AxonError(steps[failed]["error"]["message"], code="sql_error")
+            problem = steps[failed]["error"]
+            cause = error_from(400, problem.get("code", ErrorCode.SQL_ERROR), problem["message"])
             raise BatchFailed(failed, cause, [])
         return [QueryResult.model_validate(st["success"]) for st in steps]
+
+    async def agent_cursor(self, axon_id: str, agent: str) -> int:
+        data = await self._call("GET", f"/v1/axons/{axon_id}/agents/{agent}/cursor")
+        return int(data["sequence"])
+
+    async def ack(self, axon_id: str, agent: str, sequence: int) -> int:
+        data = await self._call(
+            "POST", f"/v1/axons/{axon_id}/agents/{agent}/ack", json={"sequence": sequence}
+        )
+        return int(data["sequence"])
 
     async def changes(self, axon_id: str, sequence: int) -> list[RowChange]:
         data = await self._call("GET", f"/v1/axons/{axon_id}/changes/{sequence}")
@@ -315,14 +360,20 @@ class Client:
 
 
 def _error(response: httpx.Response) -> AxonError:
+    """The engine's error, rebuilt as the class it raised (see `errors.error_from`)."""
     try:
         problem = orjson.loads(response.content)["error"]
-        return AxonError(problem["message"], code=problem["code"], status=response.status_code)
+        return error_from(response.status_code, problem["code"], problem["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         text = response.text.strip()[:200] or response.reason_phrase
-        return AxonError(
-            f"HTTP {response.status_code}: {text}", code="http_error", status=response.status_code
+        return error_from(
+            response.status_code, ErrorCode.HTTP_ERROR, f"HTTP {response.status_code}: {text}"
         )
+
+
+def _stream_error(problem: dict[str, Any], raw: str) -> AxonError:
+    """An `error` frame that ended an SSE stream."""
+    return error_from(503, problem.get("code", ErrorCode.STREAM_ENDED), problem.get("message", raw))
 
 
 class SyncClient:

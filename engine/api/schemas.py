@@ -16,6 +16,7 @@ from engine.models import (
     RowChange,
     VerifyReport,
 )
+from engine.state import DEFAULT_MAX_ROWS
 
 __all__ = [
     "AxonPage",
@@ -109,6 +110,9 @@ class QueryRequest(BaseModel):
     read_only: bool = Field(
         False, strict=True, description="refuse writes even when the token allows them"
     )
+    max_rows: int = Field(
+        DEFAULT_MAX_ROWS, ge=1, le=DEFAULT_MAX_ROWS, strict=True, description="rows returned"
+    )
 
 
 class StatementIn(BaseModel):
@@ -116,8 +120,16 @@ class StatementIn(BaseModel):
     params: list[Any] = Field(default_factory=list)
 
 
+class AgentAck(BaseModel):
+    """Move an agent's cursor in the batch's own transaction (its effects happen once)."""
+
+    agent: str = Field(min_length=1, max_length=200)
+    sequence: int = Field(ge=0, strict=True)
+
+
 class SqlBatchRequest(BaseModel):
     statements: list[StatementIn] = Field(min_length=1, max_length=1000)
+    ack: AgentAck | None = None
 
 
 class StepError(BaseModel):
@@ -136,6 +148,12 @@ class SqlBatchResult(BaseModel):
 class ForkRequest(BaseModel):
     at_sequence: int = Field(ge=0, strict=True)
     name: str | None = Field(None, min_length=1, max_length=200)
+
+
+class Cursor(BaseModel):
+    """An agent's cursor: the last sequence it acknowledged."""
+
+    sequence: int = Field(ge=0, strict=True)
 
 
 class ChangesView(BaseModel):

@@ -247,6 +247,7 @@ def create_app(
         search: str | None = None,
         id: str | None = None,
         include_total_count: bool = False,
+        include_deleted: bool = False,
     ) -> s.AxonPage:
         caller.require("read")
         ids = [i for i in (id or "").split(",") if i] or None
@@ -261,6 +262,7 @@ def create_app(
             search=search,
             ids=ids,
             include_total_count=include_total_count,
+            include_deleted=include_deleted,
         )
 
     @app.get("/v1/axons/{id}", response_model=s.AxonView, tags=["axons"])
@@ -399,15 +401,23 @@ def create_app(
         axon_id = await axon_for(caller, ref, "read")
         write = body.at_sequence is None and not body.read_only and caller.allows("sql-write")
         result = await engine.query(
-            axon_id, body.sql, body.params, write=write, at_sequence=body.at_sequence
+            axon_id,
+            body.sql,
+            body.params,
+            write=write,
+            at_sequence=body.at_sequence,
+            max_rows=body.max_rows,
         )
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/axons/{id}/sql/batch", response_model=s.SqlBatchResult, tags=["sql"])
     async def sql_batch(caller: Caller, ref: AxonId, body: s.SqlBatchRequest) -> Any:
-        axon_id = await axon_for(caller, ref, "sql-write")
+        axon_id = await axon_for(caller, ref, "admin" if body.ack else "sql-write")
+        ack = (body.ack.agent, body.ack.sequence) if body.ack else None
         try:
-            results = await engine.batch(axon_id, [st.model_dump() for st in body.statements])
+            results = await engine.batch(
+                axon_id, [st.model_dump() for st in body.statements], ack=ack
+            )
         except BatchFailed as failed:
             steps: list[dict[str, Any]] = [
                 {"error": {"message": f"rolled back: statement {failed.index + 1} failed"}}
@@ -483,6 +493,18 @@ def create_app(
     ) -> s.AgentLogs:
         axon_id = await axon_for(caller, ref, "read")
         return s.AgentLogs(lines=await engine.agents.logs(axon_id, name, tail))
+
+    @app.get("/v1/axons/{id}/agents/{name}/cursor", response_model=s.Cursor, tags=["agents"])
+    async def agent_cursor(caller: Caller, ref: AxonId, name: str) -> s.Cursor:
+        """The last sequence the agent acknowledged (0: none)."""
+        axon_id = await axon_for(caller, ref, "read")
+        return s.Cursor(sequence=await engine.agent_cursor(axon_id, name))
+
+    @app.post("/v1/axons/{id}/agents/{name}/ack", response_model=s.Cursor, tags=["agents"])
+    async def agent_ack(caller: Caller, ref: AxonId, name: str, body: s.Cursor) -> s.Cursor:
+        """Move the agent's durable cursor forward (never back)."""
+        axon_id = await axon_for(caller, ref, "admin")
+        return s.Cursor(sequence=await engine.ack(axon_id, name, body.sequence))
 
     @app.post("/v1/axons/{id}/agents/{name}/{action}", response_model=s.AgentView, tags=["agents"])
     async def agent_action(

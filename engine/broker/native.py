@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from engine.errors import AxonError
+from engine.errors import AxonError, ProtocolError
 from engine.models import Draft, Event
 from engine.runtime.base import AgentIO
 
@@ -28,10 +28,6 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, ENGINE_ERROR = (
     -32602,
     -32000,
 )
-
-
-class ProtocolError(Exception):
-    """The agent broke the protocol (or went away mid-call)."""
 
 
 @dataclass

@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from engine.errors import ErrorCode
+
 
 @dataclass(frozen=True)
 class ConnectionLimits:
@@ -56,12 +58,12 @@ def raw_error(status: str, code: str, message: str) -> bytes:
 
 BUSY = raw_error(
     "503 Service Unavailable",
-    "too_many_connections",
+    ErrorCode.TOO_MANY_CONNECTIONS,
     "every connection of this engine is busy with a request; retry in a moment",
 )
 HEAD_TOO_LARGE = raw_error(
     "431 Request Header Fields Too Large",
-    "headers_too_large",
+    ErrorCode.HEADERS_TOO_LARGE,
     "the request line and headers are too large; send fewer or shorter headers",
 )
 

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.api.gate import refuse
+from engine.errors import ErrorCode
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class BodyLimit:
 def _too_large(limit: int) -> dict[str, Any]:
     return {
         "error": {
-            "code": "payload_too_large",
+            "code": ErrorCode.PAYLOAD_TOO_LARGE,
             "message": f"the request body is larger than {limit} bytes; send less, or split it",
         }
     }
@@ -112,7 +113,7 @@ def _too_large(limit: int) -> dict[str, Any]:
 def _too_slow(pace: BodyPace) -> dict[str, Any]:
     return {
         "error": {
-            "code": "request_timeout",
+            "code": ErrorCode.REQUEST_TIMEOUT,
             "message": (
                 f"the request body arrived too slowly (it must start within {pace.grace_s:g} s "
                 f"and then keep up {pace.min_bytes_per_s} bytes/s); send it again"

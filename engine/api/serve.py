@@ -36,7 +36,7 @@ from engine.api.servers import (
 )
 from engine.api.sse import StreamLimits
 from engine.engine import Engine, default_home
-from engine.errors import InvalidInput
+from engine.errors import ErrorCode, InvalidInput
 from engine.tokens import TokenStore
 
 
@@ -116,7 +116,7 @@ async def serve(
     server = server or os.environ.get("AXONS_HTTP_SERVER") or DEFAULT_SERVER
     if server not in SERVERS:
         raise InvalidInput(
-            f"--server takes {' or '.join(SERVERS)}, got {server!r}", code="invalid_server"
+            f"--server takes {' or '.join(SERVERS)}, got {server!r}", code=ErrorCode.INVALID_SERVER
         )
     home = Path(home) if home is not None else default_home()
     stop = stop or asyncio.Event()

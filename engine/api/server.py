@@ -26,7 +26,14 @@ from engine.api.gate import TokenGate
 from engine.api.limits import BodyLimit, BodyPace
 from engine.api.sse import EventStream, StreamLimits
 from engine.engine import Engine
-from engine.errors import AxonError, Forbidden, InvalidInput, NotFound, Unauthorized
+from engine.errors import (
+    AxonError,
+    ErrorCode,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
 from engine.models import AgentSpec, Draft, Event
 from engine.state import BatchFailed
 from engine.tokens import Principal, TokenStore
@@ -160,7 +167,7 @@ def create_app(
             caller.require(scope, axon_id)
         except NotFound:  # quote what was sent: a name must not reveal another Axon's id
             raise NotFound(
-                f"no Axon {ref!r:.80}; `axons ls` lists them", code="axon_not_found"
+                f"no Axon {ref!r:.80}; `axons ls` lists them", code=ErrorCode.AXON_NOT_FOUND
             ) from None
         return axon_id
 

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from engine.api.gate import STILL_AUTHORIZED
-from engine.errors import AxonError
+from engine.errors import AxonError, ErrorCode
 from engine.models import Event
 
 KEEPALIVE = b": ping\n"
@@ -56,10 +56,10 @@ def error_frame(code: str, message: str) -> bytes:
 
 
 SLOW_CONSUMER = error_frame(
-    "slow_consumer", "this client fell too far behind; reconnect with Last-Event-ID"
+    ErrorCode.SLOW_CONSUMER, "this client fell too far behind; reconnect with Last-Event-ID"
 )
 TOKEN_REVOKED = error_frame(
-    "token_revoked", "the token of this stream was revoked; reconnect with a valid token"
+    ErrorCode.TOKEN_REVOKED, "the token of this stream was revoked; reconnect with a valid token"
 )
 
 

@@ -126,7 +126,8 @@ class EventStream(Response):
                 queue.put_nowait(frame)
         except AxonError as e:
             self._closing = error_frame(e.code, e.message)
-        queue.put_nowait(None)  # the end marker
+        finally:
+            queue.put_nowait(None)  # the end marker, however the events ended
 
     async def _watch_token(self, still_authorized: Callable[[], bool]) -> None:
         while True:

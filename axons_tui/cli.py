@@ -114,10 +114,15 @@ def demo(keep: bool) -> None:
 
 @axons.command()
 @click.option("--listen", metavar="HOST:PORT", help="Also serve TCP (tokens required).")
+@click.option(
+    "--server",
+    type=click.Choice(["uvicorn", "granian"]),  # engine.api.servers.SERVERS, without its imports
+    help="The HTTP server to run the API on (default: uvicorn, see docs/security-http.md).",
+)
 @global_options
-def serve(listen: str | None) -> None:
+def serve(listen: str | None, server: str | None) -> None:
     """Run the engine headless (unix socket; TCP with --listen)."""
-    run(commands.serve(opts(), listen=listen))
+    run(commands.serve(opts(), listen=listen, server=server))
 
 
 # -- Axons and events ---------------------------------------------------------------------

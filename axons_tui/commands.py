@@ -81,7 +81,7 @@ async def demo(opts: Options, *, keep: bool) -> int:
     return await run_session(opts.home, keep=keep)
 
 
-async def serve(opts: Options, *, listen: str | None) -> int:
+async def serve(opts: Options, *, listen: str | None, server: str | None = None) -> int:
     from engine.api.serve import Listening
     from engine.api.serve import serve as run_server
 
@@ -97,7 +97,7 @@ async def serve(opts: Options, *, listen: str | None) -> int:
         else:
             out.print(f"axons engine on {where.socket_path}{tcp} (Ctrl-C stops)")
 
-    await run_server(home, listen, on_ready=ready)
+    await run_server(home, listen, on_ready=ready, server=server)
     return ExitCode.OK
 
 

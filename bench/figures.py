@@ -12,6 +12,7 @@ from bench.harness import Figure, Sizes
 from bench.http_publish import (
     http_publish_batch_eps,
     http_publish_eps,
+    http_publish_eps_on,
     http_publish_many_axons_eps,
 )
 from bench.listing import list_10k_axons_ms
@@ -33,6 +34,8 @@ FIGURES: dict[str, Measure] = {
     "list_10k_axons_ms": list_10k_axons_ms,
     # Over HTTP, against `axons serve` in its own process.
     "http_publish_eps": http_publish_eps,
+    "http_publish_eps_uvicorn": http_publish_eps_on("uvicorn"),
+    "http_publish_eps_granian": http_publish_eps_on("granian"),
     "http_publish_batch_eps": http_publish_batch_eps,
     "http_publish_many_axons_eps": http_publish_many_axons_eps,
     "sse_fanout_p99_ms": sse_fanout_p99_ms,

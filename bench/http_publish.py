@@ -14,6 +14,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import orjson
 from bench.harness import Figure, Sizes, fresh_home
 from bench.publish import publish_durable_eps
 from bench.server import Server, event_json, running_server
+from engine.api.servers import DEFAULT_SERVER
 
 SCRIPT = Path(__file__).with_name("publish.lua")
 DRAIN_S = 0.5  # wrk's -d outlasts the script's sending by at least this: answers come home
@@ -97,10 +99,15 @@ def _without_wrk(name: str, shape: str, target: float | None) -> Figure | None:
 
 
 def _figure(
-    name: str, sizes: Sizes, base: Path | None, events_per_request: int, target: float
+    name: str,
+    sizes: Sizes,
+    base: Path | None,
+    events_per_request: int,
+    target: float,
+    server_kind: str = DEFAULT_SERVER,
 ) -> Figure:
     route = "/publish" if events_per_request == 1 else "/publish/batch"
-    shape = _shape(sizes, f"{events_per_request} event(s) per POST {route}")
+    shape = _shape(sizes, f"{events_per_request} event(s) per POST {route}") + f", on {server_kind}"
     if (skipped := _without_wrk(name, shape, target)) is not None:
         return skipped
     ceiling = publish_durable_eps(sizes, base)
@@ -110,7 +117,7 @@ def _figure(
             body = {"events": [body] * events_per_request}
         body_file = home / "body.json"
         body_file.write_bytes(orjson.dumps(body))
-        with running_server(home / "server") as server:
+        with running_server(home / "server", server_kind) as server:
             axon_id = server.create_axon(name)
             path = f"/v1/axons/{axon_id}{route}"
             warm = _wrk(server, path, body_file, sizes, sizes.http_warmup_seconds)
@@ -151,13 +158,25 @@ def _figure(
             "last_sequence": last,
             "warmup_events": warm["ok"] * events_per_request,
             "load_generator": "wrk",
+            "http_server": server_kind,
         },
     )
 
 
 @functools.cache  # measured once per run: the many-Axons figure compares with it
 def http_publish_eps(sizes: Sizes, base: Path | None) -> Figure:
+    """On the default server (`axons serve` with no --server)."""
     return _figure("http_publish_eps", sizes, base, 1, target=10_000)
+
+
+def http_publish_eps_on(server_kind: str) -> Callable[[Sizes, Path | None], Figure]:
+    """The same figure on one named server, so one run compares them (issue 13)."""
+
+    def measure(sizes: Sizes, base: Path | None) -> Figure:
+        name = f"http_publish_eps_{server_kind}"
+        return _figure(name, sizes, base, 1, target=10_000, server_kind=server_kind)
+
+    return measure
 
 
 def http_publish_batch_eps(sizes: Sizes, base: Path | None) -> Figure:

@@ -96,9 +96,10 @@ def _read_ready_line(process: subprocess.Popen[bytes], log: Path) -> dict[str, A
 
 
 @contextlib.contextmanager
-def running_server(home: Path) -> Iterator[Server]:
-    """`axons serve` on `home` (created), TCP on a free loopback port, with an admin token;
-    stopped with SIGTERM (a graceful shutdown) on exit."""
+def running_server(home: Path, server: str | None = None) -> Iterator[Server]:
+    """`axons serve` on `home` (created), TCP on a free loopback port, with an admin token,
+    on `server` (uvicorn or granian; else the default); stopped with SIGTERM (a graceful
+    shutdown) on exit."""
     home.mkdir(parents=True, exist_ok=True)
     store = TokenStore(Home(home).catalog)
     try:
@@ -108,7 +109,11 @@ def running_server(home: Path) -> Iterator[Server]:
     log = home / "serve.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [*_axons_command(), "serve", "--home", str(home), "--listen", "127.0.0.1:0", "--json"],
+            [
+                *_axons_command(),
+                *("serve", "--home", str(home), "--listen", "127.0.0.1:0", "--json"),
+                *(("--server", server) if server else ()),
+            ],
             stdout=subprocess.PIPE,
             stderr=stderr,
             stdin=subprocess.DEVNULL,

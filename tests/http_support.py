@@ -32,15 +32,26 @@ PYTHON = str(BIN / "python") if (BIN / "python").exists() else sys.executable
 READY_S = 60.0
 WAIT_S = 60.0
 
-# Runs `serve()` with options the CLI does not expose (a short SSE keep-alive).
+# Runs `serve()` with options the CLI does not expose (a short SSE keep-alive, small limits).
 _SERVE_SCRIPT = """
 import asyncio, json, sys
-from engine.api.serve import serve
+from engine.api.connections import ConnectionLimits
+from engine.api.limits import BodyPace
+from engine.api.serve import HttpLimits, serve
+from engine.api.sse import StreamLimits
 
 def ready(where):
     print(json.dumps({"socket": str(where.socket_path), "tcp": list(where.tcp)}), flush=True)
 
-asyncio.run(serve(sys.argv[1], sys.argv[2], on_ready=ready, keepalive_s=float(sys.argv[3])))
+given = json.loads(sys.argv[4])
+limits = HttpLimits(
+    ConnectionLimits(**given.get("connections", {})),
+    BodyPace(**given.get("body_pace", {})),
+    StreamLimits(**given.get("streams", {})),
+)
+asyncio.run(
+    serve(sys.argv[1], sys.argv[2], on_ready=ready, keepalive_s=float(sys.argv[3]), limits=limits)
+)
 """
 
 
@@ -93,11 +104,18 @@ class ServerProcess:
     """`axons serve --home HOME --listen 127.0.0.1:0 --json` as a child process."""
 
     def __init__(
-        self, home: Path, *, env: dict[str, str] | None = None, keepalive_s: float | None = None
+        self,
+        home: Path,
+        *,
+        env: dict[str, str] | None = None,
+        keepalive_s: float | None = None,
+        limits: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """`limits`: the fields of `HttpLimits`' parts, e.g. {"connections": {...}}."""
         self.home = home
         self.env = clean_env(env)
         self.keepalive_s = keepalive_s
+        self.limits = limits
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.socket_path = home / "engine.sock"
@@ -107,7 +125,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.home.mkdir(parents=True, exist_ok=True)
-        if self.keepalive_s is None:
+        if self.keepalive_s is None and self.limits is None:
             cmd = [AXONS, "serve", "--home", str(self.home), "--listen", "127.0.0.1:0", "--json"]
         else:
             cmd = [
@@ -116,7 +134,8 @@ class ServerProcess:
                 _SERVE_SCRIPT,
                 str(self.home),
                 "127.0.0.1:0",
-                str(self.keepalive_s),
+                str(self.keepalive_s or 15.0),
+                json.dumps(self.limits or {}),
             ]
         self.starts += 1
         with self._stderr_path.open("ab") as err:

@@ -73,7 +73,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             ).raise_for_status()
             axons.append(axon_id)
         schema = (
-            schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+            schemathesis.openapi.from_url(  # over TCP the description needs a token too
+                f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {token}"}
+            )
             .exclude(path_regex=r"/subscribe/sse$")
             .exclude(method="POST", path_regex=r"/agents(/|$)")
         )

@@ -3,6 +3,10 @@ on TCP (every request needs a bearer token). One Engine behind both.
 
 Shutdown is graceful: listeners close, live streams end, requests in flight finish and are
 acknowledged; publishes that arrive after that are refused with 503.
+
+Every listener is bounded (`HttpLimits`): connections and the time a request head may take
+(engine.api.connections), a body's size and pace (engine.api.limits), each SSE client's
+buffer (engine.api.sse).
 """
 
 from __future__ import annotations
@@ -13,31 +17,47 @@ import os
 import re
 import signal
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import uvicorn
+from starlette.types import ASGIApp
 
+from engine.api.connections import ConnectionLimits, capped_by_descriptors
+from engine.api.limits import BodyPace
 from engine.api.server import create_asgi
+from engine.api.servers import (
+    DEFAULT_SERVER,
+    SERVERS,
+    Address,
+    GranianListener,
+    Listener,
+    UvicornListener,
+)
+from engine.api.sse import StreamLimits
 from engine.engine import Engine
-from engine.errors import InvalidInput
+from engine.errors import ErrorCode, InvalidInput
 from engine.home import Home, default_home
 from engine.tokens import TokenStore
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    body_pace: BodyPace = field(default_factory=BodyPace)
+    streams: StreamLimits = field(default_factory=StreamLimits)
+
+
+def public_docs_from_env(environ: dict[str, str] | None = None) -> bool:
+    """`AXONS_PUBLIC_DOCS=1` serves /openapi.json and /docs over TCP without a token."""
+    env = os.environ if environ is None else environ
+    return env.get("AXONS_PUBLIC_DOCS", "").lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
 class Listening:
     socket_path: Path
     tcp: tuple[str, int] | None
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to `serve`, which runs two of them."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def webhook_secrets_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,55 +106,60 @@ async def serve(
     on_ready: Callable[[Listening], None] | None = None,
     webhook_secrets: dict[str, str] | None = None,
     engine_options: dict[str, object] | None = None,
-    keepalive_s: float = 15.0,
+    keepalive_s: float | None = None,
+    limits: HttpLimits | None = None,
+    public_docs: bool | None = None,
+    server: str | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM or until `stop` is set. `keepalive_s`: the idle time after
-    which an SSE stream gets a `: ping` comment line."""
+    """Serve until SIGINT/SIGTERM or until `stop` is set, on `server` (uvicorn or granian;
+    else `$AXONS_HTTP_SERVER`, else the default). `keepalive_s`: the idle time after which an
+    SSE stream gets a `: ping` comment line (else `limits.streams.keepalive_s`)."""
+    server = server or os.environ.get("AXONS_HTTP_SERVER") or DEFAULT_SERVER
+    if server not in SERVERS:
+        raise InvalidInput(
+            f"--server takes {' or '.join(SERVERS)}, got {server!r}", code=ErrorCode.INVALID_SERVER
+        )
     home = Path(home) if home is not None else default_home()
     stop = stop or asyncio.Event()
     secrets = webhook_secrets if webhook_secrets is not None else webhook_secrets_from_env()
+    limits = limits or HttpLimits()
+    if keepalive_s is not None:
+        limits = replace(limits, streams=replace(limits.streams, keepalive_s=keepalive_s))
+    public = public_docs if public_docs is not None else public_docs_from_env()
+    connection_limits = capped_by_descriptors(limits.connections, 2 if listen else 1)
+    tcp: Address | None = parse_listen(listen) if listen else None
     async with Engine(home, **(engine_options or {})) as engine:  # type: ignore[arg-type]
         tokens = TokenStore(Home(home).catalog)
-        listeners: list[tuple[_Server, socket.socket]] = []
         sock_path = Home(home).socket
+        listeners: list[Listener] = []
         try:
-            for require_token, sock in _listeners(sock_path, listen):
+            for where in [sock_path, tcp] if tcp else [sock_path]:
                 app = create_asgi(
                     engine,
                     tokens,
-                    require_token=require_token,
+                    require_token=where is not sock_path,
                     webhook_secrets=secrets,
-                    keepalive_s=keepalive_s,
+                    stream_limits=limits.streams,
+                    body_pace=limits.body_pace,
+                    public_docs=public,
                 )
-                config = uvicorn.Config(
-                    app,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                    proxy_headers=False,
-                    timeout_graceful_shutdown=10,
-                    timeout_keep_alive=30,
-                    server_header=False,
-                )
-                listeners.append((_Server(config), sock))
+                listeners.append(_listener(server, app, where, connection_limits))
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, stop.set)
-            tasks = [
-                asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners
-            ]
-            while not all(server.started for server, _ in listeners):
+            tasks = [asyncio.create_task(listener.run()) for listener in listeners]
+            while not all(listener.started for listener in listeners):
                 if any(t.done() for t in tasks):
                     break
                 await asyncio.sleep(0.01)
-            tcp = listeners[1][1].getsockname()[:2] if len(listeners) > 1 else None
             if on_ready is not None:
-                on_ready(Listening(sock_path, tcp))
+                address = listeners[-1].address if tcp else None
+                on_ready(Listening(sock_path, address if isinstance(address, tuple) else None))
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for server, _ in listeners:
-                server.should_exit = True
+            for listener in listeners:
+                listener.stop()
             engine.bus.close()  # live streams end; their clients resume elsewhere
             await asyncio.gather(*tasks, return_exceptions=True)
             stopper.cancel()
@@ -142,14 +167,18 @@ async def serve(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     asyncio.get_running_loop().remove_signal_handler(sig)
-            for _, sock in listeners:
-                sock.close()
+            for listener in listeners:
+                listener.close()
             with contextlib.suppress(FileNotFoundError):
                 sock_path.unlink()
             tokens.close()
 
 
-def _listeners(sock_path: Path, listen: str | None) -> Iterator[tuple[bool, socket.socket]]:
-    yield False, _unix_listener(sock_path)
-    if listen:
-        yield True, _tcp_listener(*parse_listen(listen))
+def _listener(server: str, app: ASGIApp, where: Address, limits: ConnectionLimits) -> Listener:
+    if server == "granian":
+        if isinstance(where, Path):
+            with contextlib.suppress(FileNotFoundError):
+                where.unlink()  # stale: the engine lock is ours, so no engine serves it
+        return GranianListener(app, where, limits)
+    sock = _unix_listener(where) if isinstance(where, Path) else _tcp_listener(*where)
+    return UvicornListener(app, sock, limits)

@@ -4,23 +4,34 @@ runs it on the home's unix socket and, optionally, TCP.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+import json
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from engine.api import schemas as s
 from engine.api import webhooks
-from engine.api.fastpath import FastPublish
-from engine.api.limits import BodyLimit
-from engine.api.sse import EventStream
+from engine.api.fastpath import PARSE_IN_THREAD_BYTES, FastPublish
+from engine.api.gate import TokenGate
+from engine.api.limits import BodyLimit, BodyPace
+from engine.api.sse import EventStream, StreamLimits
 from engine.engine import Engine
-from engine.errors import AxonError, InvalidInput, Unauthorized
+from engine.errors import (
+    AxonError,
+    ErrorCode,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
 from engine.models import AgentSpec, AgentView, Draft, Event, PublishResult
 from engine.state import BatchFailed
 from engine.tokens import Principal, TokenStore
@@ -30,6 +41,18 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 MAX_IMPORT_BYTES = 512 << 20
 T = TypeVar("T")
+SEQUENCE = re.compile(r"[0-9]{1,100}")
+
+
+def plain_digits(value: Any) -> Any:
+    """A sequence sent as text must be plain digits: int() and lax validation would also take
+    "1_0" (as 10), "+5" or " 7", and resume a stream somewhere the client never was."""
+    if isinstance(value, str) and not SEQUENCE.fullmatch(value):
+        raise ValueError(f"a sequence number is plain digits (an `id:` line's), got {value!r:.40}")
+    return int(value) if isinstance(value, str) else value
+
+
+SequenceNumber = Annotated[int, BeforeValidator(plain_digits)]
 
 
 class ORJSONResponse(JSONResponse):
@@ -38,13 +61,20 @@ class ORJSONResponse(JSONResponse):
 
 
 def create_asgi(
-    engine: Engine, tokens: TokenStore, *, require_token: bool, **options: Any
+    engine: Engine,
+    tokens: TokenStore,
+    *,
+    require_token: bool,
+    public_docs: bool = False,
+    body_pace: BodyPace | None = None,
+    **options: Any,
 ) -> ASGIApp:
-    """What the server runs: body limits, then the publish fast path, then the app. They
-    sit outside FastAPI's own middleware, which costs more than a publish itself."""
+    """What the server runs: over TCP the token gate (headers only, before any body is read),
+    then body limits, then the publish fast path, then the app. They sit outside FastAPI's own
+    middleware, which costs more than a publish itself."""
     app = create_app(engine, tokens, require_token=require_token, **options)
     fast = FastPublish(app, authenticate=app.state.authenticate, publish=app.state.publish)
-    return BodyLimit(
+    limited = BodyLimit(
         fast,
         default=engine.max_payload * 4 + (64 << 10),
         larger={
@@ -52,7 +82,37 @@ def create_asgi(
             "/publish/batch": 64 << 20,
             "/sql/batch": 64 << 20,
         },
+        pace=body_pace,
     )
+    if not require_token:
+        return limited
+    return TokenGate(limited, app.state.authenticate, public_docs=public_docs)
+
+
+class OffLoopJSONRequest(Request):
+    """A request whose large JSON body is parsed in a worker thread: a 64 MiB batch takes
+    the standard parser about half a second, which the event loop must not spend."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            if len(body) < PARSE_IN_THREAD_BYTES:
+                self._json = json.loads(body)
+            else:
+                self._json = await asyncio.to_thread(json.loads, body)
+        return self._json
+
+
+class OffLoopJSONRoute(APIRoute):
+    """FastAPI's documented way to give its routes a custom Request class."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_off_loop_json(request: Request) -> Response:
+            return await handler(OffLoopJSONRequest(request.scope, request.receive))
+
+        return with_off_loop_json
 
 
 def create_app(
@@ -61,8 +121,7 @@ def create_app(
     *,
     require_token: bool,
     webhook_secrets: dict[str, str] | None = None,
-    sse_buffer: int = 10_000,
-    keepalive_s: float = 15.0,
+    stream_limits: StreamLimits | None = None,
 ) -> FastAPI:
     """An app over `engine`. Over TCP `require_token` is on; on the unix socket the file's
     mode is the guard and callers act as the local user."""
@@ -73,6 +132,7 @@ def create_app(
         default_response_class=ORJSONResponse,
         responses=ERRORS,
     )
+    app.router.route_class = OffLoopJSONRoute
     secrets = webhooks.normalise_secrets(webhook_secrets)
     replays = webhooks.ReplayGuard(engine.config.webhooks.replay_window_s)
     local = Principal(engine.local_user)
@@ -108,7 +168,12 @@ def create_app(
         """The Axon's id, once the caller may act on it (404 before 403: a token limited to
         other Axons learns nothing about this one)."""
         axon_id = ref if ref.startswith("axn_") else (await engine.get_axon(ref)).id
-        caller.require(scope, axon_id)
+        try:
+            caller.require(scope, axon_id)
+        except NotFound:  # quote what was sent: a name must not reveal another Axon's id
+            raise NotFound(
+                f"no Axon {ref!r:.80}; `axons ls` lists them", code=ErrorCode.AXON_NOT_FOUND
+            ) from None
         return axon_id
 
     # -- errors -------------------------------------------------------------------------
@@ -182,7 +247,8 @@ def create_app(
         """Registered before `/v1/axons/{id}`, which would otherwise match "import"."""
         caller.require_unlimited("import Axons")
         body = await request.body()
-        return await engine.import_axon(body.splitlines(), name=name)
+        lines = await asyncio.to_thread(body.splitlines)  # up to 512 MiB: not on the loop
+        return await engine.import_axon(lines, name=name)
 
     @app.get("/v1/axons", response_model=s.AxonPage, tags=["axons"])
     async def list_axons(
@@ -265,10 +331,10 @@ def create_app(
         caller: Caller,
         ref: AxonId,
         limit: Annotated[int, Query(ge=1, le=5000)] = 20,
-        starting_after: Annotated[int | None, Query(ge=0)] = None,
+        starting_after: Annotated[SequenceNumber | None, Query(ge=0)] = None,
         include_total_count: bool = False,
         after_sequence: Annotated[
-            int | None,
+            SequenceNumber | None,
             Query(ge=0, description="extension: oldest first, the events after this sequence"),
         ] = None,
     ) -> Response:
@@ -296,11 +362,9 @@ def create_app(
             return after_sequence
         if last_event_id:
             try:
-                return max(0, int(last_event_id))
-            except ValueError:
-                raise InvalidInput(
-                    "Last-Event-ID must be a sequence number", code="invalid_sequence"
-                ) from None
+                return plain_digits(last_event_id)
+            except ValueError as e:
+                raise InvalidInput(f"Last-Event-ID: {e}", code="invalid_sequence") from None
         return 0
 
     @app.get(
@@ -317,15 +381,13 @@ def create_app(
     async def subscribe(
         caller: Caller,
         ref: AxonId,
-        after_sequence: Annotated[int | None, Query(ge=0)] = None,
+        after_sequence: Annotated[SequenceNumber | None, Query(ge=0)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> Any:
         axon_id = await axon_for(caller, ref, "read")
         await engine.get_axon(axon_id)  # a missing Axon is a 404, not an empty stream
         after = start_after(after_sequence, last_event_id)
-        return EventStream(
-            engine.subscribe(axon_id, after), buffer=sse_buffer, keepalive_s=keepalive_s
-        )
+        return EventStream(engine.subscribe(axon_id, after), stream_limits)
 
     @app.get(
         "/v1/subscribe/sse",
@@ -340,7 +402,7 @@ def create_app(
         if caller.axons is not None:
             wanted = [a for a in (wanted or caller.axons) if a in caller.axons] or ["-"]
         stream: AsyncIterator[Event] = engine.subscribe_all(wanted)
-        return EventStream(stream, buffer=sse_buffer, keepalive_s=keepalive_s)
+        return EventStream(stream, stream_limits)
 
     # -- state --------------------------------------------------------------------------
 

@@ -72,7 +72,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not match or int(match.group(2)) > 65535:
         raise InvalidInput(
             f"--listen takes HOST:PORT (for example 127.0.0.1:8700), got {listen!r}",
-            code="invalid_listen",
+            code=ErrorCode.INVALID_LISTEN,
         )
     return match.group(1) or "127.0.0.1", int(match.group(2))
 

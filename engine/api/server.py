@@ -364,7 +364,7 @@ def create_app(
             try:
                 return plain_digits(last_event_id)
             except ValueError as e:
-                raise InvalidInput(f"Last-Event-ID: {e}", code="invalid_sequence") from None
+                raise InvalidInput(f"Last-Event-ID: {e}", code=ErrorCode.INVALID_SEQUENCE) from None
         return 0
 
     @app.get(

@@ -117,7 +117,7 @@ def demo(keep: bool) -> None:
 @click.option(
     "--server",
     type=click.Choice(["uvicorn", "granian"]),  # engine.api.servers.SERVERS, without its imports
-    help="The HTTP server to run the API on (default: uvicorn, see docs/security-http.md).",
+    help="The HTTP server to run the API on (default: uvicorn, see docs/security.md).",
 )
 @global_options
 def serve(listen: str | None, server: str | None) -> None:

@@ -270,7 +270,7 @@ def token(ctx: click.Context) -> None:
 @click.option(
     "--scope", required=True, type=click.Choice(["read", "publish", "sql-write", "admin"])
 )
-@click.option("--axon", multiple=True, help="Limit to this Axon (repeat).")
+@click.option("--axon", multiple=True, help="Limit to this Axon, by id or name (repeat).")
 @global_options
 def token_create(name: str, scope: str, axon: tuple[str, ...]) -> None:
     """Create a token (printed once)."""

@@ -19,7 +19,8 @@ from rich.table import Table
 from axons_tui.backend import load_toml, open_backend, resolve_home
 from axons_tui.render import event_line, result_table, timestamp
 from engine.backend import Backend
-from engine.errors import InvalidInput
+from engine.catalog import Catalog
+from engine.errors import ErrorCode, InvalidInput
 from engine.home import Home
 from engine.models import AgentSpec, AgentView, Draft, Event
 from engine.tokens import TokenStore
@@ -255,18 +256,36 @@ async def fork(opts: Options, axon: str, *, at: int, name: str | None) -> int:
 
 def _tokens(opts: Options) -> TokenStore:
     home = resolve_home(opts.home)
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # the home is private
     return TokenStore(Home(home).catalog)
+
+
+def _live_axon_ids(opts: Options, refs: list[str]) -> list[str]:
+    """Each `--axon` (an id or a name) as the id of a live Axon: a token holds ids, so a
+    name that matched nothing would silently make a token for no Axon at all."""
+    catalog = Catalog(Home(resolve_home(opts.home)).catalog)
+    try:
+        views = [catalog.get(ref) for ref in refs]
+    finally:
+        catalog.close()
+    deleted = [v.id for v in views if v.deleted_at_ms is not None]
+    if deleted:
+        raise InvalidInput(
+            f"Axon {deleted[0]} is deleted; a token for it would reach nothing",
+            code=ErrorCode.AXON_DELETED,
+        )
+    return [v.id for v in views]
 
 
 async def token_create(opts: Options, name: str, *, scope: str, axons: list[str]) -> int:
     store = _tokens(opts)
     try:
-        token = store.create(name, scope, axons or None)
+        ids = _live_axon_ids(opts, axons) if axons else None
+        token = store.create(name, scope, ids)
     finally:
         store.close()
     if opts.json:
-        _print_json({"name": name, "scope": scope, "axons": axons or None, "token": token})
+        _print_json({"name": name, "scope": scope, "axons": ids, "token": token})
     else:
         sys.stdout.write(token + "\n")
         sys.stderr.write("store it now: it is not shown again\n")

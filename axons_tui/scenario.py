@@ -22,6 +22,7 @@ ones (`contains` searches the payload). The run prints one line per step (JSON L
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +169,19 @@ class Run:
                 page = await self.backend.list_axons(name=spec.name, limit=1)
                 view = next((a for a in page.axons if a.name == spec.name), None)
             if view is None:
-                view = await self.backend.create_axon(spec.name, spec.metadata)
+                view = await self._create_fresh(spec.name, spec.metadata)
             self.ids[spec.name] = view.id
+
+    async def _create_fresh(self, name: str, metadata: dict[str, str]) -> Any:
+        """A new Axon named `name`, or `name-2`, `name-3`... while a live Axon has the name
+        (names are unique among live Axons); the scenario calls it by `name` throughout."""
+        for n in itertools.count(1):
+            try:
+                return await self.backend.create_axon(name if n == 1 else f"{name}-{n}", metadata)
+            except AxonError as e:
+                if e.code != ErrorCode.NAME_TAKEN:
+                    raise
+        raise AssertionError("unreachable")
 
     async def axon(self, ref: str) -> str:
         if ref not in self.ids:

@@ -9,8 +9,13 @@ from pathlib import Path
 from bench.acp import acp_first_update_overhead_ms, acp_permission_wake_ms
 from bench.fanout import fanout_p99_ms
 from bench.harness import Figure, Sizes
-from bench.http_publish import http_publish_batch_eps, http_publish_eps
+from bench.http_publish import (
+    http_publish_batch_eps,
+    http_publish_eps,
+    http_publish_many_axons_eps,
+)
 from bench.listing import list_10k_axons_ms
+from bench.many_axons import publish_many_axons_eps
 from bench.paused_agents import paused_agents_100
 from bench.publish import publish_batch_eps, publish_durable_eps
 from bench.sse import sse_deliveries_per_s, sse_fanout_p99_ms
@@ -22,12 +27,14 @@ Measure = Callable[[Sizes, Path | None], Figure]
 FIGURES: dict[str, Measure] = {
     "publish_durable_eps": publish_durable_eps,
     "publish_batch_eps": publish_batch_eps,
+    "publish_many_axons_eps": publish_many_axons_eps,
     "fanout_p99_ms": fanout_p99_ms,
     "time_travel_ms": time_travel_ms,
     "list_10k_axons_ms": list_10k_axons_ms,
     # Over HTTP, against `axons serve` in its own process.
     "http_publish_eps": http_publish_eps,
     "http_publish_batch_eps": http_publish_batch_eps,
+    "http_publish_many_axons_eps": http_publish_many_axons_eps,
     "sse_fanout_p99_ms": sse_fanout_p99_ms,
     "sse_deliveries_per_s": sse_deliveries_per_s,
     # Agent lifecycle: the echo agent in Docker (bench/agents/echo).

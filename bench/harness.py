@@ -61,6 +61,10 @@ class Sizes:
     list_runs: int = 5
     ceiling_runs: int = 3
     fsync_commits: int = 200
+    many_axons: int = 1_000  # publish_many_axons_eps: this many Axons...
+    many_publishers: int = 4  # ...each with this many concurrent publishers, 1 event per call
+    many_events: int = 40_000
+    disk_fsyncs: int = 1_000
     # HTTP figures: the server runs as a separate `axons serve` process.
     http_threads: int = 2  # wrk -t
     http_connections: int = 50  # wrk -c, keep-alive
@@ -98,6 +102,7 @@ class Sizes:
             fanout_seconds=1.0,
             tt_events=20_000,
             list_axons=2_000,
+            many_events=20_000,
             http_seconds=2.0,
             sse_seconds=2.0,
             sse_step_seconds=1.0,

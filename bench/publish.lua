@@ -1,9 +1,10 @@
 -- wrk script for the HTTP publish figures (bench/http_publish.py runs it).
 --
---   wrk -t2 -c50 -d7s -s publish.lua URL -- TOKEN BODY_FILE SECONDS
+--   wrk -t2 -c50 -d7s -s publish.lua URL -- TOKEN BODY_FILE SECONDS [PATHS_FILE THREADS]
 --
 -- POSTs the request body in BODY_FILE (one event, or a batch) to URL on every keep-alive
--- connection for SECONDS, then stops sending and lets the requests in flight finish before
+-- connection for SECONDS (with PATHS_FILE, to each of its lines' paths in turn instead,
+-- every thread starting at its own place: the publish figure spread over many Axons), then stops sending and lets the requests in flight finish before
 -- wrk's own -d ends the run: every request sent is answered, so the Axon's last sequence
 -- can be checked against the 2xx count exactly. done() prints one line starting with
 -- "BENCH " and then JSON: per-status counts, wrk's error counts, requests sent and answered,
@@ -24,20 +25,30 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_number", #threads)
 end
 
 -- Per thread (each has its own Lua state); read back in done() with thread:get().
 sent, answered, first, last, statuses = 0, 0, 0, 0, {}
 local req, stop_at
+local reqs, next_req = {}, 1
 
 function init(args)
   local f = assert(io.open(args[2], "rb"))
   local body = f:read("*a")
   f:close()
-  req = wrk.format("POST", nil, {
+  local headers = {
     ["Authorization"] = "Bearer " .. args[1],
     ["Content-Type"] = "application/json",
-  }, body)
+  }
+  req = wrk.format("POST", nil, headers, body)
+  if args[4] then
+    for path in io.lines(args[4]) do
+      table.insert(reqs, wrk.format("POST", path, headers, body))
+    end
+    local thread_count = tonumber(args[5]) -- wrk's -t, passed along with PATHS_FILE
+    next_req = 1 + math.floor((thread_number - 1) * #reqs / thread_count)
+  end
   first = now()
   stop_at = first + tonumber(args[3])
 end
@@ -53,7 +64,12 @@ function delay()
 end
 
 function request()
-  return req
+  if #reqs == 0 then
+    return req
+  end
+  local r = reqs[next_req]
+  next_req = next_req % #reqs + 1
+  return r
 end
 
 function response(status, headers, body)

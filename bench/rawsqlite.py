@@ -59,6 +59,25 @@ def insert_eps(
     return median(rates), rates
 
 
+def insert_files_eps(directory: Path, rows_per_file: Sequence[int]) -> float:
+    """Events per second of filling one fresh Axon-shaped file per entry of `rows_per_file`
+    with that many rows, one transaction (and so one fsync) each, serially."""
+    rows = event_rows(max(rows_per_file))
+    seconds = 0.0
+    for i, n in enumerate(rows_per_file):
+        conn = durable_connection(directory / f"ceiling-file-{i}.db")
+        try:
+            conn.execute(ENGINE_SCHEMA)
+            started = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, rows[:n])
+            conn.execute("COMMIT")
+            seconds += time.perf_counter() - started
+        finally:
+            conn.close()
+    return sum(rows_per_file) / seconds
+
+
 def commit_ms(directory: Path, commits: int) -> tuple[float, float]:
     """(p50, p99) milliseconds of committing one small row: the price of one fsync."""
     conn = durable_connection(directory / "ceiling-commit.db")

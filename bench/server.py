@@ -58,6 +58,10 @@ class Server:
     def create_axon(self, name: str) -> str:
         return str(self._call("POST", "/v1/axons", json={"name": name})["id"])
 
+    def publish(self, axon_id: str, event: dict[str, str]) -> int:
+        """Publish one event; its sequence."""
+        return int(self._call("POST", f"/v1/axons/{axon_id}/publish", json=event)["sequence"])
+
     def last_sequence(self, axon_id: str) -> int:
         """The Axon's newest sequence, read back over HTTP (0 when empty)."""
         page = self._call("GET", f"/v1/axons/{axon_id}/events", params={"limit": 1})

@@ -6,7 +6,6 @@ not ten thousand files.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
@@ -15,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from engine.errors import InvalidInput, NotFound
+from engine.errors import Conflict, ErrorCode, InvalidInput, NotFound
 from engine.log import check_label, connect
 from engine.models import AxonPage, AxonView
 
@@ -37,6 +36,7 @@ CREATE TABLE IF NOT EXISTS agents(
     name TEXT NOT NULL,
     spec TEXT NOT NULL,
     desired TEXT NOT NULL DEFAULT 'running',
+    declared_over TEXT,
     PRIMARY KEY (axon_id, name)
 );
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,17 +87,23 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         self._conn = connect(path, create=True)
         self._conn.execute(SCHEMA)
+        _record_where_agents_were_declared(self._conn)
         self._lock = threading.Lock()
-        if hasattr(os, "chmod"):
-            os.chmod(path, 0o600)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     def create(
-        self, name: str | None, metadata: dict[str, str], axon_id: str | None = None
+        self,
+        name: str | None,
+        metadata: dict[str, str],
+        axon_id: str | None = None,
+        *,
+        rename_if_taken: bool = False,
     ) -> AxonView:
+        """A new Axon. A name a live Axon has is refused (409), or, with `rename_if_taken`
+        (names the engine chose: an import's, a fork's), made free with a suffix `-2`, `-3`..."""
         if name is not None:
             check_label("name", name)
         view = AxonView(
@@ -107,11 +113,35 @@ class Catalog:
             name=name,
         )
         with self._lock:
+            if name is not None and rename_if_taken:
+                name = view.name = self._free_name(name)
+            if name is not None and self._live_named(name):
+                raise Conflict(
+                    f"a live Axon is already named {name!r:.80}; pick another name (or delete "
+                    "that one first)",
+                    code=ErrorCode.NAME_TAKEN,
+                )
             self._conn.execute(
                 "INSERT INTO axons(id, name, metadata, created_at_ms) VALUES (?,?,?,?)",
                 (view.id, name, orjson.dumps(view.metadata).decode(), view.created_at_ms),
             )
         return view
+
+    def _live_named(self, name: str) -> bool:
+        """Names are unique among live Axons, so a name always means the Axon it meant when
+        a token or a script was given it; a deleted Axon's name is free again."""
+        return bool(
+            self._conn.execute(
+                "SELECT 1 FROM axons WHERE name = ? AND deleted_at_ms IS NULL LIMIT 1", (name,)
+            ).fetchall()
+        )
+
+    def _free_name(self, base: str) -> str:
+        candidate, n = base, 1
+        while self._live_named(candidate):
+            n += 1
+            candidate = f"{base[: 200 - len(str(n)) - 1]}-{n}"
+        return candidate
 
     def get(self, ref: str) -> AxonView:
         """By id, or by name: the newest live Axon with that name."""
@@ -217,12 +247,16 @@ class Catalog:
 
     # -- agents -------------------------------------------------------------------------
 
-    def put_agent(self, axon_id: str, name: str, spec: dict[str, Any], desired: str) -> None:
+    def put_agent(
+        self, axon_id: str, name: str, spec: dict[str, Any], desired: str, declared_over: str
+    ) -> None:
+        """`declared_over`: "socket" (the operator) or "tcp" (a token: Docker only, ever)."""
         with self._lock:
             self._conn.execute(
-                "INSERT INTO agents VALUES (?,?,?,?) ON CONFLICT(axon_id, name) DO UPDATE SET "
-                "spec = excluded.spec, desired = excluded.desired",
-                (axon_id, name, orjson.dumps(spec).decode(), desired),
+                "INSERT INTO agents VALUES (?,?,?,?,?) ON CONFLICT(axon_id, name) DO UPDATE SET "
+                "spec = excluded.spec, desired = excluded.desired, "
+                "declared_over = excluded.declared_over",
+                (axon_id, name, orjson.dumps(spec).decode(), desired, declared_over),
             )
 
     def set_agent_desired(self, axon_id: str, name: str, desired: str) -> None:
@@ -232,11 +266,27 @@ class Catalog:
                 (desired, axon_id, name),
             )
 
-    def agents(self) -> list[tuple[str, str, dict[str, Any], str]]:
+    def agents(self) -> list[tuple[str, str, dict[str, Any], str, str]]:
+        """(axon_id, name, spec, desired, declared_over) of every agent."""
         with self._lock:
-            rows = self._conn.execute("SELECT axon_id, name, spec, desired FROM agents").fetchall()
-        return [(a, n, orjson.loads(spec), d) for a, n, spec, d in rows]
+            rows = self._conn.execute(
+                "SELECT axon_id, name, spec, desired, declared_over FROM agents"
+            ).fetchall()
+        return [(a, n, orjson.loads(spec), d, o) for a, n, spec, d, o in rows]
 
     def delete_agent(self, axon_id: str, name: str) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM agents WHERE axon_id = ? AND name = ?", (axon_id, name))
+
+
+def _record_where_agents_were_declared(conn: Any) -> None:
+    """Homes made before `declared_over` existed: an agent without an image could only be
+    declared on the socket; one with an image may have come over TCP, so it is treated as
+    such (it stays in Docker, which is where it ran anyway)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(agents)").fetchall()}
+    if "declared_over" not in columns:
+        conn.execute("ALTER TABLE agents ADD COLUMN declared_over TEXT")
+    conn.execute(
+        "UPDATE agents SET declared_over = CASE WHEN json_extract(spec, '$.image') IS NULL "
+        "THEN 'socket' ELSE 'tcp' END WHERE declared_over IS NULL"
+    )

@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import getpass
 import os
+import resource
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from engine import records, state
 from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog
+from engine.durability import WalSync
 from engine.errors import Conflict, InvalidInput, Unavailable
 from engine.home import Home
 from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft
@@ -34,6 +36,7 @@ from engine.models import (
     Statement,
     VerifyReport,
 )
+from engine.policy import OperatorConfig, load_config
 from engine.supervisor import Supervisor
 
 T = TypeVar("T")
@@ -48,7 +51,7 @@ class Engine:
         self,
         home: Path | str | None = None,
         *,
-        max_open_axons: int = 256,
+        max_open_axons: int = 1024,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         subscriber_buffer: int = DEFAULT_BUFFER,
         threads: int = 8,
@@ -62,20 +65,25 @@ class Engine:
         self.local_user = _local_user()
         self._threads = threads
         self._executor: ThreadPoolExecutor | None = None
+        self._durability: WalSync | None = None
         self._catalog: Catalog | None = None
         self._files: OrderedDict[str, AxonFile] = OrderedDict()
         self._opening: dict[str, asyncio.Future[AxonFile]] = {}
         self._deleted: set[str] = set()
         self._lock_fd: int | None = None
         self._closing = False
+        self.config = OperatorConfig()  # HOME/config.toml, read by `start`
         self.agents = Supervisor(self, runtime=agent_runtime)
 
     # -- lifetime ---------------------------------------------------------------------
 
     async def start(self) -> Engine:
-        self.paths.axons.mkdir(parents=True, exist_ok=True)
+        make_home_private(self.paths)
+        self.config = load_config(self.paths.config)
         self._lock_fd = _lock_home(self.paths)
+        _allow_open_files(self.max_open_axons)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
+        self._durability = WalSync()
         self._catalog = await self._run(Catalog, self.paths.catalog)
         await self.agents.start()
         return self
@@ -95,6 +103,9 @@ class Engine:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._durability is not None:
+            self._durability.close()
+            self._durability = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -110,7 +121,13 @@ class Engine:
     async def create_axon(
         self, name: str | None = None, metadata: dict[str, str] | None = None
     ) -> AxonView:
+        """A new Axon; a name a live Axon has is refused (409 `name_taken`)."""
         return await self._run(self.catalog.create, name, metadata or {})
+
+    async def _create_named_by_engine(self, name: str | None, metadata: dict[str, str]) -> AxonView:
+        """An Axon whose name the engine chose (an import's, a fork's): made free with a
+        suffix when a live Axon has it, rather than refused."""
+        return await self._run(lambda: self.catalog.create(name, metadata, rename_if_taken=True))
 
     async def get_axon(self, ref: str) -> AxonView:
         """By id, or by name (the newest live Axon with that name)."""
@@ -177,7 +194,10 @@ class Engine:
             raise Conflict(
                 f"Axon {axon_id} is deleted; it can be read but not written", code="axon_deleted"
             )
-        return await f.append(checked)
+        results = await f.append(checked)
+        if len(self._files) > self.max_open_axons:  # files busy at their last open may be idle now
+            await self._evict()
+        return results
 
     async def last_sequence(self, axon_id: str) -> int:
         f = self._files.get(axon_id) or await self._open(axon_id)
@@ -359,7 +379,11 @@ class Engine:
         """A new Axon equal to the exported one (events, hashes, state and its history)."""
         parsed = await self._run(records.parse, lines)
         header = parsed.header
-        view = await self.create_axon(name or header.get("name"), header.get("metadata") or {})
+        metadata = header.get("metadata") or {}
+        if name:
+            view = await self.create_axon(name, metadata)
+        else:
+            view = await self._create_named_by_engine(header.get("name"), metadata)
         f = await self._open(view.id)
         await f.submit(lambda ctx: records.load(ctx, parsed))
         return view
@@ -373,7 +397,10 @@ class Engine:
         fork_name = name or f"{view.name or view.id}@{at_sequence}"
         metadata = {**view.metadata, "forked_from": view.id, "forked_at": str(at_sequence)}
         parsed = await self._run(records.parse, lines)
-        new = await self.create_axon(fork_name, metadata)
+        if name:
+            new = await self.create_axon(name, metadata)
+        else:
+            new = await self._create_named_by_engine(fork_name, metadata)
         target = await self._open(new.id)
         await target.submit(lambda ctx: records.load(ctx, parsed))
         return new
@@ -422,11 +449,16 @@ class Engine:
             if view.deleted_at_ms is not None:
                 self._deleted.add(axon_id)
             path = self.path_of(axon_id)
-            executor = self._executor
-            assert executor is not None
+            executor, durability = self._executor, self._durability
+            assert executor is not None and durability is not None
             f = await self._run(
                 lambda: AxonFile(
-                    axon_id, path, executor, self.bus.deliver, create=not path.exists()
+                    axon_id,
+                    path,
+                    executor,
+                    self.bus.deliver,
+                    durability,
+                    create=not path.exists(),
                 )
             )
             self._files[axon_id] = f
@@ -498,6 +530,27 @@ def _check_sequence(sequence: int, last: int) -> None:
         )
 
 
+def make_home_private(home: Home) -> None:
+    """The home is the operator's alone: directories 0700, files 0600 (events, state and
+    token hashes are nobody else's business). New files are born that way; this also
+    tightens a home made by an older version."""
+    for directory in (home.root, home.axons):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ours = [
+        *home.root.glob(f"{home.catalog.name}*"),
+        *home.root.glob("engine.*"),
+        home.config,
+        *home.axons.iterdir(),
+        *(home.agents.iterdir() if home.agents.is_dir() else ()),
+    ]
+    for directory in (home.root, home.axons, home.agents):
+        if directory.is_dir():
+            os.chmod(directory, 0o700)
+    for path in ours:  # only the engine's own: a home pointed at a busy folder stays intact
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+
+
 def _lock_home(home: Home) -> int:
     fd = os.open(home.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -512,6 +565,19 @@ def _lock_home(home: Home) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}".encode())
     return fd
+
+
+def _allow_open_files(max_open_axons: int) -> None:
+    """Raise this process's soft limit on open files (never above the hard one) so that many
+    busy Axons fit: each open Axon holds about 4 descriptors for its writer and its WAL, plus
+    3 per reader connection. Where the limit stays lower, opening more fails with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_open_axons * 8 + 1024
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if new_soft > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
 
 
 def _local_user() -> str:

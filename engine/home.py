@@ -38,6 +38,11 @@ class Home:
         return self.root / "catalog.db"
 
     @property
+    def config(self) -> Path:
+        """The operator's policy for TCP clients (optional; engine/policy.py)."""
+        return self.root / "config.toml"
+
+    @property
     def lock(self) -> Path:
         """Held by the one engine that owns the home."""
         return self.root / "engine.lock"

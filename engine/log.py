@@ -2,13 +2,15 @@
 reads, and the hash chain that makes the log an audit trail.
 
 All writes (events and state changes) are serialised on one connection by `AxonFile.submit`:
-whatever piles up while a transaction is being fsynced commits together in the next one.
+whatever piles up while a transaction is being flushed commits together in the next one. The
+flush itself is shared with every other Axon committing at the same time (engine.durability).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import queue
 import time
 from collections.abc import Callable, Iterable
@@ -20,6 +22,7 @@ from typing import Any
 import apsw
 import orjson
 
+from engine.durability import FlushFailed, WalFile, WalSync
 from engine.errors import AxonError, InvalidInput, PayloadTooLarge, Unavailable
 from engine.models import CLIENT_ORIGINS, ORIGINS, Draft, Event, PublishResult
 
@@ -54,14 +57,22 @@ _EVENT_COLUMNS = (
 _NO_SEQUENCE = 1 << 62  # beyond any real sequence, within SQLite's 64-bit integers
 
 
-def connect(path: Path | str, *, create: bool = False) -> apsw.Connection:
-    """A connection with the engine's durability settings: WAL and synchronous=FULL."""
+def connect(
+    path: Path | str, *, create: bool = False, synchronous: str = "FULL"
+) -> apsw.Connection:
+    """A connection with the engine's durability settings: WAL and synchronous=FULL.
+
+    An Axon's writer uses NORMAL instead (checkpoints and WAL restarts synced exactly as with
+    FULL, commits not) because its commits are flushed by `WalSync` before anyone is told."""
     flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    if create:
+        # Born 0600; SQLite gives the -wal and -shm files the mode of the database file.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = apsw.Connection(str(path), flags=flags)
     conn.set_busy_timeout(10_000)
     if create:
         conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
 
 
@@ -237,6 +248,7 @@ class AxonFile:
         path: Path,
         executor: Executor,
         on_commit: Callable[[str, list[Event]], None],
+        durability: WalSync,
         *,
         create: bool = False,
     ) -> None:
@@ -244,12 +256,19 @@ class AxonFile:
         self.path = path
         self._executor = executor
         self._on_commit = on_commit
-        self._writer = connect(path, create=create)
-        if create:
-            self._writer.execute(ENGINE_SCHEMA)
+        self._durability = durability
+        self._wal = WalFile(path)
+        self._broken: AxonError | None = None  # a failed flush: refuse writes until restart
+        self._writer = connect(path, create=create, synchronous="NORMAL")
+        try:
+            if create:
+                self._writer.execute(ENGINE_SCHEMA)
+            self._tip = self._load_tip()
+        except BaseException:
+            self._writer.close()  # an unreadable file must not stay open (and busy) behind us
+            raise
         self._readers: queue.SimpleQueue[apsw.Connection] = queue.SimpleQueue()
         self._all_readers: list[apsw.Connection] = []
-        self._tip = self._load_tip()
         self._pending: list[_Job] = []
         self._flushing: asyncio.Task[None] | None = None
         self._closed = False
@@ -276,6 +295,8 @@ class AxonFile:
     def _enqueue(self, job: _Job) -> asyncio.Future[Any]:
         if self._closed:
             raise Unavailable("this Axon is closing; retry", code="closing")
+        if self._broken is not None:
+            raise self._broken
         self._pending.append(job)
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
@@ -283,23 +304,20 @@ class AxonFile:
 
     async def _flush(self) -> None:
         """Drain the queue. Publishes are staged here on the loop (sequences, hashes) and
-        only the SQLite work goes to a thread: while one transaction fsyncs, publishers
-        woken by the previous one already queue the next."""
-        loop = asyncio.get_running_loop()
+        only the SQLite work goes to a thread: while one transaction is flushed, publishers
+        woken by the previous one already queue the next. Nobody is answered before the
+        transaction's WAL frames are on disk."""
         try:
             while self._pending:
                 await asyncio.sleep(0)  # let publishers woken by the last commit queue too
                 jobs = self._take_run()
                 ctx = WriteContext(self._writer, self, self._tip.copy())
                 try:
-                    if jobs[0].op is not None:
-                        await loop.run_in_executor(self._executor, self._run_op, ctx, jobs[0])
-                    else:
-                        for job in jobs:
-                            job.result = ctx.stage(job.drafts or ())
-                        await loop.run_in_executor(self._executor, self._insert, ctx.rows)
+                    await self._commit_durably(ctx, jobs)
                 except BaseException as e:
                     self._fail(jobs, _storage_error(e))
+                    if isinstance(e, FlushFailed):  # committed, but maybe not on disk
+                        self._break(e)
                     if not isinstance(e, Exception):
                         raise
                     continue
@@ -311,6 +329,37 @@ class AxonFile:
                     self._on_commit(self.axon_id, ctx.events)
         finally:
             self._flushing = None
+
+    async def _commit_durably(self, ctx: WriteContext, jobs: list[_Job]) -> None:
+        """Commit `jobs` in one transaction and return once its WAL frames are on disk:
+        flushed by the committing thread itself when no other Axon is committing, else in
+        the next round of the engine's `WalSync`, shared with every Axon that committed."""
+        loop = asyncio.get_running_loop()
+        flush_here = self._durability.begin()
+        try:
+            if jobs[0].op is not None:
+                await loop.run_in_executor(self._executor, self._run_op, ctx, jobs[0], flush_here)
+            else:
+                for job in jobs:
+                    job.result = ctx.stage(job.drafts or ())
+                if not ctx.rows:
+                    return  # only repeated idempotency keys: nothing was written
+                await loop.run_in_executor(self._executor, self._insert, ctx.rows, flush_here)
+            if not flush_here:
+                await self._durability.flush(self._wal)
+        finally:
+            self._durability.end()
+
+    def _break(self, error: FlushFailed) -> None:
+        """After a failed flush the kernel may have dropped the pages it could not write
+        while SQLite believes them written: any later commit could be acknowledged on top
+        of a hole. So this Axon takes no more writes until the engine is restarted."""
+        self._broken = AxonError(
+            f"{error}; this Axon refuses writes until the engine restarts and recovers it "
+            "from disk",
+            code="storage_error",
+            status=500,
+        )
 
     def _take_run(self) -> list[_Job]:
         """The next transaction's jobs: one operation, or every publish queued before it."""
@@ -327,19 +376,18 @@ class AxonFile:
             if not job.future.done():
                 job.future.set_exception(error)
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, rows: list[tuple[Any, ...]], flush: bool) -> None:
         """In the executor: one transaction for a run of publishes."""
-        if not rows:
-            return
-        self._transaction(lambda: self._writer.executemany(_INSERT_EVENT, rows))
+        self._transaction(lambda: self._writer.executemany(_INSERT_EVENT, rows), flush)
 
-    def _run_op(self, ctx: WriteContext, job: _Job) -> None:
+    def _run_op(self, ctx: WriteContext, job: _Job, flush: bool) -> None:
         """In the executor: an operation in its own transaction."""
         assert job.op is not None
         op = job.op
-        job.result = self._transaction(lambda: op(ctx))
+        job.result = self._transaction(lambda: op(ctx), flush)
 
-    def _transaction(self, body: Callable[[], Any]) -> Any:
+    def _transaction(self, body: Callable[[], Any], flush: bool) -> Any:
+        """Run `body` in a transaction; with `flush`, fdatasync the WAL after the commit."""
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -349,6 +397,8 @@ class AxonFile:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if flush:
+            self._wal.flush()
         return result
 
     def _load_tip(self) -> _Tip:
@@ -408,6 +458,7 @@ class AxonFile:
             conn.close()
         self._all_readers.clear()
         self._writer.close()
+        self._wal.close()
 
 
 def _storage_error(e: BaseException) -> BaseException:
@@ -418,4 +469,10 @@ def _storage_error(e: BaseException) -> BaseException:
         return Unavailable("the Axon file is locked by another process; retry", code="busy")
     if isinstance(e, apsw.Error):
         return AxonError(f"storage error: {e}", code="storage_error", status=500)
+    if isinstance(e, FlushFailed):
+        return AxonError(
+            f"{e}; the write may or may not have been kept",
+            code="storage_error",
+            status=500,
+        )
     return e

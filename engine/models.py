@@ -6,6 +6,7 @@ the rest are pydantic models that the HTTP layer serialises as they are.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -141,6 +142,23 @@ class RowChange(BaseModel):
     after: dict[str, Any] | None
 
 
+MIN_MEMORY = 6 << 20  # Docker's own minimum
+MEMORY_PATTERN = r"^(\d{1,15}(?:\.\d{1,6})?) ?([kKmMgGtTpP]?)[iI]?[bB]?$"  # Docker's: 512m, 1GiB
+_MEMORY = re.compile(MEMORY_PATTERN)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def memory_bytes(value: str) -> int:
+    """Docker's memory notation (`512m`, `1g`, `1048576`) in bytes."""
+    match = _MEMORY.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f"memory {value!r:.40}: write a number with an optional unit k, m, g, t or p "
+            "(for example 512m)"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
 def mcp_servers(raw: list[dict[str, Any]]) -> list[Any]:
     """An ACP agent's `mcp_servers` as the ACP SDK's models (for session/new); ValueError
     names the bad entry. Each entry is checked alone: the SDK's request model silently drops
@@ -187,7 +205,7 @@ class AgentSpec(BaseModel):
     on_busy: Literal["queue", "interrupt", "merge"] = "queue"
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)
-    memory: str = "512m"
+    memory: str = Field("512m", pattern=MEMORY_PATTERN)
     cpus: float = Field(1.0, gt=0)
     pids: int = Field(256, ge=16)
     network: Literal["none", "bridge"] = "none"

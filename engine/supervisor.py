@@ -20,17 +20,20 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import ValidationError
 
 from engine.broker import BrokerHooks, NativeBroker, ProtocolError
 from engine.broker.permissions import CONTROL_EVENT_TYPES, DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, InvalidInput, NotFound
 from engine.models import AgentSpec, AgentView, Draft, Event, PublishResult
+from engine.policy import check_remote_spec
 from engine.runtime import AgentKey, Runtime, pick_runtime
 from engine.runtime.process import ProcessRuntime
 
 if TYPE_CHECKING:
     from engine.broker.acp import AcpBroker
     from engine.engine import Engine
+    from engine.tokens import Principal
 
 LOG_FLUSH_S = 0.5
 LOG_LINES_PER_FLUSH = 50
@@ -68,7 +71,14 @@ class AgentWorker:
     """One agent: its driver task, its runtime handle and its broker."""
 
     def __init__(
-        self, supervisor: Supervisor, axon_id: str, spec: AgentSpec, runtime: Runtime, desired: str
+        self,
+        supervisor: Supervisor,
+        axon_id: str,
+        spec: AgentSpec,
+        runtime: Runtime,
+        desired: str,
+        *,
+        remote: bool = False,
     ) -> None:
         self.sup = supervisor
         self.engine = supervisor.engine
@@ -77,6 +87,7 @@ class AgentWorker:
         self.runtime = runtime
         self.key = AgentKey(supervisor.home_id, axon_id, spec.name)
         self.desired = desired
+        self.remote = remote  # declared over TCP: Docker only, ever
         self.state = "stopped"
         self.detail: dict[str, Any] = {}
         self.broker: NativeBroker | AcpBroker | None = None
@@ -122,7 +133,7 @@ class AgentWorker:
             runtime=self.runtime.kind,
             cursor=cursor,
             spec=self.spec,
-            detail=self.detail,
+            detail={**self.detail, "declared_over": "tcp" if self.remote else "socket"},
         )
 
     async def detach(self) -> None:
@@ -261,7 +272,9 @@ class AgentWorker:
         """Create (if needed), start, attach and initialise; then deliver from the cursor."""
         self._enter("starting")
         await self._system("agent.starting", {"reason": reason, "runtime": self.runtime.kind})
-        await self.runtime.create(self.key, self.spec, self.sup.environment(self.spec))
+        await self.runtime.create(
+            self.key, self.spec, self.sup.environment(self.spec, remote=self.remote)
+        )
         await self._open_channel(await self.runtime.start(self.key))
         await self._initialize()
         self._enter("running")
@@ -339,7 +352,9 @@ class AgentWorker:
                 await self._initialize()
                 restarted = True
         else:  # hibernated, failed: start it again
-            await self.runtime.create(self.key, self.spec, self.sup.environment(self.spec))
+            await self.runtime.create(
+                self.key, self.spec, self.sup.environment(self.spec, remote=self.remote)
+            )
             await self._open_channel(await self.runtime.start(self.key))
             await self._initialize()
             restarted = True
@@ -671,40 +686,58 @@ class Supervisor:
         self._workers: dict[tuple[str, str], AgentWorker] = {}
 
     async def start(self) -> None:
+        """Bring back every declared agent. Nothing here needs Docker: while it does not
+        answer, Docker agents are marked failed (and retried), and the engine serves."""
         self.home_id = await self.engine._run(self.engine.catalog.home_id)
-        for axon_id, _name, raw, desired in await self.engine._run(self.engine.catalog.agents):
-            spec = AgentSpec.model_validate(raw)
-            await self._spawn(axon_id, spec, desired)
+        for axon_id, name, raw, desired, declared_over in await self.engine._run(
+            self.engine.catalog.agents
+        ):
+            try:
+                spec = AgentSpec.model_validate(raw)
+            except ValidationError as e:  # stored by an older version: say so, serve the rest
+                self.notices.append(f"agent {name} of {axon_id} is not started: {e}")
+                continue
+            await self._spawn(axon_id, spec, desired, remote=declared_over != "socket")
         await self._remove_orphans()
 
     async def close(self) -> None:
         await asyncio.gather(*(worker.detach() for worker in self._workers.values()))
-        for runtime in self._runtimes.values():
-            await runtime.close()
+        for kind in ("docker", "process"):  # "auto" is one of them
+            if (runtime := self._runtimes.get(kind)) is not None:
+                await runtime.close()
 
-    def runtime_for(self, spec: AgentSpec) -> Runtime:
-        kind = spec.runtime if spec.runtime != "auto" else self.runtime_kind
-        if kind == "auto" and spec.image is None:
-            kind = "process"
-        cached = self._runtimes.get(kind)
-        if cached is None:
-            cached = pick_runtime(kind, self.home_id)
-            if isinstance(cached, ProcessRuntime):
-                cached._pid_dir = self.engine.paths.agents
-                cached.stop_leftovers()
-                if kind == "auto":
-                    self.notices.append("no Docker engine answers: agents run as local processes")
-            self._runtimes[kind] = cached
-        if cached.kind == "process" and not spec.command:
-            raise InvalidInput(
-                f"agent {spec.name} names only an image and no Docker engine answers; "
-                "start Docker or give the agent a command",
-                code="docker_unavailable",
-            )
-        return cached
+    def runtime_for(self, spec: AgentSpec, *, remote: bool = False) -> Runtime:
+        """Where the agent runs. A spec declared over TCP (`remote`) runs in Docker and
+        nowhere else: without Docker it fails rather than run on the host."""
+        if remote or spec.runtime == "docker":
+            return self._runtime("docker")
+        if spec.runtime == "process" or spec.image is None:
+            return self._runtime("process")
+        chosen = self._runtime(self.runtime_kind)
+        if chosen.kind == "process" and not spec.command:
+            return self._runtime("docker")  # only an image: failed until Docker answers
+        return chosen
 
-    async def _spawn(self, axon_id: str, spec: AgentSpec, desired: str) -> AgentWorker:
-        worker = AgentWorker(self, axon_id, spec, self.runtime_for(spec), desired)
+    def _runtime(self, kind: str) -> Runtime:
+        """The runtime of `kind` (one of each at most), made on first need; `auto` decides
+        once whether that is Docker or processes."""
+        if kind not in self._runtimes:
+            made = pick_runtime(kind, self.home_id)
+            if made.kind not in self._runtimes:
+                if isinstance(made, ProcessRuntime):
+                    made._pid_dir = self.engine.paths.agents
+                    made.stop_leftovers()
+                self._runtimes[made.kind] = made
+            if kind == "auto" and made.kind == "process":
+                self.notices.append("no Docker engine answers: agents run as local processes")
+            self._runtimes[kind] = self._runtimes[made.kind]
+        return self._runtimes[kind]
+
+    async def _spawn(
+        self, axon_id: str, spec: AgentSpec, desired: str, *, remote: bool
+    ) -> AgentWorker:
+        runtime = self.runtime_for(spec, remote=remote)
+        worker = AgentWorker(self, axon_id, spec, runtime, desired, remote=remote)
         self._workers[(axon_id, spec.name)] = worker
         worker.start()
         return worker
@@ -714,11 +747,20 @@ class Supervisor:
         if docker_runtime is None:
             return
         known = {(w.axon_id, w.spec.name) for w in self._workers.values()}
-        for key, _status in await docker_runtime.managed():
+        try:
+            managed = await docker_runtime.managed()
+        except AxonError:
+            return  # Docker does not answer: nothing of ours runs there to remove
+        for key, _status in managed:
             if (key.axon_id, key.name) not in known:
                 await docker_runtime.remove(key)
 
-    def environment(self, spec: AgentSpec) -> dict[str, str]:
+    def environment(self, spec: AgentSpec, *, remote: bool = False) -> dict[str, str]:
+        """What the agent's sandbox gets: its `env` and its secrets. A spec declared over TCP
+        is held to the operator's policy as it stands now, so a tightened config.toml takes
+        effect at the agent's next start."""
+        if remote:
+            check_remote_spec(spec, self.engine.config.agents, limited=False)
         missing = [s for s in spec.secrets if s not in os.environ]
         if missing:
             raise InvalidInput(
@@ -730,7 +772,17 @@ class Supervisor:
     # -- API ----------------------------------------------------------------------------
 
     async def add(self, spec: AgentSpec) -> AgentView:
-        """Declare an agent (or replace its spec) and start it."""
+        """Declare an agent (or replace its spec) and start it, as the operator (the socket,
+        in-process): any spec the runtimes can run."""
+        return await self._declare(spec, remote=False)
+
+    async def add_remote(self, spec: AgentSpec, caller: Principal) -> AgentView:
+        """Declare an agent for a token over TCP: the spec must keep to the operator's policy
+        (engine.policy), and the agent runs in Docker and nowhere else, ever."""
+        check_remote_spec(spec, self.engine.config.agents, limited=caller.axons is not None)
+        return await self._declare(spec, remote=True)
+
+    async def _declare(self, spec: AgentSpec, *, remote: bool) -> AgentView:
         if spec.protocol not in ("axon", "acp"):
             raise InvalidInput(
                 f"protocol {spec.protocol!r} is not supported yet; this engine speaks the native "
@@ -751,8 +803,9 @@ class Supervisor:
             spec.name,
             spec.model_dump(mode="json"),
             "running",
+            "tcp" if remote else "socket",
         )
-        worker = await self._spawn(axon.id, spec, "running")
+        worker = await self._spawn(axon.id, spec, "running", remote=remote)
         return worker.view(await self.engine.agent_cursor(axon.id, spec.name))
 
     def _worker(self, axon_id: str, name: str) -> AgentWorker:

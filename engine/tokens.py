@@ -16,11 +16,12 @@ from pathlib import Path
 
 import orjson
 
-from engine.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from engine.errors import ErrorCode, Forbidden, InvalidInput, NotFound, Unauthorized
 from engine.log import check_label, connect
 
 SCOPES = ("read", "publish", "sql-write", "admin")
 TOKEN_PREFIX = "axt_"
+RESERVED_NAME_PREFIX = "webhook:"  # the author of a signed webhook's events (api/webhooks.py)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens(
@@ -55,6 +56,17 @@ class Principal:
                 f"(create one with `axons token create NAME --scope {scope}`)"
             )
 
+    def require_unlimited(self, action: str) -> None:
+        """Making an Axon is for admins of every Axon: a token limited to some Axons could
+        not reach the new one, and must not mint Axons (or names) for others."""
+        self.require("admin")
+        if self.axons is not None:
+            raise Forbidden(
+                f"token {self.name!r} is limited to some Axons and cannot {action}; use a token "
+                "that is not limited (`axons token create NAME --scope admin`)",
+                code=ErrorCode.LIMITED_TOKEN,
+            )
+
 
 @dataclass(frozen=True)
 class TokenInfo:
@@ -85,6 +97,12 @@ class TokenStore:
     def create(self, name: str, scope: str, axons: list[str] | None = None) -> str:
         """Store a new token and return it; this is the only time it is shown."""
         check_label("name", name)
+        if name.startswith(RESERVED_NAME_PREFIX):
+            raise InvalidInput(
+                f"token names starting with {RESERVED_NAME_PREFIX!r} are reserved for signed "
+                "webhooks (their events' author); pick another name",
+                code=ErrorCode.INVALID_NAME,
+            )
         if scope not in SCOPES:
             raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)

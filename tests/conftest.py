@@ -9,6 +9,9 @@ import pytest
 
 from engine import Engine
 
+# The shared helpers hold assertions of their own: rewrite them wherever they are imported from.
+pytest.register_assert_rewrite("tests.agents_support", "tests.http_support")
+
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:

@@ -3,25 +3,24 @@ plus the extensions. `create_app(engine, require_token=...)` builds one; `engine
 runs it on the home's unix socket and, optionally, TCP.
 """
 
-import hashlib
-import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from engine.api import schemas as s
+from engine.api import webhooks
 from engine.api.fastpath import FastPublish
 from engine.api.limits import BodyLimit
 from engine.api.sse import EventStream
 from engine.engine import Engine
-from engine.errors import AxonError, Forbidden, InvalidInput, Unauthorized
-from engine.models import AgentSpec, Draft, Event
+from engine.errors import AxonError, InvalidInput, Unauthorized
+from engine.models import AgentSpec, AgentView, Draft, Event, PublishResult
 from engine.state import BatchFailed
 from engine.tokens import Principal, TokenStore
 
@@ -42,11 +41,7 @@ def create_asgi(
     """What the server runs: body limits, then the publish fast path, then the app. They
     sit outside FastAPI's own middleware, which costs more than a publish itself."""
     app = create_app(engine, tokens, require_token=require_token, **options)
-    fast = FastPublish(
-        app,
-        authenticate=app.state.authenticate,
-        publish=lambda axon_id, drafts: engine.publish_batch(axon_id, drafts),
-    )
+    fast = FastPublish(app, authenticate=app.state.authenticate, publish=app.state.publish)
     return BodyLimit(
         fast,
         default=engine.max_payload * 4 + (64 << 10),
@@ -76,7 +71,8 @@ def create_app(
         default_response_class=ORJSONResponse,
         responses=ERRORS,
     )
-    secrets = webhook_secrets or {}
+    secrets = webhooks.normalise_secrets(webhook_secrets)
+    replays = webhooks.ReplayGuard(engine.config.webhooks.replay_window_s)
     local = Principal(engine.local_user)
 
     def authenticate(authorization: str | None) -> Principal:
@@ -90,6 +86,15 @@ def create_app(
         return tokens.authenticate(authorization[7:].strip())
 
     app.state.authenticate = authenticate
+
+    async def publish_drafts(axon_id: str, drafts: Sequence[Draft]) -> list[PublishResult]:
+        """Every client publish (the fast path's too). Over TCP a token may not pass for a
+        signed webhook; on the socket the operator may."""
+        if require_token:
+            webhooks.check_client_drafts(drafts, secrets)
+        return await engine.publish_batch(axon_id, drafts)
+
+    app.state.publish = publish_drafts
 
     async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
         return authenticate(authorization)  # async: FastAPI would run a plain def in a thread
@@ -156,7 +161,7 @@ def create_app(
 
     @app.post("/v1/axons", response_model=s.AxonView, tags=["axons"])
     async def create_axon(caller: Caller, body: s.CreateAxon | None = None) -> s.AxonView:
-        caller.require("admin")
+        caller.require_unlimited("create Axons")
         body = body or s.CreateAxon()
         return await engine.create_axon(body.name, body.metadata)
 
@@ -173,7 +178,7 @@ def create_app(
     )
     async def import_axon(caller: Caller, request: Request, name: str | None = None) -> s.AxonView:
         """Registered before `/v1/axons/{id}`, which would otherwise match "import"."""
-        caller.require("admin")
+        caller.require_unlimited("import Axons")
         body = await request.body()
         return await engine.import_axon(body.splitlines(), name=name)
 
@@ -240,17 +245,15 @@ def create_app(
         x_request_id: Annotated[str | None, Header()] = None,
     ) -> Response:
         axon_id = await axon_for(caller, ref, "publish")
-        result = await engine.publish(
-            axon_id, draft_of(body, caller, idempotency_key or x_request_id)
+        [result] = await publish_drafts(
+            axon_id, [draft_of(body, caller, idempotency_key or x_request_id)]
         )
         return Response(orjson.dumps(result.to_dict()), media_type="application/json")
 
     @app.post("/v1/axons/{id}/publish/batch", response_model=s.PublishBatchResult, tags=["events"])
     async def publish_batch(caller: Caller, ref: AxonId, body: s.PublishBatchRequest) -> Response:
         axon_id = await axon_for(caller, ref, "publish")
-        results = await engine.publish_batch(
-            axon_id, [draft_of(e, caller, None) for e in body.events]
-        )
+        results = await publish_drafts(axon_id, [draft_of(e, caller, None) for e in body.events])
         return Response(
             orjson.dumps({"results": [r.to_dict() for r in results]}), media_type="application/json"
         )
@@ -406,7 +409,7 @@ def create_app(
     @app.post("/v1/axons/{id}/fork", response_model=s.AxonView, tags=["records"])
     async def fork(caller: Caller, ref: AxonId, body: s.ForkRequest) -> s.AxonView:
         axon_id = await axon_for(caller, ref, "read")
-        caller.require("admin")
+        caller.require_unlimited("fork Axons")
         return await engine.fork(axon_id, body.at_sequence, name=body.name)
 
     # -- agents -------------------------------------------------------------------------
@@ -414,27 +417,26 @@ def create_app(
     @app.get("/v1/axons/{id}/agents", response_model=s.AgentList, tags=["agents"])
     async def list_agents(caller: Caller, ref: AxonId) -> s.AgentList:
         axon_id = await axon_for(caller, ref, "read")
-        return s.AgentList(agents=await engine.agents.list(axon_id))
+        views = await engine.agents.list(axon_id)
+        if not caller.allows("admin"):
+            views = [_without_env_values(v) for v in views]
+        return s.AgentList(agents=views)
 
     @app.post("/v1/axons/{id}/agents", response_model=s.AgentView, tags=["agents"])
     async def add_agent(caller: Caller, ref: AxonId, body: s.AgentSpecBody) -> s.AgentView:
         """Declare an agent on this Axon (replacing one of the same name) and start it."""
         axon_id = await axon_for(caller, ref, "admin")
         spec = AgentSpec.model_validate({**body.model_dump(), "axon": axon_id})
-        if require_token and engine.agents.runtime_for(spec).kind == "process":
-            # An unsandboxed process on the host is more than any token should grant.
-            raise Forbidden(
-                "agents that run as local processes can only be declared on the "
-                "engine's own socket (the axons CLI on this machine); over TCP, "
-                "give the agent an image"
-            )
+        if require_token:  # a token's spec keeps to the operator's policy (engine/policy.py)
+            return await engine.agents.add_remote(spec, caller)
         return await engine.agents.add(spec)
 
     @app.get("/v1/axons/{id}/agents/{name}/logs", response_model=s.AgentLogs, tags=["agents"])
     async def agent_logs(
         caller: Caller, ref: AxonId, name: str, tail: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> s.AgentLogs:
-        axon_id = await axon_for(caller, ref, "read")
+        """Admins only: an agent's stderr may say more than its events do."""
+        axon_id = await axon_for(caller, ref, "admin")
         return s.AgentLogs(lines=await engine.agents.logs(axon_id, name, tail))
 
     @app.get("/v1/axons/{id}/agents/{name}/cursor", response_model=s.Cursor, tags=["agents"])
@@ -481,39 +483,64 @@ def create_app(
     # -- webhooks -----------------------------------------------------------------------
 
     @app.post(
-        "/v1/axons/{id}/webhook/{source}", response_model=s.PublishResultView, tags=["events"]
+        "/v1/axons/{id}/webhook/{source}",
+        response_model=s.PublishResultView,
+        tags=["events"],
+        openapi_extra={
+            "requestBody": {"content": {"application/json": {"schema": {}}}},
+        },
     )
     async def webhook(
-        caller: Caller,
         ref: AxonId,
         source: Annotated[str, Path(min_length=1, max_length=200)],
         request: Request,
-        body: Annotated[Any, Body()] = None,
         event_type: str | None = None,
+        authorization: Annotated[str | None, Header()] = None,
         x_github_event: Annotated[str | None, Header()] = None,
         x_hub_signature_256: Annotated[str | None, Header()] = None,
         x_github_delivery: Annotated[str | None, Header()] = None,
     ) -> Response:
-        """Any JSON body becomes an EXTERNAL_EVENT from `source`."""
-        axon_id = await axon_for(caller, ref, "publish")
-        raw = await request.body()
+        """Any JSON body becomes an EXTERNAL_EVENT from `source`. A source with a secret is
+        authenticated by its signature alone; any other needs a publish token."""
+        source = webhooks.normalise_source(source)
         secret = secrets.get(source)
-        if secret is not None:
-            expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-            if not x_hub_signature_256 or not hmac.compare_digest(expected, x_hub_signature_256):
-                raise Unauthorized(
-                    f"the X-Hub-Signature-256 of this {source} webhook does not "
-                    "match its configured secret"
-                )
+        if secret is None:  # the token is checked before the body is read
+            caller = authenticate(authorization)
+            axon_id = await axon_for(caller, ref, "publish")
+            author = caller.name
+            raw = await request.body()
+        else:
+            raw = await request.body()
+            webhooks.check_signature(secret, raw, x_hub_signature_256, source)
+            axon_id = ref if ref.startswith("axn_") else (await engine.get_axon(ref)).id
+            author = webhooks.verified_author(source)
+        payload, body = webhooks.parse_body(raw)
         kind = event_type or x_github_event or _body_type(body) or "webhook"
-        # The sender's own bytes (already checked to be JSON): what its signature covers,
-        # and nothing lost to re-encoding (integers beyond 64 bits, key order).
-        payload = raw.decode("utf-8") if raw.strip() else "null"
-        draft = Draft(kind[:200], payload, source, "EXTERNAL_EVENT", x_github_delivery, caller.name)
-        result = await engine.publish(axon_id, draft)
+        key = webhooks.delivery_key(source, x_github_delivery)
+        draft = Draft(kind[:200], payload, source, "EXTERNAL_EVENT", key, author)
+        if secret is None:
+            result = await engine.publish(axon_id, draft)
+        else:
+            result = await publish_signed(axon_id, draft, raw, x_github_delivery)
         return Response(orjson.dumps(result.to_dict()), media_type="application/json")
 
+    async def publish_signed(
+        axon_id: str, draft: Draft, raw: bytes, delivery: str | None
+    ) -> PublishResult:
+        replays.admit(axon_id, draft.source, raw, delivery)
+        try:
+            return await engine.publish(axon_id, draft)
+        except BaseException:
+            replays.forget(axon_id, draft.source, raw)
+            raise
+
     return app
+
+
+def _without_env_values(view: AgentView) -> AgentView:
+    """An agent as a token below admin sees it: the names of its `env`, not the values."""
+    env = {name: "<redacted>" for name in view.spec.env}
+    return view.model_copy(update={"spec": view.spec.model_copy(update={"env": env})})
 
 
 def _body_type(body: Any) -> str | None:

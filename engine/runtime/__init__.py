@@ -7,10 +7,11 @@ __all__ = ["AgentIO", "AgentKey", "Runtime", "Status", "pick_runtime"]
 
 
 def pick_runtime(kind: str, home_id: str) -> Runtime:
-    """`docker`, `process`, or `auto`: Docker when its engine answers, else processes."""
-    from engine.runtime.docker import DockerRuntime, docker_available
+    """`docker`, `process`, or `auto`: Docker when its engine answers, else processes.
+    `docker` never fails here: while no Docker engine answers, its calls do."""
+    from engine.runtime.docker import DockerWhenReachable, docker_available
     from engine.runtime.process import ProcessRuntime
 
     if kind == "docker" or (kind == "auto" and docker_available()):
-        return DockerRuntime(home_id)
+        return DockerWhenReachable(home_id)
     return ProcessRuntime(home_id)

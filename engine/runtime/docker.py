@@ -181,7 +181,7 @@ class DockerRuntime(Runtime):
         return await DockerIO(raw).open()
 
     def workdir(self, spec: AgentSpec) -> str:
-        return spec.workdir or "/work"
+        return container_workdir(spec)
 
     async def pause(self, key: AgentKey) -> None:
         await self._call(self._api.pause, key.slug)
@@ -247,6 +247,75 @@ class DockerRuntime(Runtime):
     async def close(self) -> None:
         self._pool.shutdown(wait=False)
         self._client.close()
+
+
+class DockerWhenReachable(Runtime):
+    """Docker, connected on first need and again after each failure to connect. While no
+    Docker engine answers every call fails with `docker_unavailable`: the engine starts
+    anyway, its Docker agents are marked failed (and retried with backoff), and an agent
+    that must stay sandboxed never falls back to running on the host."""
+
+    kind = "docker"
+
+    def __init__(self, home_id: str) -> None:
+        self.home_id = home_id
+        self._docker: DockerRuntime | None = None
+        self._connecting = asyncio.Lock()  # agents starting together share one connection
+
+    async def connected(self) -> DockerRuntime:
+        async with self._connecting:
+            if self._docker is None:
+                try:
+                    self._docker = await asyncio.to_thread(DockerRuntime, self.home_id)
+                except docker.errors.DockerException as e:
+                    raise Unavailable(
+                        "no Docker engine answers, and this agent runs only in Docker; it is "
+                        f"retried with backoff until Docker is back ({e})",
+                        code="docker_unavailable",
+                    ) from None
+            return self._docker
+
+    async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
+        await (await self.connected()).create(key, spec, env)
+
+    def workdir(self, spec: AgentSpec) -> str:
+        return container_workdir(spec)
+
+    async def start(self, key: AgentKey) -> AgentIO:
+        return await (await self.connected()).start(key)
+
+    async def attach(self, key: AgentKey) -> AgentIO:
+        return await (await self.connected()).attach(key)
+
+    async def pause(self, key: AgentKey) -> None:
+        await (await self.connected()).pause(key)
+
+    async def resume(self, key: AgentKey) -> None:
+        await (await self.connected()).resume(key)
+
+    async def stop(self, key: AgentKey, timeout_s: float = 5.0) -> None:
+        await (await self.connected()).stop(key, timeout_s)
+
+    async def remove(self, key: AgentKey) -> None:
+        await (await self.connected()).remove(key)
+
+    async def status(self, key: AgentKey) -> Status:
+        return await (await self.connected()).status(key)
+
+    async def logs(self, key: AgentKey, tail: int = 100) -> list[str]:
+        return await (await self.connected()).logs(key, tail)
+
+    async def managed(self) -> list[tuple[AgentKey, Status]]:
+        return await (await self.connected()).managed()
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+
+
+def container_workdir(spec: AgentSpec) -> str:
+    """The agent's working directory in its container: its own /work volume by default."""
+    return spec.workdir or "/work"
 
 
 def _log_progress(line: str) -> None:

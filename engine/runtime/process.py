@@ -211,8 +211,10 @@ class ProcessRuntime(Runtime):
     def _write_pid(self, key: AgentKey, pid: int) -> None:
         path = self._pid_file(key)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(str(pid))
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the home is private
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(str(pid))
 
     def _clear_pid(self, key: AgentKey) -> None:
         path = self._pid_file(key)

@@ -547,8 +547,12 @@ def make_home_private(home: Home) -> None:
         if directory.is_dir():
             os.chmod(directory, 0o700)
     for path in ours:  # only the engine's own: a home pointed at a busy folder stays intact
-        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+        if path.is_symlink() or not path.exists() or not path.stat().st_mode & 0o077:
+            continue
+        if path.is_file():
             os.chmod(path, 0o600)
+        elif path.is_dir():  # a local agent's own HOME (agents/<agent>.home)
+            os.chmod(path, 0o700)
 
 
 def _lock_home(home: Home) -> int:

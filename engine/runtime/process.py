@@ -134,8 +134,9 @@ class ProcessRuntime(Runtime):
         """The agent's own HOME: it outlives restarts and hibernation (ACP agents keep their
         sessions there), and goes with `remove`."""
         base = self._pid_dir or Path(tempfile.gettempdir()) / f"axons-{self.home_id[:8]}"
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data home is private
         home = base / f"{key.slug}.home"
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        home.mkdir(mode=0o700, exist_ok=True)
         return home
 
     async def attach(self, key: AgentKey) -> AgentIO:

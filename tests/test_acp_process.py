@@ -149,6 +149,21 @@ async def test_secrets_oversized_updates_and_an_engine_restart(
         assert sessions[-1]["session_id"] == session
 
 
+async def test_the_client_offers_no_fs_or_terminal_and_refuses_their_calls(
+    process_engine: Engine, tmp_path: Path
+) -> None:
+    engine = process_engine
+    async with running_agent(engine, tmp_path) as (axon_id, watch, _session):
+        sequence = await publish(engine, axon_id, "CLIENT", "web")
+        end = await turn_end(watch, "acp", sequence)
+        assert end.event_type == "turn.completed", describe(watch.events)
+        assert said(updates(watch, "acp", sequence, end.sequence)).startswith(
+            "readTextFile=False writeTextFile=False terminal=False "
+            "fs/read_text_file=-32601 fs/write_text_file=-32601 terminal/create=-32601 "
+            "_x/probe=-32601"
+        )
+
+
 async def test_permission_pauses_the_agent_until_a_client_decides(
     process_engine: Engine, tmp_path: Path
 ) -> None:

@@ -9,7 +9,9 @@ Every prompt gets a plan and an answer streamed in chunks. Words in the prompt c
 - `CRASH`: exits mid-turn, once per home (a marker file in $HOME), so a re-delivery works.
 - `FAIL`: answers the prompt with a JSON-RPC error, as a model failing would.
 - `FUTURE`: sends a `session/update` kind no SDK models yet; `BIG`: a 2 MB chunk.
-- `ENV NAME`: answers with the variable's value; `MCP`: the MCP servers of session/new.
+- `ENV NAME`: answers with the variable's value; `MCP`: the MCP servers of session/new;
+  `CLIENT`: what the client advertised, and what it answers to fs, terminal and
+  extension calls.
 
 Sessions live in $HOME/sessions/<id>.json, so `session/load` works after a restart when
 $HOME survives (it replays the conversation as user and agent message chunks).
@@ -85,13 +87,17 @@ class Session:
 class SampleAgent:
     def __init__(self) -> None:
         self.conn: Any = None
+        self.client_capabilities: Any = None
         self.sessions: dict[str, Session] = {}
         self.store = Path(os.environ.get("HOME", "/tmp")) / "sessions"
 
     def on_connect(self, conn: Any) -> None:
         self.conn = conn
 
-    async def initialize(self, protocol_version: int, **kwargs: Any) -> InitializeResponse:
+    async def initialize(
+        self, protocol_version: int, client_capabilities: Any = None, **kwargs: Any
+    ) -> InitializeResponse:
+        self.client_capabilities = client_capabilities
         return InitializeResponse(
             protocol_version=PROTOCOL_VERSION,
             agent_capabilities=AgentCapabilities(load_session=True),
@@ -233,8 +239,34 @@ class SampleAgent:
             await self._say(session_id, session, f"{match.group(1)}={value}")
         if "MCP" in text:
             await self._say(session_id, session, "MCP servers: " + ",".join(session.mcp))
+        if "CLIENT" in text:
+            await self._say(session_id, session, await self._probe_client(session_id))
         await self._say(session_id, session, f"You said: {text}")
         return "end_turn"
+
+    async def _probe_client(self, session_id: str) -> str:
+        """The client's advertised fs/terminal capabilities, and its answers to the calls."""
+        caps = self.client_capabilities
+        fs = caps.fs if caps is not None and caps.fs is not None else None
+        found = [
+            f"readTextFile={bool(fs and fs.read_text_file)}",
+            f"writeTextFile={bool(fs and fs.write_text_file)}",
+            f"terminal={bool(caps and caps.terminal)}",
+        ]
+        calls = {
+            "fs/read_text_file": self.conn.read_text_file(session_id=session_id, path="/etc/hosts"),
+            "fs/write_text_file": self.conn.write_text_file(
+                session_id=session_id, path="/tmp/x", content="x"
+            ),
+            "terminal/create": self.conn.create_terminal(session_id=session_id, command="true"),
+            "_x/probe": self.conn.ext_method("x/probe", {}),
+        }
+        for name, call in calls.items():
+            try:
+                found.append(f"{name}=answered {await call}")
+            except RequestError as e:
+                found.append(f"{name}={e.code}")
+        return " ".join(found)
 
     async def _risky(self, session_id: str, session: Session) -> bool:
         """Ask before writing a file; True when it was written."""

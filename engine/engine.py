@@ -285,6 +285,9 @@ class Engine:
                             if e.sequence >= next_seq:
                                 next_seq = e.sequence + 1
                                 yield e
+                    if sub.closed:
+                        return  # the bus is closing (the engine stops): so does the stream
+                    # else it overflowed: a slow subscriber reads on from the file
                 finally:
                     self.bus.detach(sub)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from engine import Event
 from engine.models import AgentSpec
-from tests.agents_support import SAMPLE_AGENTS, Watch, body
+from tests.agents_support import SAMPLE_AGENTS, Watch, body, sample_spec
 
 ACP_IMAGE = "axons/acp_agent:latest"
 ACP_SCRIPT = SAMPLE_AGENTS / "acp_agent" / "agent.py"
@@ -16,19 +16,14 @@ ACP_SCRIPT = SAMPLE_AGENTS / "acp_agent" / "agent.py"
 
 def acp_spec(axon: str, runtime: str, name: str = "acp", **overrides: Any) -> AgentSpec:
     """The sample ACP agent, in a container or as a local process (this venv has the SDK)."""
-    base: dict[str, Any] = {
-        "name": name,
-        "axon": axon,
-        "protocol": "acp",
-        "runtime": runtime,
-        "idle_pause_s": 600.0,
-        "idle_hibernate_s": 600.0,
-    }
-    if runtime == "docker":
-        base["image"] = ACP_IMAGE
-    else:
-        base["command"] = [sys.executable, "-u", str(ACP_SCRIPT)]
-    return AgentSpec.model_validate({**base, **overrides})
+    return sample_spec(
+        axon,
+        runtime,
+        name=name,
+        image=ACP_IMAGE,
+        command=[sys.executable, "-u", str(ACP_SCRIPT)],
+        **{"protocol": "acp", **overrides},
+    )
 
 
 def updates(watch: Watch, agent: str, after: int, before: int | None = None) -> list[Event]:

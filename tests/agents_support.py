@@ -148,21 +148,36 @@ def container_state(
 # -- specs --------------------------------------------------------------------------------
 
 
-def triage_spec(axon: str, runtime: str, name: str = "triage", **overrides: Any) -> AgentSpec:
-    """The deterministic triage agent, in a container or as a local process."""
+def sample_spec(
+    axon: str, runtime: str, *, name: str, image: str, command: list[str], **overrides: Any
+) -> AgentSpec:
+    """A sample agent in a container (`image`) or as a local process (`command`), idle long
+    enough that no test sees it paused unless it asks."""
     base: dict[str, Any] = {
         "name": name,
         "axon": axon,
+        "runtime": runtime,
         "idle_pause_s": 600.0,
         "idle_hibernate_s": 600.0,
     }
     if runtime == "docker":
-        base["image"] = TRIAGE_IMAGE
+        base["image"] = image
     else:
-        base["command"] = [sys.executable, "-u", str(TRIAGE_SCRIPT)]
-        base["env"] = {"PYTHONPATH": str(SAMPLE_AGENTS)}
-    base["runtime"] = runtime
+        base["command"] = command
     return AgentSpec.model_validate({**base, **overrides})
+
+
+def triage_spec(axon: str, runtime: str, name: str = "triage", **overrides: Any) -> AgentSpec:
+    """The deterministic triage agent, in a container or as a local process."""
+    local = {} if runtime == "docker" else {"env": {"PYTHONPATH": str(SAMPLE_AGENTS)}}
+    return sample_spec(
+        axon,
+        runtime,
+        name=name,
+        image=TRIAGE_IMAGE,
+        command=[sys.executable, "-u", str(TRIAGE_SCRIPT)],
+        **{**local, **overrides},
+    )
 
 
 # -- events -------------------------------------------------------------------------------

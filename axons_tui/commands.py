@@ -85,7 +85,7 @@ async def tui(
 
 
 async def demo_console(opts: Options, *, keep: bool, theme: str | None) -> int:
-    from axons_tui.demo_home import run_demo_console
+    from axons_tui.demo_console import run_demo_console  # Textual loads for the console only
 
     return await run_demo_console(opts.home, keep=keep, theme=theme)
 

@@ -49,7 +49,8 @@ class Terminal:
     def __init__(self, home: Path, status: Path) -> None:
         self.server = f"axons-demo-{uuid.uuid4().hex[:8]}"
         self.status = status
-        demo = f"{AXONS} demo --home {home}"
+        # pytest's COLUMNS and LINES would win over the terminal's size (shutil reads them)
+        demo = f"env -u COLUMNS -u LINES {AXONS} demo --home {home}"
         self._tmux(
             "new-session", "-d", "-s", "demo", "-x", str(SIZE[0]), "-y", str(SIZE[1]),
             f"cd {ROOT} && {demo}; echo $? > {status}",
@@ -98,10 +99,17 @@ class Terminal:
 
     def showing(self, *texts: str, what: str) -> str:
         """The screen, once every one of `texts` is on it."""
-        return wait_for(
-            lambda: screen if all(t in (screen := self.screen()) for t in texts) else None,
-            f"{what} on the screen",
-        )
+        shown = ""
+
+        def on_screen() -> str | None:
+            nonlocal shown
+            shown = self.screen()
+            return shown if all(t in shown for t in texts) else None
+
+        try:
+            return wait_for(on_screen, f"{what} on the screen")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the screen shows:\n{shown}") from None
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -71,13 +71,14 @@ class RuntimeChoice:
     reason: str
 
 
-def prepare_runtime(progress: Progress) -> RuntimeChoice:
-    """Docker when an engine answers and every demo image is there or builds offline (the
-    first run takes about a minute); else local processes. Blocking: run it in a thread."""
+def prepare_runtime(progress: Progress, axons: Sequence[DemoAxon] = DEMO_AXONS) -> RuntimeChoice:
+    """Docker when an engine answers and the images of `axons`' agents are there or build
+    offline (the first run takes about a minute); else local processes. Blocking: run it in
+    a thread."""
     if not docker_available():
         return RuntimeChoice("process", "no Docker engine answers: agents run as local processes")
     try:
-        for axon in DEMO_AXONS:
+        for axon in axons:
             ensure_image(demo_spec(axon, "docker").image or "", progress)
     except AxonError as e:
         return RuntimeChoice(

@@ -75,8 +75,8 @@ async def _ready_runtime() -> RuntimeChoice:
     return choice
 
 
-async def _session_of(app: AxonsApp) -> None:
-    """Returns once the console's engine is up."""
+async def _session_ready(app: AxonsApp) -> None:
+    """Returns once the console has opened its engine."""
     while True:
         with contextlib.suppress(RuntimeError):
             app.session  # noqa: B018 (raises until the console has mounted its session)
@@ -86,50 +86,82 @@ async def _session_of(app: AxonsApp) -> None:
 
 async def _bring_to_life(app: AxonsApp, axon_ids: dict[str, str], choice: RuntimeChoice) -> None:
     """The agents start and the feeds play, through the console's own session."""
-    await _session_of(app)
+    await _session_ready(app)
     session = app.session
     if session.embedded:
         session.runtime = choice.kind  # the status bar says where the demo's agents run
     try:
         await add_demo_agents(session.backend, axon_ids, choice.kind)
         await run_feeds(session.backend, axon_ids)
-    except AxonError as e:
-        app.notify(f"the demo stopped: {e.message}", severity="error", timeout=30)
+    except* AxonError as refused:  # a feed's, or an agent the engine would not take
+        first = refused.exceptions[0]
+        message = first.message if isinstance(first, AxonError) else str(first)
+        app.notify(f"the demo stopped: {message}", severity="error", timeout=30)
 
 
-@contextlib.contextmanager
-def _ending_on_signals(app: AxonsApp) -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP end the console like `q` does, so the cleanup runs."""
-    loop = asyncio.get_running_loop()
-    for sig in ENDING_SIGNALS:
-        loop.add_signal_handler(sig, app.exit, INTERRUPTED)
-    try:
-        yield
-    finally:
+class Ending:
+    """What SIGINT, SIGTERM and SIGHUP do as the demo goes: before the console opens they
+    stop the demo; in the console they end it as `q` does; during the cleanup they wait,
+    since a half-done cleanup would leave containers behind."""
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.app: AxonsApp | None = None
+        self.cleaning = False
+
+    def __call__(self) -> None:
+        if self.cleaning:
+            return
+        if self.app is not None:
+            self.app.exit(INTERRUPTED)
+        elif self.task is not None:
+            self.task.cancel()
+
+    @contextlib.contextmanager
+    def on_signals(self) -> Iterator[Ending]:
+        loop = asyncio.get_running_loop()
         for sig in ENDING_SIGNALS:
-            loop.remove_signal_handler(sig)
+            loop.add_signal_handler(sig, self)
+        try:
+            yield self
+        finally:
+            for sig in ENDING_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+
+async def _run_console(ending: Ending, root: Path, theme: str | None, choice: RuntimeChoice) -> int:
+    async with Engine(root) as engine:  # before the console, so it opens on them
+        axon_ids = await create_demo_axons(engine)
+    app = ending.app = DemoConsole(ConsoleConfig(home=root, theme=theme))
+    demo = asyncio.create_task(_bring_to_life(app, axon_ids, choice))
+    try:
+        return int(await app.run_async() or 0)
+    finally:
+        demo.cancel()
+        await asyncio.gather(demo, return_exceptions=True)
+
+
+async def _clean_up(root: Path, keep: bool) -> None:
+    if keep:
+        console.print(f"demo home kept at {root}")
+        return
+    left = await remove_demo_home(root)
+    for what in left:
+        console.print(f"the demo could not remove everything; run: {what}", style="yellow")
 
 
 async def run_demo_console(
     home: Path | None = None, *, keep: bool = False, theme: str | None = None
 ) -> int:
-    """The demo from start to end; the console's exit code."""
+    """The demo from start to end; the console's exit code (130 when a signal or Ctrl-C
+    ended it)."""
     root = fresh_home(home)
-    try:
-        choice = await _ready_runtime()
-        async with Engine(root) as engine:  # before the console, so it opens on them
-            axon_ids = await create_demo_axons(engine)
-        app = DemoConsole(ConsoleConfig(home=root, theme=theme))
-        with _ending_on_signals(app):
-            demo = asyncio.create_task(_bring_to_life(app, axon_ids, choice))
-            try:
-                code = await app.run_async()
-            finally:
-                demo.cancel()
-                await asyncio.gather(demo, return_exceptions=True)
-        return int(code or 0)
-    finally:
-        if keep:
-            console.print(f"demo home kept at {root}")
-        else:
-            await remove_demo_home(root)
+    with Ending().on_signals() as ending:
+        try:
+            choice = await _ready_runtime()
+            return await _run_console(ending, root, theme, choice)
+        except asyncio.CancelledError:
+            return INTERRUPTED  # stopped before the console opened
+        finally:
+            ending.cleaning = True
+            await _clean_up(root, keep)

@@ -16,7 +16,6 @@ No Textual here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from engine.errors import AxonError
 from engine.home import Home
 from engine.images import ensure_image
 from engine.models import AgentSpec
+from engine.runtime import AgentKey
 from engine.runtime.docker import DockerRuntime, docker_available
 from engine.runtime.process import ProcessRuntime
 
@@ -120,33 +120,46 @@ async def add_demo_agents(backend: Backend, axon_ids: dict[str, str], runtime: R
         await backend.agents.add(spec)
 
 
-def _home_id(home: Path) -> str | None:
+def _declared_agents(home: Path) -> tuple[str, list[AgentKey]] | None:
+    """The home's id and every agent it declared (None when the home never had an engine)."""
     if not Home(home).catalog.exists():
         return None
     catalog = Catalog(Home(home).catalog)
     try:
-        return catalog.home_id()
+        home_id = catalog.home_id()
+        return home_id, [AgentKey(home_id, axon, name) for axon, name, *_ in catalog.agents()]
     finally:
         catalog.close()
 
 
-async def remove_demo_home(home: Path) -> None:
-    """The home and all its agents leave no trace: its containers and their volumes (found
-    by the home's label), process agents a crashed engine left behind, then the files.
-    Call it once the console's engine has stopped."""
-    home_id = await asyncio.to_thread(_home_id, home)
-    if home_id is not None:
+async def remove_demo_home(home: Path) -> list[str]:
+    """The home and all its agents leave no trace: the containers and volumes of every agent
+    it declared or that carries its label, process agents a crashed engine left behind, then
+    the files. Call it once the console's engine has stopped. Returns what could not be
+    removed (each with the command that removes it), so the caller can say so."""
+    declared = await asyncio.to_thread(_declared_agents, home)
+    left: list[str] = []
+    if declared is not None:
+        home_id, agents = declared
         await asyncio.to_thread(ProcessRuntime(home_id, Home(home).agents).stop_leftovers)
         if await asyncio.to_thread(docker_available):
-            await _remove_containers(home_id)
+            left = await _remove_containers(home_id, agents)
     await asyncio.to_thread(shutil.rmtree, home, True)
+    return left
 
 
-async def _remove_containers(home_id: str) -> None:
+async def _remove_containers(home_id: str, agents: list[AgentKey]) -> list[str]:
+    """Every container and volume of the home's agents; a second sweep catches a container
+    that was still being made during the first."""
     docker = DockerRuntime(home_id)
     try:
-        for key, _status in await docker.managed():
-            with contextlib.suppress(AxonError):
-                await docker.remove(key)
+        for _sweep in range(2):
+            keys = {key for key, _status in await docker.managed()} | set(agents)
+            for key in keys:
+                await docker.remove(key)  # a container or volume that is not there is fine
+            agents = []
+        return [f"docker rm -f {key.slug}" for key, _status in await docker.managed()]
+    except AxonError as e:
+        return [f"docker: {e.message}"]
     finally:
         await docker.close()

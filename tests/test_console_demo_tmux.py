@@ -8,6 +8,7 @@ No tmux or no Docker is a failure here, not a skip: `scripts/system-deps` instal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 
 pytest_plugins = ["tests.agents_support"]  # docker_client (the images are built first)
 
-from tests.agents_support import home_id_of  # noqa: E402
+from tests.agents_support import home_id_of, remove_home_containers  # noqa: E402
 from tests.http_support import AXONS, ROOT, axons  # noqa: E402
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Terminal:
     def __init__(self, home: Path, status: Path) -> None:
         self.server = f"axons-demo-{uuid.uuid4().hex[:8]}"
         self.status = status
+        self.home_id: str | None = None  # known once the demo has started
         # pytest's COLUMNS and LINES would win over the terminal's size (shutil reads them)
         demo = f"env -u COLUMNS -u LINES {AXONS} demo --home {home}"
         self._tmux(
@@ -114,7 +116,8 @@ class Terminal:
 
 @pytest.fixture
 def demo(docker_client: docker.DockerClient) -> Iterator[tuple[Terminal, Path]]:
-    """A running demo on a home the test knows, and what it leaves checked afterwards."""
+    """A running demo on a home the test knows. Whatever the test found, nothing of it stays
+    on the machine: the terminal closes, and what the demo left is removed here."""
     place = Path(tempfile.mkdtemp(prefix="axdemo-", dir="/tmp"))  # a short socket path
     home = place / "home"
     terminal = Terminal(home, place / "status")
@@ -122,6 +125,10 @@ def demo(docker_client: docker.DockerClient) -> Iterator[tuple[Terminal, Path]]:
         yield terminal, home
     finally:
         terminal.close()
+        with contextlib.suppress(AssertionError):  # its own cleanup first
+            wait_for(lambda: (not home.exists()) or None, "the demo's cleanup", seconds=30)
+        if terminal.home_id is not None:
+            remove_home_containers(docker_client, terminal.home_id)
         shutil.rmtree(place, ignore_errors=True)
 
 
@@ -141,7 +148,8 @@ def demo_started(terminal: Terminal, home: Path) -> str:
     """The dashboard on the three Axons, filling with events; the home's id."""
     terminal.showing("support", "ci", "deploy", what="the three demo Axons")
     terminal.showing("Billing export fails", "woke in", what="events in the panes")
-    return wait_for(lambda: home_id_of(home), "the demo home's catalog")
+    terminal.home_id = wait_for(lambda: home_id_of(home), "the demo home's catalog")
+    return terminal.home_id
 
 
 def containers(client: docker.DockerClient, home_id: str) -> list[str]:

@@ -135,7 +135,8 @@ async def _run_console(ending: Ending, root: Path, theme: str | None, choice: Ru
     app = ending.app = DemoConsole(ConsoleConfig(home=root, theme=theme))
     demo = asyncio.create_task(_bring_to_life(app, axon_ids, choice))
     try:
-        return int(await app.run_async() or 0)
+        result = await app.run_async()
+        return app.return_code or int(result or 0)  # 1 when the console itself failed
     finally:
         demo.cancel()
         await asyncio.gather(demo, return_exceptions=True)

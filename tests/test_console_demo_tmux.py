@@ -54,17 +54,24 @@ class Terminal:
         # pytest's COLUMNS and LINES would win over the terminal's size (shutil reads them)
         demo = f"env -u COLUMNS -u LINES {AXONS} demo --home {home}"
         self._tmux(
+            "start-server", ";", "set-option", "-g", "history-limit", "3000", ";",
             "new-session", "-d", "-s", "demo", "-x", str(SIZE[0]), "-y", str(SIZE[1]),
             f"cd {ROOT} && {demo}; echo $? > {status}",
+            ";", "set-option", "-t", "demo", "remain-on-exit", "on",  # to read a failure
+            check=True,
         )  # fmt: skip
 
-    def _tmux(self, *args: str) -> str:
+    def _tmux(self, *args: str, check: bool = False) -> str:
         tmux = shutil.which("tmux")
         if tmux is None:
             pytest.fail("tmux is missing: run scripts/system-deps (it installs it)", pytrace=False)
         done = subprocess.run(
-            [tmux, "-L", self.server, *args], capture_output=True, text=True, timeout=30
+            [tmux, "-L", self.server, "-f", "/dev/null", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
+        assert done.returncode == 0 or not check, f"tmux {args[0]}: {done.stderr}"
         return done.stdout
 
     def screen(self) -> str:
@@ -101,17 +108,16 @@ class Terminal:
 
     def showing(self, *texts: str, what: str) -> str:
         """The screen, once every one of `texts` is on it."""
-        shown = ""
 
         def on_screen() -> str | None:
-            nonlocal shown
             shown = self.screen()
             return shown if all(t in shown for t in texts) else None
 
         try:
             return wait_for(on_screen, f"{what} on the screen")
         except AssertionError as e:
-            raise AssertionError(f"{e}; the screen shows:\n{shown}") from None
+            history = self._tmux("capture-pane", "-p", "-S", "-3000", "-t", "demo")
+            raise AssertionError(f"{e}; the terminal shows:\n{history}") from None
 
 
 @pytest.fixture

@@ -55,6 +55,19 @@ async def feeding(*feeds: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def asks_then_wakes(
+    engine: Engine, watch: Watch, agent: str, question: str, answer: str, outcome: str
+) -> None:
+    """The agent asks `question` and sleeps; `answer`, typed in the console, wakes it (the
+    answer is what woke it) and it says `outcome`."""
+    asked = await said(watch, agent, question)
+    await watch.system("agent.paused", agent, after=asked.sequence)
+    reply = await publish(engine, watch.axon_id, answer, "tui")
+    woke = await watch.system("agent.resumed", agent, after=reply)
+    assert body(woke)["trigger_sequence"] == reply
+    await said(watch, agent, outcome, after=reply)
+
+
 async def play_the_demo(engine: Engine, runtime: RuntimeKind) -> None:
     """The three Axons come alive; the support and deploy agents wait for a human, whose
     reply in the console (source tui) wakes each; the ci agent counts failures."""
@@ -77,21 +90,16 @@ async def play_the_demo(engine: Engine, runtime: RuntimeKind) -> None:
             feed_deploy(engine, ids["deploy"]),
         ),
     ):
-        # support: the customer's report, the agent's question, then it sleeps
-        asked = await said(support, "triage", "Can someone confirm")
-        await support.system("agent.paused", "triage", after=asked.sequence)
-        reply = await publish(engine, ids["support"], "Only above 100MB.", "tui")
-        woke = await support.system("agent.resumed", "triage", after=reply)
-        assert body(woke)["trigger_sequence"] == reply
-        await said(support, "triage", "Resumed with the new constraint", after=reply)
-
+        # support: the customer's report, the agent's question, then it sleeps until a reply
+        await asks_then_wakes(
+            engine, support, "triage", "Can someone confirm", "Only above 100MB.",
+            "Resumed with the new constraint",
+        )  # fmt: skip
         # deploy: the release asks, the agent sleeps, a yes wakes it and is recorded
-        question = await said(deploy, "deploy", "Deploy v1.4.2 to production? Reply yes or no.")
-        await deploy.system("agent.paused", "deploy", after=question.sequence)
-        yes = await publish(engine, ids["deploy"], "yes", "tui")
-        woke = await deploy.system("agent.resumed", "deploy", after=yes)
-        assert body(woke)["trigger_sequence"] == yes
-        await said(deploy, "deploy", "Approved by", after=yes)
+        await asks_then_wakes(
+            engine, deploy, "deploy", "Deploy v1.4.2 to production? Reply yes or no.", "yes",
+            "Approved by",
+        )  # fmt: skip
         decided = await rows(engine, ids["deploy"], "SELECT version, status FROM deployments")
         assert decided == [["v1.4.2", "approved"]]
 

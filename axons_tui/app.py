@@ -168,6 +168,19 @@ class AxonsApp(App[int]):
     def get_theme_variable_defaults(self) -> dict[str, str]:
         return dict(CONSOLE_VARIABLES)
 
+    def get_css_variables(self) -> dict[str, str]:
+        """Textual's variables and ours, with our defaults' `$accent`-style references
+        resolved: Textual does not resolve a variable whose value names another, so until a
+        console theme applies (the first frames, where widgets may already mount) `$waiting`
+        would be a stylesheet error."""
+        variables = super().get_css_variables()
+        resolved = {
+            name: variables.get(value[1:], value) if value.startswith("$") else value
+            for name, value in variables.items()
+        }
+        self.theme_variables = resolved
+        return resolved
+
     def _load_themes(self) -> None:
         loaded = load_themes(SHIPPED_THEMES, self.config.themes_dir or user_themes_dir())
         self.notices.extend(loaded.problems)

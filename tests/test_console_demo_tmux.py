@@ -207,7 +207,7 @@ def test_a_reply_typed_into_the_support_composer_wakes_the_agent(
         home, "support", "the agent's answer to the reply",
         lambda e: e["source"] == "triage" and "Resumed with the new constraint" in e["payload"],
     )  # fmt: skip
-    terminal.showing("Resumed with the new constraint", what="the agent's answer")
+    terminal.showing("triage woke in", "Resumed with the new constraint", what="the wake")
 
     terminal.keys("Escape", "q")
     terminal.showing("Quit?", what="the quit question (agents run)")

@@ -50,7 +50,6 @@ class AxonScreen(Screen[None]):
             "shift+tab", "app.focus_previous", "Previous pane", show=False, id="axon.previous_pane"
         ),
     ]
-    WIDGETS_WITH_KEYS = (EventLog, Composer)
 
     def __init__(self, axon_id: str) -> None:
         super().__init__()

@@ -68,7 +68,6 @@ class DashboardScreen(Screen[None]):
             id="dashboard.previous_pane",
         ),
     ]
-    WIDGETS_WITH_KEYS = (EventLog,)
 
     page: var[int] = var(0)
 

@@ -53,10 +53,10 @@ class EventDetail(VerticalScroll):
             ("source", event.source),
             ("type", event.event_type),
             ("author", event.author or "—"),
-            ("idempotency key", event.idempotency_key or "—"),
+            ("idempotency", event.idempotency_key or "—"),
             ("hash", event.hash),
         ):
-            text.append(f"{name:<16}", label)
+            text.append(f"{name:<12}", label)
             text.append(f"{value}\n")
         text.append("payload\n", label)
         text.append(pretty_payload(event.payload))

@@ -169,8 +169,12 @@ class EventLog(ScrollView, can_focus=True):
         self.total = total
         self.virtual_size = Size(0, total)
         if self.following:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._to_tail()
         self._post_status()
+
+    def _to_tail(self) -> None:
+        """Show the newest events, once the layout knows the new length."""
+        self.scroll_end(animate=False, x_axis=False)
 
     def _post_status(self) -> None:
         unseen = 0 if self.following else self.total - self._paused_at
@@ -226,6 +230,8 @@ class EventLog(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         self._strips.clear()
+        if self.following:
+            self._to_tail()
 
     def render_line(self, y: int) -> Strip:
         sequence = int(self.scroll_y) + y + 1
@@ -285,7 +291,7 @@ class EventLog(ScrollView, can_focus=True):
         if self.cursor is not None and not self.compact:
             self.cursor = self.total or None
         self.following = True
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._to_tail()
 
     def action_first(self) -> None:
         if not self.compact and self.total:

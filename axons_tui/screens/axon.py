@@ -140,7 +140,7 @@ class AxonScreen(Screen[None]):
         """The Axon view's own actions, for the command palette."""
         yield ("Write to this Axon", "Focus the composer", self.action_compose)
         yield ("State inspector", "This Axon's tables at the selected event", self.action_inspect)
-        yield ("Replay viewer", "Step through this Axon from the selected event", self.action_replay)
+        yield ("Replay viewer", "Step through it from the selected event", self.action_replay)
         yield ("Follow the newest events", "Jump to the end and follow", self._follow)
         for action in AgentPanel.ACTIONS:
             yield (f"Agent: {action}", f"{action.title()} the selected agent", _bind(self, action))

@@ -154,7 +154,10 @@ class AgentPanel(VerticalScroll):
                 for event in recent:
                     if event.origin == "SYSTEM_EVENT" and event.event_type == "agent.resumed":
                         self._note_wake(event)
-            logs = {a.name: await backend.agents.logs(self.axon_id, a.name, LOG_LINES_SHOWN) for a in agents}
+            logs = {
+                a.name: await backend.agents.logs(self.axon_id, a.name, LOG_LINES_SHOWN)
+                for a in agents
+            }
         except AxonError as e:
             self.notify(f"cannot read the agents: {e.message}", severity="error")
             return

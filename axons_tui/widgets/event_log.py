@@ -51,8 +51,7 @@ class EventLog(ScrollView, can_focus=True):
         "event-log--pending",
         *EVENT_COMPONENT_CLASSES,
     }
-    DEFAULT_CSS = (
-        """
+    DEFAULT_CSS = """
     EventLog {
         overflow-x: hidden;
         overflow-y: auto;
@@ -61,9 +60,7 @@ class EventLog(ScrollView, can_focus=True):
         & > .event-log--pending { color: $foreground-muted; text-style: dim; }
         &:focus > .event-log--cursor { background: $accent 50%; }
     }
-    """
-        + event_css("EventLog")
-    )
+    """ + event_css("EventLog")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor_up", "Previous event", show=False, id="events.previous"),
         Binding("down", "cursor_down", "Next event", show=False, id="events.next"),
@@ -302,9 +299,7 @@ class EventLog(ScrollView, can_focus=True):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In a pane the log only scrolls; paging keys belong to the dashboard."""
-        if self.compact and action in ("page_up", "page_down"):
-            return False
-        return True
+        return not (self.compact and action in ("page_up", "page_down"))
 
     def action_cursor_up(self) -> None:
         self._move_cursor(-1)
@@ -342,9 +337,7 @@ class EventLog(ScrollView, can_focus=True):
     def watch_cursor(self, old: int | None, new: int | None) -> None:
         if new is None:
             return
-        self.scroll_to_region(
-            Region(0, new - 1, 1, 1), animate=False, immediate=True, force=True
-        )
+        self.scroll_to_region(Region(0, new - 1, 1, 1), animate=False, immediate=True, force=True)
         self.refresh()
         self._announce = new
         self._announce_selection()

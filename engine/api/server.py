@@ -37,16 +37,20 @@ def create_asgi(
     require_token: bool,
     public_docs: bool = False,
     body_pace: BodyPace | None = None,
+    fast_publish: bool = True,
     **options: Any,
 ) -> ASGIApp:
     """What the server runs: over TCP the token gate (headers only, before any body is read),
     then body limits, then the publish fast path, then the app. They sit outside FastAPI's own
-    middleware, which costs more than a publish itself."""
+    middleware, which costs more than a publish itself. Without `fast_publish` every publish
+    takes the FastAPI route (tests/test_http_publish_parity.py compares the two)."""
     app = create_app(engine, tokens, require_token=require_token, **options)
     api: ApiContext = app.state.context
-    fast = FastPublish(app, authenticate=api.authenticate, publish=api.publish_drafts)
+    inner: ASGIApp = app
+    if fast_publish:
+        inner = FastPublish(app, authenticate=api.authenticate, publish=api.publish_drafts)
     limited = BodyLimit(
-        fast,
+        inner,
         default=engine.max_payload * 4 + (64 << 10),
         larger={
             "/v1/axons/import": MAX_IMPORT_BYTES,

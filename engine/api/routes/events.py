@@ -11,11 +11,12 @@ from fastapi import Header, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BeforeValidator
 
+from engine.api import publishing
 from engine.api import schemas as s
-from engine.api.routes.deps import AxonId, Caller, Context, json_response, new_router
+from engine.api.routes.deps import ApiContext, AxonId, Caller, Context, json_response, new_router
 from engine.api.sse import EventStream
 from engine.errors import ErrorCode, InvalidInput
-from engine.models import Draft, Event
+from engine.models import Event
 from engine.tokens import Principal
 
 SEQUENCE = re.compile(r"[0-9]{1,100}")
@@ -34,17 +35,6 @@ def plain_digits(value: Any) -> Any:
 SequenceNumber = Annotated[int, BeforeValidator(plain_digits)]
 
 
-def draft_of(body: s.PublishRequest, caller: Principal, key: str | None) -> Draft:
-    return Draft(
-        body.event_type,
-        body.payload,
-        body.source,
-        body.origin,
-        key or body.idempotency_key,
-        caller.name,
-    )
-
-
 @router.post("/v1/axons/{id}/publish", response_model=s.PublishResultView, tags=["events"])
 async def publish(
     api: Context,
@@ -54,20 +44,25 @@ async def publish(
     idempotency_key: Annotated[str | None, Header()] = None,
     x_request_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    axon_id = await api.axon_for(caller, ref, "publish")
-    [result] = await api.publish_drafts(
-        axon_id, [draft_of(body, caller, idempotency_key or x_request_id)]
-    )
-    return json_response(result.to_dict())
+    key = publishing.request_key(idempotency_key, x_request_id)
+    return await publish_body(api, caller, ref, body, key)
 
 
 @router.post("/v1/axons/{id}/publish/batch", response_model=s.PublishBatchResult, tags=["events"])
 async def publish_batch(
     api: Context, caller: Caller, ref: AxonId, body: s.PublishBatchRequest
 ) -> Response:
+    return await publish_body(api, caller, ref, body, None)
+
+
+async def publish_body(
+    api: ApiContext, caller: Principal, ref: str, body: publishing.PublishBody, key: str | None
+) -> Response:
+    """What the fast path does for a well-formed body (engine/api/fastpath.py), by the same
+    functions."""
     axon_id = await api.axon_for(caller, ref, "publish")
-    results = await api.publish_drafts(axon_id, [draft_of(e, caller, None) for e in body.events])
-    return json_response({"results": [r.to_dict() for r in results]})
+    results = await api.publish_drafts(axon_id, publishing.drafts_of(body, caller, key))
+    return Response(publishing.answer(body, results), media_type="application/json")
 
 
 @router.get("/v1/axons/{id}/events", response_model=s.EventsPage, tags=["events"])

@@ -17,6 +17,7 @@ from engine.api.fastpath import FastPublish
 from engine.api.gate import TokenGate
 from engine.api.limits import BodyLimit, BodyPace
 from engine.api.routes import agents, axons, events, records, sql, webhooks
+from engine.api.routes import tokens as token_routes
 from engine.api.routes.deps import ApiContext, OffLoopJSONRoute, ORJSONResponse
 from engine.api.sse import StreamLimits
 from engine.engine import Engine
@@ -27,7 +28,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 408, 409, 413, 422, 503)
 }
 MAX_IMPORT_BYTES = 512 << 20
-ROUTERS = (axons, events, sql, records, agents, webhooks)  # in the order of the description
+ROUTERS = (axons, events, sql, records, agents, webhooks, token_routes)  # the document order
 
 
 def create_asgi(

@@ -76,8 +76,9 @@ class ApiContext:
 
 
 async def context(request: Request) -> ApiContext:
-    context: ApiContext = request.app.state.context
-    return context
+    """The context `create_app` put on its app (routers are shared by every app built)."""
+    api: ApiContext = request.app.state.context
+    return api
 
 
 Context = Annotated[ApiContext, Depends(context)]

@@ -185,12 +185,16 @@ def test_a_reply_typed_into_the_support_composer_wakes_the_agent(
         lambda e: e["event_type"] == "agent.paused" and e["sequence"] > asked["sequence"],
     )  # fmt: skip
 
-    # the contract's keys: tab to the support pane, enter opens it, i writes, enter sends
-    order = [a["name"] for a in json.loads(axons("ls", "--json", home=home).stdout)["axons"]]
-    terminal.keys(*["Tab"] * order.index("support"), "Enter")
-    terminal.showing("support", "Write to this Axon", what="the support Axon's view")
+    # the contract's keys: tab to the support pane, enter opens it, i writes, enter sends;
+    # each key once the screen shows the one before it took effect, as a person would
+    listed = json.loads(axons("ls", "--json", home=home).stdout)["axons"]
+    support = next(a["id"] for a in listed if a["name"] == "support")
+    terminal.keys(*["Tab"] * [a["name"] for a in listed].index("support"), "Enter")
+    terminal.showing(f"support  {support}", "Write to this Axon", what="the support Axon's view")
     terminal.keys("i")
+    terminal.showing("Leave the composer", what="the composer, focused")
     terminal.type(REPLY)
+    terminal.showing(REPLY, what="the reply, typed")
     terminal.keys("Enter")
 
     reply = first(

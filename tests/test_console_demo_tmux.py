@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +47,7 @@ class Terminal:
     the exit code lands in a file when the demo ends."""
 
     def __init__(self, home: Path, status: Path) -> None:
-        self.server = f"axons-demo-{uuid.uuid4().hex[:8]}"
+        self.socket = status.with_name("tmux.sock")  # its own server, gone with the folder
         self.status = status
         self.home_id: str | None = None  # known once the demo has started
         # pytest's COLUMNS and LINES would win over the terminal's size (shutil reads them)
@@ -66,7 +65,7 @@ class Terminal:
         if tmux is None:
             pytest.fail("tmux is missing: run scripts/system-deps (it installs it)", pytrace=False)
         done = subprocess.run(
-            [tmux, "-L", self.server, "-f", "/dev/null", *args],
+            [tmux, "-S", str(self.socket), "-f", "/dev/null", *args],
             capture_output=True,
             text=True,
             timeout=30,

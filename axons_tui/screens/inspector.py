@@ -1,0 +1,301 @@
+"""The state inspector (`s`): an Axon's tables, now or as of any event, a page at a time;
+read-only SQL with its errors shown in place; the rows the selected event changed stand out.
+
+Every read goes through `session.backend` in an exclusive worker, so a slow query never
+freezes the screen and a newer request replaces an older one. The selected event is the
+"as of" sequence (the latest event when that is empty): its `changes(N)` rows are marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from axons_tui.state_reader import Page, StateReader, TableRef
+from axons_tui.widgets.state_table import StateTable
+from engine.backend import Backend
+from engine.errors import AxonError
+from engine.models import QueryResult, RowChange
+
+if TYPE_CHECKING:
+    from axons_tui.app import AxonsApp
+
+T = TypeVar("T")
+
+SQL_MAX_ROWS = 1000  # a query's answer is cut here; the status line says so
+
+
+def changed_rowids(changes: Iterable[RowChange], table: TableRef, sequence: int) -> set[int]:
+    """The rowids to mark in `table`: the rows the event wrote (for the log, the event)."""
+    if table.is_log:
+        return {sequence}
+    return {c.rowid for c in changes if c.table == table.name and c.op != "delete"}
+
+
+def parse_as_of(text: str, last: int) -> int | None:
+    """The "as of" field: empty means now; else a sequence (a leading # is fine) between 0
+    (before the first event) and the latest. ValueError says what to type instead."""
+    text = text.strip().removeprefix("#")
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(f"as of: type an event number from 0 to {last}, or leave it empty")
+    sequence = int(text)
+    if sequence > last:
+        raise ValueError(f"as of #{sequence}: the latest event is #{last}")
+    return sequence
+
+
+def changes_summary(sequence: int, changes: list[RowChange]) -> str:
+    if sequence < 1:
+        return "before the first event"
+    tables = sorted({c.table for c in changes})
+    if not changes:
+        return f"#{sequence} changed no rows"
+    return f"#{sequence} changed {len(changes):,} row{'s' * (len(changes) != 1)} in {', '.join(tables)}"
+
+
+class InspectorScreen(Screen[None]):
+    """One Axon's state, browsable and queryable, now or as of an event."""
+
+    TITLE = "State inspector"
+    HELP = """
+The Axon's own tables and its event log (axon_events), now or as of an event.
+Pick a table on the left; n / p page through it (keyset paging: fast at any depth).
+Type SQL in the query line and press enter: it runs read-only, as of the chosen event.
+"As of" takes an event number (empty: now). The rows that event changed are highlighted.
+"""
+    CSS_PATH = "inspector.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="inspector.back"),
+        Binding("n", "next_page", "Next rows", id="inspector.next_page"),
+        Binding("p", "previous_page", "Prev rows", id="inspector.previous_page"),
+        Binding("g", "first_page", "First rows", id="inspector.first_page", show=False),
+        Binding("G", "last_page", "Last rows", id="inspector.last_page", show=False),
+        Binding("e", "focus_sql", "SQL", id="inspector.sql"),
+        Binding("a", "focus_as_of", "As of", id="inspector.as_of"),
+    ]
+
+    def __init__(self, axon_id: str, at_sequence: int | None = None) -> None:
+        super().__init__()
+        self.axon_id = axon_id
+        self.at_sequence = at_sequence
+        self.latest = 0  # the Axon's last sequence when the screen last looked
+        self.table: TableRef | None = None
+        self.page: Page | None = None
+        self.sql: str | None = None  # the query shown, when not browsing a table
+        self.changes: list[RowChange] = []
+        self.error: str | None = None
+        self.tables: dict[str, TableRef] = {}
+
+    @property
+    def backend(self) -> Backend:
+        return cast("AxonsApp", self.app).session.backend
+
+    @property
+    def reader(self) -> StateReader:
+        return StateReader(self.backend, self.axon_id)
+
+    @property
+    def selected_sequence(self) -> int:
+        """The event whose changes are marked: the "as of" one, else the latest."""
+        return self.latest if self.at_sequence is None else self.at_sequence
+
+    # -- layout
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="inspector-top"):
+            yield Label(Text(f"State · {self.axon_id}"), id="inspector-title")
+            yield Label("as of #", id="as-of-label")
+            yield Input(
+                "" if self.at_sequence is None else str(self.at_sequence),
+                placeholder="now",
+                restrict=r"#?\d*",
+                compact=True,
+                id="as-of",
+                tooltip="An event number: the state right after it. Empty: now.",
+            )
+        with Horizontal(id="inspector-body"):
+            yield OptionList(markup=False, id="tables")
+            with Vertical(id="inspector-main"):
+                yield Input(
+                    placeholder="SELECT …  (enter runs it, read-only)",
+                    compact=True,
+                    id="sql",
+                )
+                yield Static(id="inspector-error", markup=False)
+                yield Static(id="inspector-status", markup=False)
+                yield StateTable(id="rows")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#tables", OptionList).border_title = "Tables"
+        self._show_error(None)
+        self.reload()
+
+    # -- what the user does
+
+    def action_back(self) -> None:
+        if isinstance(self.focused, Input):
+            self.query_one(StateTable).focus()
+            return
+        self.dismiss()
+
+    def action_focus_sql(self) -> None:
+        self.query_one("#sql", Input).focus()
+
+    def action_focus_as_of(self) -> None:
+        self.query_one("#as-of", Input).focus()
+
+    def action_next_page(self) -> None:
+        if self.page is not None and self.sql is None:
+            self._load(self.reader.next_page(self.page))
+
+    def action_previous_page(self) -> None:
+        if self.page is not None and self.sql is None:
+            self._load(self.reader.previous_page(self.page))
+
+    def action_first_page(self) -> None:
+        if self.table is not None:
+            self._load(self.reader.first_page(self.table, self.at_sequence))
+
+    def action_last_page(self) -> None:
+        if self.table is not None:
+            self._load(self.reader.last_page(self.table, self.at_sequence))
+
+    @on(Input.Submitted, "#as-of")
+    def _as_of_chosen(self, event: Input.Submitted) -> None:
+        try:
+            self.at_sequence = parse_as_of(event.value, self.latest)
+        except ValueError as e:
+            self._show_error(str(e))
+            return
+        self.reload()
+
+    @on(Input.Submitted, "#sql")
+    def _sql_submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.sql = event.value
+            self._run_sql(event.value)
+
+    @on(OptionList.OptionHighlighted, "#tables")
+    def _table_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        chosen = event.option.id
+        if chosen is not None and (self.table is None or chosen != self.table.name or self.sql):
+            self.sql = None
+            self.table = self.tables.get(chosen)
+            self.action_first_page()
+
+    def get_commands(self) -> Iterable[tuple[str, str, Callable[[], Any]]]:
+        yield "Inspector: next rows", "The next page of the table", self.action_next_page
+        yield "Inspector: previous rows", "The previous page", self.action_previous_page
+        yield "Inspector: first rows", "The table's first page", self.action_first_page
+        yield "Inspector: last rows", "The table's last page", self.action_last_page
+        yield "Inspector: SQL", "Type a read-only query", self.action_focus_sql
+        yield "Inspector: as of", "Look at the state as of an event", self.action_focus_as_of
+
+    # -- reading (workers; the newest request wins)
+
+    @work(exclusive=True, group="inspector")
+    async def reload(self) -> None:
+        """After a new "as of": the tables that existed then, the event's changes, and the
+        same view again (the table's first page, or the query re-run)."""
+        found = await self._attempt(self._look(self.at_sequence))
+        if found is None:
+            return
+        tables, self.changes = found
+        self._list_tables(tables)
+        if self.sql is not None:
+            await self._show_sql(self.sql)
+        elif self.table is not None:
+            await self._show_page(self.reader.first_page(self.table, self.at_sequence))
+
+    async def _look(self, at_sequence: int | None) -> tuple[list[TableRef], list[RowChange]]:
+        self.latest = await self.backend.last_sequence(self.axon_id)
+        tables = await self.reader.tables(at_sequence)
+        changes = await self.reader.changes(self.selected_sequence)
+        return tables, changes
+
+    @work(exclusive=True, group="inspector")
+    async def _load(self, page: Awaitable[Page]) -> None:
+        await self._show_page(page)
+
+    @work(exclusive=True, group="inspector")
+    async def _run_sql(self, sql: str) -> None:
+        await self._show_sql(sql)
+
+    async def _show_page(self, pending: Awaitable[Page]) -> None:
+        page = await self._attempt(pending)
+        if page is None:
+            return
+        self.page = page
+        self._show_error(None)
+        marked = changed_rowids(self.changes, page.table, self.selected_sequence)
+        self.query_one(StateTable).show(page.result, marked)
+        self._status(page.describe())
+
+    async def _show_sql(self, sql: str) -> None:
+        result = await self._attempt(
+            self.backend.query(
+                self.axon_id, sql, at_sequence=self.at_sequence, max_rows=SQL_MAX_ROWS
+            )
+        )
+        if result is None:
+            return
+        self._show_error(None)
+        marked = set() if self.table is None else changed_rowids(
+            self.changes, self.table, self.selected_sequence
+        )
+        self.query_one(StateTable).show(result, marked)
+        self._status(_result_summary(result))
+
+    async def _attempt(self, pending: Awaitable[T]) -> T | None:
+        """The answer, or None with the engine's refusal shown in place (never raised)."""
+        try:
+            return await pending
+        except AxonError as e:
+            self._show_error(e.message)
+        except OSError as e:
+            self._show_error(f"the engine did not answer ({e}); try again when it is back")
+        return None
+
+    # -- showing
+
+    def _list_tables(self, tables: list[TableRef]) -> None:
+        self.tables = {t.name: t for t in tables}
+        keep = self.table.name if self.table and self.table.name in self.tables else None
+        self.table = self.tables[keep or tables[0].name]
+        options = self.query_one("#tables", OptionList)
+        options.clear_options()
+        options.add_options(Option(Text(t.name), id=t.name) for t in tables)
+        with options.prevent(OptionList.OptionHighlighted):
+            options.highlighted = [t.name for t in tables].index(self.table.name)
+
+    def _status(self, what: str) -> None:
+        when = "now" if self.at_sequence is None else f"as of #{self.at_sequence}"
+        summary = changes_summary(self.selected_sequence, self.changes)
+        self.query_one("#inspector-status", Static).update(
+            Text(f"{what} · {when} · {summary}")
+        )
+
+    def _show_error(self, message: str | None) -> None:
+        self.error = message
+        box = self.query_one("#inspector-error", Static)
+        box.update(Text(message or ""))
+        box.display = message is not None
+
+
+def _result_summary(result: QueryResult) -> str:
+    count = len(result.rows)
+    if result.meta.rows_read_limit_reached:
+        return f"query: the first {count:,} rows (there are more)"
+    return f"query: {count:,} row{'s' * (count != 1)}"

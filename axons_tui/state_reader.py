@@ -1,0 +1,208 @@
+"""Reading an Axon's tables a page at a time, now or as of an event, through the public API.
+
+The state inspector and the replay viewer browse tables that can hold millions of rows, so a
+page is found by rowid (keyset paging: `rowid > last`, fast at any depth) and only tables
+without a rowid fall back to OFFSET. The engine's own `axon_*` tables stay hidden, except
+`axon_events`, the log itself, which a past state does not hold: it is read from the live
+file up to the chosen sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from engine.backend import Backend
+from engine.models import QueryResult, RowChange
+
+PAGE_ROWS = 200
+EVENTS_TABLE = "axon_events"
+_SMALLEST_ROWID = -(2**63)
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A table (or view) the console can browse."""
+
+    name: str
+    has_rowid: bool = True
+
+    @property
+    def is_log(self) -> bool:
+        return self.name == EVENTS_TABLE
+
+
+@dataclass(frozen=True)
+class Page:
+    """Some consecutive rows of a table. With a rowid, the first column holds it."""
+
+    table: TableRef
+    at_sequence: int | None
+    result: QueryResult
+    first: int  # the 1-based position of the first row in the table
+    total: int
+
+    @property
+    def rows(self) -> list[list[Any]]:
+        return self.result.rows
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.rows) - 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.last < self.total
+
+    @property
+    def has_previous(self) -> bool:
+        return self.first > 1
+
+    def describe(self) -> str:
+        """`rows 1–200 of 1,234,567`, as the status line says it."""
+        if not self.rows:
+            return f"{self.table.name}: no rows"
+        return f"{self.table.name}: rows {self.first:,}–{self.last:,} of {self.total:,}"
+
+
+def quote(name: str) -> str:
+    """An SQL identifier, quoted, whatever characters the table's name holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class StateReader:
+    """One Axon's tables through `backend.query`: the list of tables and pages of rows.
+    `at_sequence` None reads the state now; N reads it as it was right after event N."""
+
+    def __init__(self, backend: Backend, axon_id: str) -> None:
+        self.backend = backend
+        self.axon_id = axon_id
+
+    async def _query(
+        self, sql: str, params: list[Any], at_sequence: int | None, max_rows: int = PAGE_ROWS
+    ) -> QueryResult:
+        return await self.backend.query(
+            self.axon_id, sql, params, at_sequence=at_sequence, max_rows=max_rows
+        )
+
+    async def tables(self, at_sequence: int | None = None) -> list[TableRef]:
+        """The Axon's own tables and views as of `at_sequence`, by name, then `axon_events`."""
+        result = await self._query("PRAGMA table_list", [], at_sequence, max_rows=100_000)
+        names = [c.name for c in result.columns]
+        found = []
+        for row in result.rows:
+            entry = dict(zip(names, row, strict=True))
+            name = str(entry["name"])
+            if entry["schema"] != "main" or name.lower().startswith(("sqlite_", "axon_")):
+                continue
+            found.append(TableRef(name, has_rowid=entry["type"] == "table" and not entry["wr"]))
+        return [*sorted(found, key=lambda t: t.name.lower()), TableRef(EVENTS_TABLE)]
+
+    async def first_page(self, table: TableRef, at_sequence: int | None) -> Page:
+        total = await self.count(table, at_sequence)
+        return await self._forward(table, at_sequence, _SMALLEST_ROWID, first=1, total=total)
+
+    async def last_page(self, table: TableRef, at_sequence: int | None) -> Page:
+        total = await self.count(table, at_sequence)
+        if not table.has_rowid:
+            return await self._offset(table, at_sequence, max(0, total - PAGE_ROWS), total)
+        where, params = self._bounds(table, at_sequence)
+        result = await self._query(
+            f"SELECT rowid AS rowid, * FROM {quote(table.name)}{where} "
+            "ORDER BY rowid DESC LIMIT ?",
+            [*params, PAGE_ROWS],
+            self._state_at(table, at_sequence),
+        )
+        result = _reversed(result)
+        return Page(table, at_sequence, result, max(1, total - len(result.rows) + 1), total)
+
+    async def next_page(self, page: Page) -> Page:
+        if not page.has_next:
+            return page
+        if not page.table.has_rowid:
+            return await self._offset(page.table, page.at_sequence, page.last, page.total)
+        return await self._forward(
+            page.table, page.at_sequence, page.rows[-1][0], page.last + 1, page.total
+        )
+
+    async def previous_page(self, page: Page) -> Page:
+        if not page.has_previous:
+            return page
+        start = max(1, page.first - PAGE_ROWS)
+        if not page.table.has_rowid or not page.rows:
+            return await self._offset(page.table, page.at_sequence, start - 1, page.total)
+        where, params = self._bounds(page.table, page.at_sequence, before=page.rows[0][0])
+        result = await self._query(
+            f"SELECT rowid AS rowid, * FROM {quote(page.table.name)}{where} "
+            "ORDER BY rowid DESC LIMIT ?",
+            [*params, PAGE_ROWS],
+            self._state_at(page.table, page.at_sequence),
+        )
+        result = _reversed(result)
+        return replace(page, result=result, first=max(1, page.first - len(result.rows)))
+
+    async def count(self, table: TableRef, at_sequence: int | None) -> int:
+        where, params = self._bounds(table, at_sequence)
+        result = await self._query(
+            f"SELECT count(*) FROM {quote(table.name)}{where}",
+            params,
+            self._state_at(table, at_sequence),
+        )
+        return int(result.rows[0][0])
+
+    async def changes(self, sequence: int) -> list[RowChange]:
+        """The rows event `sequence` changed (none for sequence 0: the state before events)."""
+        if sequence < 1:
+            return []
+        return await self.backend.changes(self.axon_id, sequence)
+
+    async def _forward(
+        self, table: TableRef, at_sequence: int | None, after: Any, first: int, total: int
+    ) -> Page:
+        if not table.has_rowid:
+            return await self._offset(table, at_sequence, first - 1, total)
+        where, params = self._bounds(table, at_sequence, after=after)
+        result = await self._query(
+            f"SELECT rowid AS rowid, * FROM {quote(table.name)}{where} ORDER BY rowid LIMIT ?",
+            [*params, PAGE_ROWS],
+            self._state_at(table, at_sequence),
+        )
+        return Page(table, at_sequence, result, first, total)
+
+    async def _offset(
+        self, table: TableRef, at_sequence: int | None, offset: int, total: int
+    ) -> Page:
+        """A page of a view or a WITHOUT ROWID table: there is no key to seek by."""
+        result = await self._query(
+            f"SELECT * FROM {quote(table.name)} LIMIT ? OFFSET ?",
+            [PAGE_ROWS, offset],
+            self._state_at(table, at_sequence),
+        )
+        return Page(table, at_sequence, result, offset + 1, total)
+
+    @staticmethod
+    def _state_at(table: TableRef, at_sequence: int | None) -> int | None:
+        """Where to read: the past state for the user's tables; the live file for the log,
+        which no past state holds (`_bounds` cuts it at the sequence instead)."""
+        return None if table.is_log else at_sequence
+
+    @staticmethod
+    def _bounds(
+        table: TableRef, at_sequence: int | None, *, after: Any = None, before: Any = None
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of a keyset page, and its parameters."""
+        clauses, params = [], []
+        if after is not None:
+            clauses.append("rowid > ?")
+            params.append(after)
+        if before is not None:
+            clauses.append("rowid < ?")
+            params.append(before)
+        if table.is_log and at_sequence is not None:
+            clauses.append("sequence <= ?")
+            params.append(at_sequence)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _reversed(result: QueryResult) -> QueryResult:
+    return result.model_copy(update={"rows": result.rows[::-1]})

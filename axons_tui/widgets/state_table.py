@@ -1,0 +1,78 @@
+"""A query result as a table, with the rows an event changed standing out.
+
+Cells are `Text` built from the values, so database text is never read as markup; long values
+are cut to keep a 1 MiB payload from costing a frame. The highlight colour comes from the
+theme (`$changed`) through a component class, so it follows a theme switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import DataTable
+
+from engine.models import QueryResult
+
+CELL_CHARS = 80  # how much of a value a cell shows; the rest is behind the cut
+
+
+def cell_text(value: Any, null_style: Style | str = "") -> Text:
+    """One value as a cell: NULL says so, text stays on one line, long values are cut."""
+    if value is None:
+        return Text("NULL", style=null_style)
+    shown = str(value).replace("\n", "⏎")
+    if len(shown) > CELL_CHARS:
+        shown = shown[: CELL_CHARS - 1] + "…"
+    return Text(shown)
+
+
+class StateTable(DataTable[Text]):
+    """Rows of one result. `changed` holds the rowids to highlight, matched against the
+    result's `rowid` column (the state browsers put it first)."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        *DataTable.COMPONENT_CLASSES,
+        "state-table--changed",
+        "state-table--null",
+    }
+
+    DEFAULT_CSS = """
+    StateTable > .state-table--changed { background: $changed; }
+    StateTable > .state-table--null { color: $foreground-muted; text-style: italic; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
+        self._changed_rows: set[int] = set()
+
+    def show(self, result: QueryResult, changed: Iterable[int] = ()) -> None:
+        """Replace what the table shows with `result`, highlighting the rows whose rowid is
+        in `changed` (none when the result has no `rowid` column: an arbitrary query cannot
+        be matched to rows)."""
+        wanted = set(changed)
+        names = [column.name for column in result.columns]
+        key = names.index("rowid") if "rowid" in names else None
+        self._changed_rows = (
+            set()
+            if key is None
+            else {i for i, row in enumerate(result.rows) if row[key] in wanted}
+        )
+        self.clear(columns=True)  # also drops the rendered rows, so the highlight redraws
+        self.add_columns(*names)
+        null_style = self.get_component_rich_style("state-table--null", partial=True)
+        self.add_rows([cell_text(v, null_style) for v in row] for row in result.rows)
+
+    @property
+    def changed_rows(self) -> set[int]:
+        """The row indexes highlighted as changed."""
+        return set(self._changed_rows)
+
+    def _get_row_style(self, row_index: int, base_style: Style) -> Style:
+        # DataTable's hook for a row's style (textual is pinned, so this hook stays put).
+        style = super()._get_row_style(row_index, base_style)
+        if row_index in self._changed_rows:
+            return style + self.get_component_rich_style("state-table--changed", partial=True)
+        return style

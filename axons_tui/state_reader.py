@@ -59,10 +59,16 @@ class Page:
         return self.first > 1
 
     def describe(self) -> str:
-        """`rows 1–200 of 1,234,567`, as the status line says it."""
+        """`items: rows 1-200 of 1,234,567`, as the status line says it."""
         if not self.rows:
             return f"{self.table.name}: no rows"
-        return f"{self.table.name}: rows {self.first:,}–{self.last:,} of {self.total:,}"
+        return f"{self.table.name}: rows {self.first:,}-{self.last:,} of {self.total:,}"
+
+    def brief(self) -> str:
+        """`items 1-200 of 1,234,567`, for a pane's title."""
+        if not self.rows:
+            return f"{self.table.name} (empty)"
+        return f"{self.table.name} {self.first:,}-{self.last:,} of {self.total:,}"
 
 
 def quote(name: str) -> str:
@@ -108,13 +114,25 @@ class StateReader:
             return await self._offset(table, at_sequence, max(0, total - PAGE_ROWS), total)
         where, params = self._bounds(table, at_sequence)
         result = await self._query(
-            f"SELECT rowid AS rowid, * FROM {quote(table.name)}{where} "
-            "ORDER BY rowid DESC LIMIT ?",
+            f"SELECT rowid AS rowid, * FROM {quote(table.name)}{where} ORDER BY rowid DESC LIMIT ?",
             [*params, PAGE_ROWS],
             self._state_at(table, at_sequence),
         )
         result = _reversed(result)
         return Page(table, at_sequence, result, max(1, total - len(result.rows) + 1), total)
+
+    async def page_from(self, table: TableRef, at_sequence: int | None, rowid: int) -> Page:
+        """The page that starts at `rowid` (or the next row after it): where a change is."""
+        if not table.has_rowid:
+            return await self.first_page(table, at_sequence)
+        where, params = self._bounds(table, at_sequence)
+        counts = await self._query(
+            f"SELECT count(*), count(*) FILTER (WHERE rowid < ?) FROM {quote(table.name)}{where}",
+            [rowid, *params],
+            self._state_at(table, at_sequence),
+        )
+        total, before = (int(n) for n in counts.rows[0])
+        return await self._forward(table, at_sequence, rowid - 1, before + 1, total)
 
     async def next_page(self, page: Page) -> Page:
         if not page.has_next:

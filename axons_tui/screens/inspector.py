@@ -22,6 +22,7 @@ from textual.widgets.option_list import Option
 
 from axons_tui.state_reader import Page, StateReader, TableRef
 from axons_tui.widgets.state_table import StateTable
+from axons_tui.widgets.status_bar import StatusBar
 from engine.backend import Backend
 from engine.errors import AxonError
 from engine.models import QueryResult, RowChange
@@ -61,7 +62,8 @@ def changes_summary(sequence: int, changes: list[RowChange]) -> str:
     tables = sorted({c.table for c in changes})
     if not changes:
         return f"#{sequence} changed no rows"
-    return f"#{sequence} changed {len(changes):,} row{'s' * (len(changes) != 1)} in {', '.join(tables)}"
+    rows = f"{len(changes):,} row{'s' * (len(changes) != 1)}"
+    return f"#{sequence} changed {rows} in {', '.join(tables)}"
 
 
 class InspectorScreen(Screen[None]):
@@ -75,6 +77,7 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
 "As of" takes an event number (empty: now). The rows that event changed are highlighted.
 """
     CSS_PATH = "inspector.tcss"
+    AUTO_FOCUS = "#rows"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="inspector.back"),
         Binding("n", "next_page", "Next rows", id="inspector.next_page"),
@@ -135,6 +138,7 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
                 yield Static(id="inspector-error", markup=False)
                 yield Static(id="inspector-status", markup=False)
                 yield StateTable(id="rows")
+        yield StatusBar()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -220,6 +224,8 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
             await self._show_page(self.reader.first_page(self.table, self.at_sequence))
 
     async def _look(self, at_sequence: int | None) -> tuple[list[TableRef], list[RowChange]]:
+        axon = await self.backend.get_axon(self.axon_id)
+        self.query_one("#inspector-title", Label).update(Text(f"State · {axon.name or axon.id}"))
         self.latest = await self.backend.last_sequence(self.axon_id)
         tables = await self.reader.tables(at_sequence)
         changes = await self.reader.changes(self.selected_sequence)
@@ -252,8 +258,10 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
         if result is None:
             return
         self._show_error(None)
-        marked = set() if self.table is None else changed_rowids(
-            self.changes, self.table, self.selected_sequence
+        marked = (
+            set()
+            if self.table is None
+            else changed_rowids(self.changes, self.table, self.selected_sequence)
         )
         self.query_one(StateTable).show(result, marked)
         self._status(_result_summary(result))
@@ -281,11 +289,8 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
             options.highlighted = [t.name for t in tables].index(self.table.name)
 
     def _status(self, what: str) -> None:
-        when = "now" if self.at_sequence is None else f"as of #{self.at_sequence}"
         summary = changes_summary(self.selected_sequence, self.changes)
-        self.query_one("#inspector-status", Static).update(
-            Text(f"{what} · {when} · {summary}")
-        )
+        self.query_one("#inspector-status", Static).update(Text(f"{what} · {summary}"))
 
     def _show_error(self, message: str | None) -> None:
         self.error = message

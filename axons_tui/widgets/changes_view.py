@@ -156,4 +156,3 @@ class ChangesView(ScrollView, can_focus=True):
         text.stylize_before(base)
         strip = Strip(text.render(self.app.console))
         return strip.crop_extend(scroll_x, scroll_x + width, base).apply_offsets(scroll_x, index)
-

@@ -56,9 +56,7 @@ class StateTable(DataTable[Text]):
         names = [column.name for column in result.columns]
         key = names.index("rowid") if "rowid" in names else None
         self._changed_rows = (
-            set()
-            if key is None
-            else {i for i, row in enumerate(result.rows) if row[key] in wanted}
+            set() if key is None else {i for i, row in enumerate(result.rows) if row[key] in wanted}
         )
         self.clear(columns=True)  # also drops the rendered rows, so the highlight redraws
         self.add_columns(*names)

@@ -76,9 +76,7 @@ def bar_roles(position: int, total: int, width: int, marks: Marks) -> list[str]:
     if total <= 0:
         return ["timeline--ahead"] * width
     here = cell_of(position, total, width) if position >= 1 else -1
-    roles = [
-        "timeline--played" if x < here else "timeline--ahead" for x in range(width)
-    ]
+    roles = ["timeline--played" if x < here else "timeline--ahead" for x in range(width)]
     for start, end in marks.turns:
         for x in range(cell_of(start, total, width), cell_of(end, total, width) + 1):
             roles[x] = "timeline--turn"

@@ -1,0 +1,438 @@
+"""The replay viewer (`r`, `axons replay AXON [--at N]`): one Axon's history an event at a
+time, with the state as of that event and what it changed; play it at a chosen speed, jump
+by sequence or time, fork a new Axon from any point.
+
+Nothing is re-run: events are read from the log, the state comes from the engine's change
+history (`query(at_sequence=N)`, `changes(N)`), and playing is a timer moving the position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Input, Label, Static
+
+from axons_tui.jump import HINT, parse_jump
+from axons_tui.screens.inspector import changed_rowids
+from axons_tui.state_reader import StateReader, TableRef
+from axons_tui.widgets.changes_view import ChangesView
+from axons_tui.widgets.event_card import EventCard
+from axons_tui.widgets.event_text import clock
+from axons_tui.widgets.state_table import StateTable
+from axons_tui.widgets.status_bar import StatusBar
+from axons_tui.widgets.timeline import MARKED_TYPES, Marks, Timeline
+from engine.backend import Backend
+from engine.errors import AxonError
+from engine.models import Event, RowChange
+
+if TYPE_CHECKING:
+    from axons_tui.app import AxonsApp
+
+T = TypeVar("T")
+
+SPEEDS = (1, 2, 5, 10, 25, 100)  # times real time
+MAX_GAP_MS = 2_000  # a longer silence plays as this long, before the speed applies
+MIN_STEP_S = 0.05  # the fastest step: about 20 events a second
+WINDOW = 200  # events read at once around the position
+MARKS_MAX = 100_000  # turn and wake events read for the timeline
+
+
+class ReplayScreen(Screen[None]):
+    """Step, jump, play and fork through one Axon's history."""
+
+    TITLE = "Replay"
+    HELP = """
+One Axon's history, an event at a time. Nothing is re-run: no agent, no model.
+left / right step one event; home / end go to the first / last; space plays at the chosen
+speed (+ / - change it; long silences are shortened to 2 s). Type #123 or 12:04:05 in the
+jump field. Beside the event: what it changed (rows before and after) and the state as of
+it (t shows the next table). f forks a new Axon from this event and opens it.
+The timeline shows where you are (●), the agents' turns (▬) and wakes (▲); click to jump.
+"""
+    CSS_PATH = "replay.tcss"
+    AUTO_FOCUS = "#changes"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="replay.back"),
+        Binding("left", "step(-1)", "Back one", id="replay.step_back", priority=True),
+        Binding("right", "step(1)", "Forward one", id="replay.step_forward", priority=True),
+        Binding("space", "play_pause", "Play/pause", id="replay.play", priority=True),
+        Binding("plus", "speed(1)", "Faster", id="replay.faster", show=False),
+        Binding("minus", "speed(-1)", "Slower", id="replay.slower", show=False),
+        Binding("home", "go_to_end(False)", "First", id="replay.first", show=False),
+        Binding("end", "go_to_end(True)", "Last", id="replay.last", show=False),
+        Binding("j", "focus_jump", "Jump", id="replay.jump"),
+        Binding("t", "next_table", "Next table", id="replay.next_table", show=False),
+        Binding("f", "fork", "Fork here", id="replay.fork"),
+    ]
+
+    def __init__(self, axon_id: str, at_sequence: int | None = None) -> None:
+        super().__init__()
+        self.axon_id = axon_id
+        self.name_shown = axon_id
+        self.position = 0  # the sequence shown; 0 only while the Axon has no events
+        self.last = 0
+        self.wanted = at_sequence
+        self.playing = False
+        self.speed_index = 0
+        self.table: TableRef | None = None
+        self.changes: list[RowChange] = []
+        self.error: str | None = None
+        self._events: dict[int, Event] = {}
+        self._typed: list[tuple[int, str]] = []  # the turn and wake events, for the marks
+        self._timer: Timer | None = None
+        self._unwatch: Callable[[], None] | None = None
+
+    @property
+    def backend(self) -> Backend:
+        return cast("AxonsApp", self.app).session.backend
+
+    @property
+    def reader(self) -> StateReader:
+        return StateReader(self.backend, self.axon_id)
+
+    @property
+    def speed(self) -> int:
+        return SPEEDS[self.speed_index]
+
+    def now_ms(self) -> int:
+        return cast("AxonsApp", self.app).now_ms()
+
+    # -- layout
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="replay-top"):
+            yield Label(id="replay-title")
+            yield Label(id="replay-where")
+        yield Timeline(id="timeline")
+        with Horizontal(id="replay-jump-row"):
+            yield Label("jump ", id="jump-label")
+            yield Input(placeholder="#123 or 12:04:05", compact=True, id="jump", tooltip=HINT)
+            yield Static(id="replay-error", markup=False)
+        yield EventCard(id="event")
+        with Horizontal(id="replay-body"):
+            yield ChangesView(id="changes")
+            yield StateTable(id="state")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#changes", ChangesView).border_title = "Changed"
+        self.query_one("#state", StateTable).border_title = "State"
+        self._show_error(None)
+        self._unwatch = cast("AxonsApp", self.app).feed.watch(self._arrived, self.axon_id)
+        self._start()
+
+    def on_unmount(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+
+    @work(exclusive=True, group="replay-start")
+    async def _start(self) -> None:
+        """The Axon's name, length and timeline marks; then the first event to show."""
+        axon = await self._attempt(self.backend.get_axon(self.axon_id))
+        if axon is not None:
+            self.name_shown = axon.name or axon.id
+        last = await self._attempt(self.backend.last_sequence(self.axon_id))
+        self.last = max(self.last, last or 0)
+        marks = await self._attempt(
+            self.backend.query(
+                self.axon_id,
+                "SELECT sequence, event_type FROM axon_events WHERE event_type IN "
+                f"({', '.join('?' * len(MARKED_TYPES))}) ORDER BY sequence",
+                list(MARKED_TYPES),
+                max_rows=MARKS_MAX,
+            )
+        )
+        if marks is not None:
+            known = {sequence for sequence, _ in self._typed}
+            found = [(int(s), str(t)) for s, t in marks.rows if s not in known]
+            self._typed = sorted([*found, *self._typed])
+        self.go(self.wanted if self.wanted is not None else 1)
+
+    # -- moving
+
+    def go(self, sequence: int) -> None:
+        """Show event `sequence` (kept within the history)."""
+        self.position = max(1, min(sequence, self.last)) if self.last else 0
+        cached = self._events.get(self.position)
+        if cached is not None:
+            self._show_event(cached)
+        self._refresh_bar()
+        self._load(self.position)
+
+    def action_step(self, delta: int) -> None:
+        self._pause()
+        self.go(self.position + delta)
+
+    def action_go_to_end(self, last: bool) -> None:
+        self._pause()
+        self.go(self.last if last else 1)
+
+    def action_play_pause(self) -> None:
+        if self.playing:
+            self._pause()
+        elif self.last:
+            self.playing = True
+            if self.position >= self.last:
+                self.go(1)  # from the start again, as a player does
+            self._schedule_step()
+        self._refresh_bar()
+
+    def action_speed(self, delta: int) -> None:
+        self.speed_index = max(0, min(len(SPEEDS) - 1, self.speed_index + delta))
+        if self.playing:
+            self._schedule_step()
+        self._refresh_bar()
+
+    def _pause(self) -> None:
+        self.playing = False
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._refresh_bar()
+
+    def _schedule_step(self) -> None:
+        """The next step after the time that passed between this event and the next one
+        (silences shortened), divided by the speed."""
+        if self._timer is not None:
+            self._timer.stop()
+        here, after = self._events.get(self.position), self._events.get(self.position + 1)
+        gap_ms = after.timestamp_ms - here.timestamp_ms if here and after else 0
+        delay = max(MIN_STEP_S, min(max(gap_ms, 0), MAX_GAP_MS) / 1000 / self.speed)
+        self._timer = self.set_timer(delay, self._play_step)
+
+    def _play_step(self) -> None:
+        if not self.playing:
+            return
+        if self.position >= self.last:
+            self._pause()
+            return
+        self.go(self.position + 1)
+        self._schedule_step()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Arrows and space belong to the jump field while it is being typed in."""
+        return not (action in ("step", "play_pause") and isinstance(self.focused, Input))
+
+    # -- the other keys
+
+    def action_back(self) -> None:
+        if isinstance(self.focused, Input):
+            self.query_one("#changes", ChangesView).focus()
+            return
+        self._pause()
+        self.dismiss()
+
+    def action_focus_jump(self) -> None:
+        self._pause()
+        self.query_one("#jump", Input).focus()
+
+    def action_next_table(self) -> None:
+        self._next_table()
+
+    @on(Timeline.Picked)
+    def _picked(self, event: Timeline.Picked) -> None:
+        self._pause()
+        self.go(event.sequence)
+
+    @on(Input.Submitted, "#jump")
+    def _jump_submitted(self, event: Input.Submitted) -> None:
+        here = self._events.get(self.position)
+        try:
+            jump = parse_jump(event.value, here.timestamp_ms if here else self.now_ms())
+        except ValueError as e:
+            self._show_error(str(e))
+            return
+        if jump.sequence is not None:
+            if not 1 <= jump.sequence <= self.last:
+                self._show_error(f"no event #{jump.sequence}: this Axon has #1 to #{self.last}")
+                return
+            self._jumped(jump.sequence)
+        elif jump.at_ms is not None:
+            self._jump_to_time(jump.at_ms)
+
+    def _jumped(self, sequence: int) -> None:
+        self._show_error(None)
+        self.query_one("#jump", Input).clear()
+        self.query_one("#changes", ChangesView).focus()
+        self.go(sequence)
+
+    @work(exclusive=True, group="replay-jump")
+    async def _jump_to_time(self, at_ms: int) -> None:
+        found = await self._attempt(
+            self.backend.query(
+                self.axon_id,
+                "SELECT min(sequence) FROM axon_events WHERE timestamp_ms >= ?",
+                [at_ms],
+            )
+        )
+        if found is None:
+            return
+        sequence = found.rows[0][0]
+        if sequence is None:
+            self._show_error(f"no event at or after {clock(at_ms, None)}: #{self.last} is the last")
+            return
+        self._jumped(int(sequence))
+
+    @work(exclusive=True, group="replay-fork")
+    async def action_fork(self) -> None:
+        """A new Axon holding events 1..N and the state as of N; it opens at once."""
+        self._pause()
+        if self.position < 1:
+            self._show_error("nothing to fork: this Axon has no events yet")
+            return
+        at = self.position
+        view = await self._attempt(self.backend.fork(self.axon_id, at))
+        if view is None:
+            return
+        self.notify(f"forked {self.name_shown} at #{at} as {view.name or view.id}", markup=False)
+        cast("AxonsApp", self.app).open_axon(view.id)
+
+    def get_commands(self) -> Iterable[tuple[str, str, Callable[[], Any]]]:
+        yield "Replay: play / pause", "Play the history at the chosen speed", self.action_play_pause
+        yield "Replay: faster", f"Speeds: {', '.join(f'{s}x' for s in SPEEDS)}", self._faster
+        yield "Replay: slower", "Play more slowly", self._slower
+        yield "Replay: first event", "Go to event #1", self._first
+        yield "Replay: last event", "Go to the latest event", self._last
+        yield "Replay: jump", "To an event (#123) or a time (12:04:05)", self.action_focus_jump
+        yield "Replay: next table", "Show another table of the state", self.action_next_table
+        yield "Replay: fork from here", "A new Axon with events up to this one", self.action_fork
+
+    def _faster(self) -> None:
+        self.action_speed(1)
+
+    def _slower(self) -> None:
+        self.action_speed(-1)
+
+    def _first(self) -> None:
+        self.action_go_to_end(False)
+
+    def _last(self) -> None:
+        self.action_go_to_end(True)
+
+    # -- live: the history grows while you watch
+
+    def _arrived(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if len(self._events) < 4 * WINDOW:
+                self._events[event.sequence] = event
+            if event.event_type in MARKED_TYPES:
+                self._typed.append((event.sequence, event.event_type))
+        self.last = max(self.last, events[-1].sequence)
+        if self.position == 0:
+            self.go(1)
+        self._refresh_bar()
+
+    # -- reading and showing (workers: the newest position wins)
+
+    @work(exclusive=True, group="replay-position")
+    async def _load(self, sequence: int) -> None:
+        """The event, what it changed and the state as of it."""
+        if sequence < 1:
+            self.query_one(EventCard).show(None, self.now_ms(), "this Axon has no events yet")
+            return
+        event = await self._attempt(self._event(sequence))
+        if event is None:
+            return
+        self._show_event(event)
+        self._refresh_bar()
+        changes = await self._attempt(self.reader.changes(sequence))
+        if changes is None:
+            return
+        self.changes = changes
+        self.query_one(ChangesView).show(sequence, changes)
+        await self._show_state(sequence)
+
+    async def _event(self, sequence: int) -> Event:
+        """From the window read around the position; a new window when it is not there."""
+        if sequence not in self._events:
+            after = max(0, sequence - WINDOW // 4 - 1)
+            window = await self.backend.read_events(self.axon_id, after=after, limit=WINDOW)
+            self._events = {e.sequence: e for e in window}
+        return self._events[sequence]
+
+    async def _show_state(self, sequence: int, table: TableRef | None = None) -> None:
+        """The state as of the event: the table it changed (else the one shown before),
+        opened where the change is."""
+        tables = await self._attempt(self.reader.tables(sequence))
+        if tables is None:
+            return
+        own = [t for t in tables if not t.is_log]
+        state = self.query_one("#state", StateTable)
+        self.table = table or _table_to_show(own, self.changes, self.table)
+        if self.table is None:
+            state.clear(columns=True)
+            state.border_title = f"State as of #{sequence}: no tables yet"
+            return
+        marked = changed_rowids(self.changes, self.table, sequence)
+        pending = (
+            self.reader.page_from(self.table, sequence, min(marked))
+            if marked
+            else self.reader.first_page(self.table, sequence)
+        )
+        page = await self._attempt(pending)
+        if page is None:
+            return
+        state.show(page.result, marked)
+        state.border_title = f"as of #{sequence} · {page.brief()}"
+        state.border_subtitle = "t: next table" if len(own) > 1 else ""
+
+    @work(exclusive=True, group="replay-position")
+    async def _next_table(self) -> None:
+        tables = await self._attempt(self.reader.tables(self.position))
+        own = [t for t in tables or [] if not t.is_log]
+        if not own or self.position < 1:
+            return
+        names = [t.name for t in own]
+        at = names.index(self.table.name) if self.table and self.table.name in names else -1
+        await self._show_state(self.position, own[(at + 1) % len(own)])
+
+    async def _attempt(self, pending: Awaitable[T]) -> T | None:
+        """The answer, or None with the engine's refusal shown in place (never raised)."""
+        try:
+            return await pending
+        except AxonError as e:
+            self._show_error(e.message)
+        except OSError as e:
+            self._show_error(f"the engine did not answer ({e}); try again when it is back")
+        return None
+
+    def _show_event(self, event: Event) -> None:
+        self.query_one(EventCard).show(event, self.now_ms())
+
+    def _refresh_bar(self) -> None:
+        timeline = self.query_one(Timeline)
+        timeline.total = self.last
+        timeline.position = self.position
+        timeline.marks = Marks.from_events(self._typed, self.last)
+        self.query_one("#replay-title", Label).update(Text(f"Replay · {self.name_shown}"))
+        mode = f"▶ {self.speed}x" if self.playing else f"⏸ {self.speed}x"
+        here = self._events.get(self.position)
+        when = f" · {clock(here.timestamp_ms, self.now_ms())}" if here else ""
+        self.query_one("#replay-where", Label).update(
+            Text(f"#{self.position:,} of {self.last:,}{when} · {mode}")
+        )
+
+    def _show_error(self, message: str | None) -> None:
+        self.error = message
+        self.query_one("#replay-error", Static).update(Text(message or ""))
+
+
+def _table_to_show(
+    tables: list[TableRef], changes: list[RowChange], current: TableRef | None
+) -> TableRef | None:
+    by_name = {t.name: t for t in tables}
+    for change in changes:
+        if change.table in by_name and change.op != "delete":
+            return by_name[change.table]
+    if current is not None and current.name in by_name:
+        return by_name[current.name]
+    return tables[0] if tables else None

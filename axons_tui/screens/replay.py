@@ -232,8 +232,11 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self.dismiss()
 
     def action_focus_jump(self) -> None:
+        """A fresh jump: the field empties, ready for a sequence or a time."""
         self._pause()
-        self.query_one("#jump", Input).focus()
+        field = self.query_one("#jump", Input)
+        field.clear()
+        field.focus()
 
     def action_next_table(self) -> None:
         self._next_table()

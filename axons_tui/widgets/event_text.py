@@ -56,18 +56,22 @@ def event_css(widget: str) -> str:
     """
 
 
+NO_STYLE = Style()
+QUIET = Style(dim=True)
+
+
 @dataclass(frozen=True, slots=True)
 class EventStyles:
     """The rich styles of an event line's parts, resolved from a widget's component classes."""
 
-    sequence: Style = Style(dim=True)
-    time: Style = Style(dim=True)
-    user: Style = Style()
-    agent: Style = Style()
-    external: Style = Style()
-    system: Style = Style(dim=True)
-    wake: Style = Style()
-    problem: Style = Style()
+    sequence: Style = QUIET
+    time: Style = QUIET
+    user: Style = NO_STYLE
+    agent: Style = NO_STYLE
+    external: Style = NO_STYLE
+    system: Style = QUIET
+    wake: Style = NO_STYLE
+    problem: Style = NO_STYLE
 
     def origin(self, origin: str) -> Style:
         """The colour of a source by the event's origin."""
@@ -161,8 +165,9 @@ def system_text(e: Event, body: Any, styles: EventStyles) -> Text:
         return Text.assemble(who, " ", (woke, styles.wake))
     if kind in ("agent.failed", "turn.failed"):
         why = fields_.get("reason") or fields_.get("error") or "failed"
-        return Text.assemble(who, " ", (f"{kind.split('.')[0]} failed: {one_line(str(why))}",
-                                        styles.problem))
+        return Text.assemble(
+            who, " ", (f"{kind.split('.')[0]} failed: {one_line(str(why))}", styles.problem)
+        )
     if kind == "agent.log":
         lines = fields_.get("lines") or []
         return Text.assemble(who, (" log: " + " ⏎ ".join(map(str, lines)), styles.system))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import orjson
 from rich.text import Text
 from textual.widgets import Static
 
+from axons_tui.widgets.event_detail import pretty_payload
 from axons_tui.widgets.event_text import (
     EVENT_COMPONENT_CLASSES,
     event_css,
@@ -18,14 +18,6 @@ from axons_tui.widgets.event_text import (
 from engine.models import Event
 
 HASH_CHARS = 16
-
-
-def pretty_payload(payload: str) -> str:
-    """Indented JSON; the text as it is when it is not JSON."""
-    try:
-        return orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).decode()
-    except orjson.JSONDecodeError:
-        return payload
 
 
 class EventCard(Static):

@@ -9,28 +9,21 @@ freezes the screen and a newer request replaces an older one. The selected event
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from axons_tui.state_reader import Page, StateReader, TableRef
+from axons_tui.screens.axon_state import AxonStateScreen
+from axons_tui.state_reader import Page, TableRef
 from axons_tui.widgets.state_table import StateTable
 from axons_tui.widgets.status_bar import StatusBar
-from engine.backend import Backend
-from engine.errors import AxonError
 from engine.models import QueryResult, RowChange
-
-if TYPE_CHECKING:
-    from axons_tui.app import AxonsApp
-
-T = TypeVar("T")
 
 SQL_MAX_ROWS = 1000  # a query's answer is cut here; the status line says so
 
@@ -66,7 +59,7 @@ def changes_summary(sequence: int, changes: list[RowChange]) -> str:
     return f"#{sequence} changed {rows} in {', '.join(tables)}"
 
 
-class InspectorScreen(Screen[None]):
+class InspectorScreen(AxonStateScreen):
     """One Axon's state, browsable and queryable, now or as of an event."""
 
     TITLE = "State inspector"
@@ -76,6 +69,7 @@ Pick a table on the left; n / p page through it (keyset paging: fast at any dept
 Type SQL in the query line and press enter: it runs read-only, as of the chosen event.
 "As of" takes an event number (empty: now). The rows that event changed are highlighted.
 """
+    ERROR_BOX = "#inspector-error"
     CSS_PATH = "inspector.tcss"
     AUTO_FOCUS = "#rows"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -89,24 +83,14 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
     ]
 
     def __init__(self, axon_id: str, at_sequence: int | None = None) -> None:
-        super().__init__()
-        self.axon_id = axon_id
+        super().__init__(axon_id)
         self.at_sequence = at_sequence
         self.latest = 0  # the Axon's last sequence when the screen last looked
         self.table: TableRef | None = None
         self.page: Page | None = None
         self.sql: str | None = None  # the query shown, when not browsing a table
         self.changes: list[RowChange] = []
-        self.error: str | None = None
         self.tables: dict[str, TableRef] = {}
-
-    @property
-    def backend(self) -> Backend:
-        return cast("AxonsApp", self.app).session.backend
-
-    @property
-    def reader(self) -> StateReader:
-        return StateReader(self.backend, self.axon_id)
 
     @property
     def selected_sequence(self) -> int:
@@ -266,16 +250,6 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
         self.query_one(StateTable).show(result, marked)
         self._status(_result_summary(result))
 
-    async def _attempt(self, pending: Awaitable[T]) -> T | None:
-        """The answer, or None with the engine's refusal shown in place (never raised)."""
-        try:
-            return await pending
-        except AxonError as e:
-            self._show_error(e.message)
-        except OSError as e:
-            self._show_error(f"the engine did not answer ({e}); try again when it is back")
-        return None
-
     # -- showing
 
     def _list_tables(self, tables: list[TableRef]) -> None:
@@ -291,12 +265,6 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
     def _status(self, what: str) -> None:
         summary = changes_summary(self.selected_sequence, self.changes)
         self.query_one("#inspector-status", Static).update(Text(f"{what} · {summary}"))
-
-    def _show_error(self, message: str | None) -> None:
-        self.error = message
-        box = self.query_one("#inspector-error", Static)
-        box.update(Text(message or ""))
-        box.display = message is not None
 
 
 def _result_summary(result: QueryResult) -> str:

@@ -8,35 +8,28 @@ history (`query(at_sequence=N)`, `changes(N)`), and playing is a timer moving th
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, Static
 
 from axons_tui.jump import HINT, parse_jump
+from axons_tui.screens.axon_state import AxonStateScreen
 from axons_tui.screens.inspector import changed_rowids
-from axons_tui.state_reader import StateReader, TableRef
+from axons_tui.state_reader import TableRef
 from axons_tui.widgets.changes_view import ChangesView
 from axons_tui.widgets.event_card import EventCard
 from axons_tui.widgets.event_text import clock
 from axons_tui.widgets.state_table import StateTable
 from axons_tui.widgets.status_bar import StatusBar
 from axons_tui.widgets.timeline import MARKED_TYPES, Marks, Timeline
-from engine.backend import Backend
-from engine.errors import AxonError
 from engine.models import Event, RowChange
-
-if TYPE_CHECKING:
-    from axons_tui.app import AxonsApp
-
-T = TypeVar("T")
 
 SPEEDS = (1, 2, 5, 10, 25, 100)  # times real time
 MAX_GAP_MS = 2_000  # a longer silence plays as this long, before the speed applies
@@ -45,7 +38,7 @@ WINDOW = 200  # events read at once around the position
 MARKS_MAX = 100_000  # turn and wake events read for the timeline
 
 
-class ReplayScreen(Screen[None]):
+class ReplayScreen(AxonStateScreen):
     """Step, jump, play and fork through one Axon's history."""
 
     TITLE = "Replay"
@@ -57,6 +50,7 @@ jump field. Beside the event: what it changed (rows before and after) and the st
 it (t shows the next table). f forks a new Axon from this event and opens it.
 The timeline shows where you are (●), the agents' turns (▬) and wakes (▲); click to jump.
 """
+    ERROR_BOX = "#replay-error"
     CSS_PATH = "replay.tcss"
     AUTO_FOCUS = "#changes"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -74,8 +68,7 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
     ]
 
     def __init__(self, axon_id: str, at_sequence: int | None = None) -> None:
-        super().__init__()
-        self.axon_id = axon_id
+        super().__init__(axon_id)
         self.name_shown = axon_id
         self.position = 0  # the sequence shown; 0 only while the Axon has no events
         self.last = 0
@@ -84,26 +77,17 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self.speed_index = 0
         self.table: TableRef | None = None
         self.changes: list[RowChange] = []
-        self.error: str | None = None
         self._events: dict[int, Event] = {}
         self._typed: list[tuple[int, str]] = []  # the turn and wake events, for the marks
         self._timer: Timer | None = None
         self._unwatch: Callable[[], None] | None = None
 
     @property
-    def backend(self) -> Backend:
-        return cast("AxonsApp", self.app).session.backend
-
-    @property
-    def reader(self) -> StateReader:
-        return StateReader(self.backend, self.axon_id)
-
-    @property
     def speed(self) -> int:
         return SPEEDS[self.speed_index]
 
     def now_ms(self) -> int:
-        return cast("AxonsApp", self.app).now_ms()
+        return self.console_app.now_ms()
 
     # -- layout
 
@@ -127,7 +111,7 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self.query_one("#changes", ChangesView).border_title = "Changed"
         self.query_one("#state", StateTable).border_title = "State"
         self._show_error(None)
-        self._unwatch = cast("AxonsApp", self.app).feed.watch(self._arrived, self.axon_id)
+        self._unwatch = self.console_app.feed.watch(self._arrived, self.axon_id)
         self._start()
 
     def on_unmount(self) -> None:
@@ -297,7 +281,7 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         if view is None:
             return
         self.notify(f"forked {self.name_shown} at #{at} as {view.name or view.id}", markup=False)
-        cast("AxonsApp", self.app).open_axon(view.id)
+        self.console_app.open_axon(view.id)
 
     def get_commands(self) -> Iterable[tuple[str, str, Callable[[], Any]]]:
         yield "Replay: play / pause", "Play the history at the chosen speed", self.action_play_pause
@@ -398,16 +382,6 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         at = names.index(self.table.name) if self.table and self.table.name in names else -1
         await self._show_state(self.position, own[(at + 1) % len(own)])
 
-    async def _attempt(self, pending: Awaitable[T]) -> T | None:
-        """The answer, or None with the engine's refusal shown in place (never raised)."""
-        try:
-            return await pending
-        except AxonError as e:
-            self._show_error(e.message)
-        except OSError as e:
-            self._show_error(f"the engine did not answer ({e}); try again when it is back")
-        return None
-
     def _show_event(self, event: Event) -> None:
         self.query_one(EventCard).show(event, self.now_ms())
 
@@ -423,10 +397,6 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self.query_one("#replay-where", Label).update(
             Text(f"#{self.position:,} of {self.last:,}{when} · {mode}")
         )
-
-    def _show_error(self, message: str | None) -> None:
-        self.error = message
-        self.query_one("#replay-error", Static).update(Text(message or ""))
 
 
 def _table_to_show(

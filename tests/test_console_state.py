@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,18 @@ async def seeded_home(home: Path, clock: FrozenClock | None = None) -> str:
         return await seed_shop(engine, clock)
 
 
+@asynccontextmanager
+async def shop_console(
+    tmp_path: Path, screen: type, clock: FrozenClock | None = None, **kw: Any
+) -> AsyncIterator[tuple[AxonsApp, Pilot[Any], Any]]:
+    """A console on a home holding `shop`, with `screen` open on it and loaded."""
+    home = tmp_path / "home"
+    axon = await seeded_home(home, clock)
+    app = console_app(home, clock)
+    async with app.run_test(size=(100, 30)) as pilot:
+        yield app, pilot, await opened(app, pilot, screen, axon, **kw)
+
+
 async def opened(app: AxonsApp, pilot: Pilot[Any], screen: type, axon: str, **kw: Any) -> Any:
     """Wait for the console's engine, open `screen` on `axon` and wait until it has loaded."""
     await until(lambda: app._session is not None, what="the engine")
@@ -100,11 +114,7 @@ def qty_by_name(table: StateTable) -> dict[str, str]:
 
 
 async def test_stepping_the_replay_updates_the_state_and_the_changed_rows(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    axon = await seeded_home(home)
-    app = console_app(home)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await opened(app, pilot, ReplayScreen, axon, at_sequence=2)
+    async with shop_console(tmp_path, ReplayScreen, at_sequence=2) as (_app, pilot, screen):
         changes = screen.query_one(ChangesView)
         state = screen.query_one(StateTable)
         assert [(c.op, c.rowid) for c in changes.changes] == [("insert", 2), ("update", 1)]
@@ -131,11 +141,7 @@ async def test_stepping_the_replay_updates_the_state_and_the_changed_rows(tmp_pa
 async def test_jumps_by_sequence_and_by_time_and_a_bad_jump_says_what_to_type(
     tmp_path: Path, frozen: FrozenClock, utc: None
 ) -> None:
-    home = tmp_path / "home"
-    axon = await seeded_home(home, frozen)
-    app = console_app(home, frozen)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await opened(app, pilot, ReplayScreen, axon)
+    async with shop_console(tmp_path, ReplayScreen, clock=frozen) as (app, pilot, screen):
         assert screen.position == 1
         await pilot.press("j", *"#4", "enter")
         await until(lambda: screen.query_one(ChangesView).sequence == 4, what="the jump to #4")
@@ -155,11 +161,7 @@ async def test_jumps_by_sequence_and_by_time_and_a_bad_jump_says_what_to_type(
 async def test_play_runs_to_the_end_at_the_chosen_speed_then_pauses(
     tmp_path: Path, frozen: FrozenClock
 ) -> None:
-    home = tmp_path / "home"
-    axon = await seeded_home(home, frozen)
-    app = console_app(home, frozen)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await opened(app, pilot, ReplayScreen, axon)
+    async with shop_console(tmp_path, ReplayScreen, clock=frozen) as (_app, pilot, screen):
         await pilot.press("plus", "plus", "plus", "minus")
         assert screen.speed == 5
         await pilot.press("space")
@@ -169,11 +171,7 @@ async def test_play_runs_to_the_end_at_the_chosen_speed_then_pauses(
 
 
 async def test_clicking_the_timeline_jumps_there(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    axon = await seeded_home(home)
-    app = console_app(home)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await opened(app, pilot, ReplayScreen, axon)
+    async with shop_console(tmp_path, ReplayScreen) as (_app, pilot, screen):
         timeline = screen.query_one(Timeline)
         x = timeline.size.width - 1
         await pilot.click(Timeline, offset=(x, 0))
@@ -182,11 +180,8 @@ async def test_clicking_the_timeline_jumps_there(tmp_path: Path) -> None:
 
 
 async def test_fork_from_here_opens_a_new_axon_holding_the_prefix(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    axon = await seeded_home(home)
-    app = console_app(home)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await opened(app, pilot, ReplayScreen, axon, at_sequence=3)
+    async with shop_console(tmp_path, ReplayScreen, at_sequence=3) as (app, pilot, screen):
+        axon = screen.axon_id
         await pilot.press("f")
         await until(
             lambda: getattr(app.screen, "axon_id", axon) != axon, what="the fork's Axon view"
@@ -207,11 +202,8 @@ async def test_fork_from_here_opens_a_new_axon_holding_the_prefix(tmp_path: Path
 
 
 async def test_an_sql_error_is_shown_in_place_not_raised(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    axon = await seeded_home(home)
-    app = console_app(home)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await opened(app, pilot, InspectorScreen, axon)
+    async with shop_console(tmp_path, InspectorScreen) as (app, pilot, screen):
+        axon = screen.axon_id
         await pilot.press("e", *"SELEC * FROM items", "enter")
         await until(lambda: screen.error is not None, what="the syntax error")
         assert "syntax error" in (screen.error or "")
@@ -234,11 +226,7 @@ async def test_an_sql_error_is_shown_in_place_not_raised(tmp_path: Path) -> None
 
 
 async def test_the_as_of_selector_returns_the_old_state(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    axon = await seeded_home(home)
-    app = console_app(home)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await opened(app, pilot, InspectorScreen, axon)
+    async with shop_console(tmp_path, InspectorScreen) as (_app, pilot, screen):
         table = screen.query_one(StateTable)
         now = qty_by_name(table)
         assert len(now) == ORDERS and now["[i]item1"] == "11"
@@ -287,7 +275,7 @@ async def test_a_large_table_is_browsed_a_page_at_a_time(tmp_path: Path) -> None
         assert says(f"t: rows 1-200 of {total}")
         for key, expected in (("n", "201-400"), ("n", "401-450"), ("p", "201-400")):
             await pilot.press(key)
-            await until(lambda expected=expected: says(f"rows {expected} of"), what=expected)
+            await until(partial(says, f"rows {expected} of"), what=expected)
         await pilot.press("G")
         await until(lambda: says(f"rows 251-450 of {total}"), what="the last page")
         assert rows_of(screen.query_one(StateTable))[-1] == [str(total), str(total)]
@@ -296,11 +284,8 @@ async def test_a_large_table_is_browsed_a_page_at_a_time(tmp_path: Path) -> None
 
 
 async def test_database_text_is_never_read_as_markup(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    axon = await seeded_home(home)
-    app = console_app(home)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await opened(app, pilot, InspectorScreen, axon)
+    async with shop_console(tmp_path, InspectorScreen) as (app, pilot, screen):
+        axon = screen.axon_id
         assert rows_of(screen.query_one(StateTable))[0][2] == "[i]item1"
         await pilot.press("escape")
         replay = await opened(app, pilot, ReplayScreen, axon)

@@ -134,6 +134,15 @@ class StateReader:
         total, before = (int(n) for n in counts.rows[0])
         return await self._forward(table, at_sequence, rowid - 1, before + 1, total)
 
+    async def reread(self, page: Page) -> Page:
+        """The same place in the table, read again: what changed there since, a new total."""
+        if not page.rows:
+            return await self.first_page(page.table, page.at_sequence)
+        if not page.table.has_rowid:
+            total = await self.count(page.table, page.at_sequence)
+            return await self._offset(page.table, page.at_sequence, page.first - 1, total)
+        return await self.page_from(page.table, page.at_sequence, page.rows[0][0])
+
     async def next_page(self, page: Page) -> Page:
         if not page.has_next:
             return page
@@ -160,9 +169,12 @@ class StateReader:
         return replace(page, result=result, first=max(1, page.first - len(result.rows)))
 
     async def count(self, table: TableRef, at_sequence: int | None) -> int:
+        """How many rows the table holds. The log's sequences are gapless from 1 (contract
+        §3), so its count is its highest sequence: one index seek, not a scan of millions."""
         where, params = self._bounds(table, at_sequence)
+        counted = "coalesce(max(sequence), 0)" if table.is_log else "count(*)"
         result = await self._query(
-            f"SELECT count(*) FROM {quote(table.name)}{where}",
+            f"SELECT {counted} FROM {quote(table.name)}{where}",
             params,
             self._state_at(table, at_sequence),
         )

@@ -247,6 +247,26 @@ async def test_the_as_of_selector_returns_the_old_state(tmp_path: Path) -> None:
         assert "the latest event is #5" in (screen.error or "")
 
 
+async def test_now_follows_new_events_in_the_inspector_and_the_replay(tmp_path: Path) -> None:
+    async with shop_console(tmp_path, InspectorScreen) as (app, pilot, screen):
+        table = screen.query_one(StateTable)
+        backend = app.session.backend
+        axon = screen.axon_id
+        await backend.publish(axon, Draft.message("order 6", source="cli"))
+        await backend.query(axon, "INSERT INTO items(name, qty) VALUES ('late', 6)", write=True)
+        await until(lambda: "late" in qty_by_name(table), what="the new row, now")
+        await until(lambda: screen.latest == ORDERS + 1, what="the new latest event")
+        await until(lambda: {rows_of(table)[i][2] for i in table.changed_rows} == {"late"})
+
+        await pilot.press("escape")
+        replay = await opened(app, pilot, ReplayScreen, axon)
+        await backend.publish(axon, Draft.message("order 7", source="cli"))
+        await until(lambda: replay.last == ORDERS + 2, what="the replay's history to grow")
+        assert replay.query_one(Timeline).total == ORDERS + 2
+        await pilot.press("end")
+        await until(lambda: replay.query_one(ChangesView).sequence == ORDERS + 2)
+
+
 async def test_a_large_table_is_browsed_a_page_at_a_time(tmp_path: Path) -> None:
     home = tmp_path / "home"
     app = console_app(home)

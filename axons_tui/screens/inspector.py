@@ -8,7 +8,7 @@ freezes the screen and a newer request replaces an older one. The selected event
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -23,9 +23,10 @@ from axons_tui.screens.axon_state import AxonStateScreen
 from axons_tui.state_reader import Page, TableRef
 from axons_tui.widgets.state_table import StateTable
 from axons_tui.widgets.status_bar import StatusBar
-from engine.models import QueryResult, RowChange
+from engine.models import Event, QueryResult, RowChange
 
 SQL_MAX_ROWS = 1000  # a query's answer is cut here; the status line says so
+FOLLOW_S = 1.0  # how often "now" catches up with new events
 
 
 def changed_rowids(changes: Iterable[RowChange], table: TableRef, sequence: int) -> set[int]:
@@ -91,6 +92,8 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
         self.sql: str | None = None  # the query shown, when not browsing a table
         self.changes: list[RowChange] = []
         self.tables: dict[str, TableRef] = {}
+        self._stale = False  # events arrived since the view was read
+        self._unwatch: Callable[[], None] = lambda: None
 
     @property
     def selected_sequence(self) -> int:
@@ -128,7 +131,22 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
     def on_mount(self) -> None:
         self.query_one("#tables", OptionList).border_title = "Tables"
         self._show_error(None)
+        self._unwatch = self.console_app.feed.watch(self._arrived, self.axon_id)
+        self.set_interval(FOLLOW_S, self._follow_now)
         self.reload()
+
+    def on_unmount(self) -> None:
+        self._unwatch()
+
+    def _arrived(self, events: Sequence[Event]) -> None:
+        self._stale = True
+
+    def _follow_now(self) -> None:
+        """ "Now" stays now: after new events, the page shown is read again (at most once a
+        FOLLOW_S, however many arrive). A query's answer stays as it was until re-run."""
+        if self._stale and self.at_sequence is None and self.sql is None:
+            self._stale = False
+            self.reload(keep_place=True)
 
     # -- what the user does
 
@@ -194,9 +212,10 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
     # -- reading (workers; the newest request wins)
 
     @work(exclusive=True, group="inspector")
-    async def reload(self) -> None:
-        """After a new "as of": the tables that existed then, the event's changes, and the
-        same view again (the table's first page, or the query re-run)."""
+    async def reload(self, keep_place: bool = False) -> None:
+        """After a new "as of" (or new events): the tables that existed then, the event's
+        changes, and the same view again: the query re-run, or the table's first page (the
+        page shown, with `keep_place`)."""
         found = await self._attempt(self._look(self.at_sequence))
         if found is None:
             return
@@ -205,7 +224,11 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
         if self.sql is not None:
             await self._show_sql(self.sql)
         elif self.table is not None:
-            await self._show_page(self.reader.first_page(self.table, self.at_sequence))
+            page = self.page
+            if keep_place and page is not None and page.table == self.table:
+                await self._show_page(self.reader.reread(page))
+            else:
+                await self._show_page(self.reader.first_page(self.table, self.at_sequence))
 
     async def _look(self, at_sequence: int | None) -> tuple[list[TableRef], list[RowChange]]:
         axon = await self.backend.get_axon(self.axon_id)

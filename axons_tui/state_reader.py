@@ -9,6 +9,7 @@ file up to the chosen sequence.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,6 +70,13 @@ class Page:
         if not self.rows:
             return f"{self.table.name} (empty)"
         return f"{self.table.name} {self.first:,}-{self.last:,} of {self.total:,}"
+
+
+def changed_rowids(changes: Iterable[RowChange], table: TableRef, sequence: int) -> set[int]:
+    """The rowids to mark in `table`: the rows the event wrote (for the log, the event)."""
+    if table.is_log:
+        return {sequence}
+    return {c.rowid for c in changes if c.table == table.name and c.op != "delete"}
 
 
 def quote(name: str) -> str:

@@ -20,20 +20,13 @@ from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from axons_tui.screens.axon_state import AxonStateScreen
-from axons_tui.state_reader import Page, TableRef
+from axons_tui.state_reader import Page, TableRef, changed_rowids
 from axons_tui.widgets.state_table import StateTable
 from axons_tui.widgets.status_bar import StatusBar
 from engine.models import Event, QueryResult, RowChange
 
 SQL_MAX_ROWS = 1000  # a query's answer is cut here; the status line says so
 FOLLOW_S = 1.0  # how often "now" catches up with new events
-
-
-def changed_rowids(changes: Iterable[RowChange], table: TableRef, sequence: int) -> set[int]:
-    """The rowids to mark in `table`: the rows the event wrote (for the log, the event)."""
-    if table.is_log:
-        return {sequence}
-    return {c.rowid for c in changes if c.table == table.name and c.op != "delete"}
 
 
 def parse_as_of(text: str, last: int) -> int | None:

@@ -21,8 +21,7 @@ from textual.widgets import Footer, Input, Label, Static
 
 from axons_tui.jump import HINT, parse_jump
 from axons_tui.screens.axon_state import AxonStateScreen
-from axons_tui.screens.inspector import changed_rowids
-from axons_tui.state_reader import TableRef
+from axons_tui.state_reader import TableRef, changed_rowids
 from axons_tui.widgets.changes_view import ChangesView
 from axons_tui.widgets.event_card import EventCard
 from axons_tui.widgets.event_text import clock
@@ -80,7 +79,7 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self._events: dict[int, Event] = {}
         self._typed: list[tuple[int, str]] = []  # the turn and wake events, for the marks
         self._timer: Timer | None = None
-        self._unwatch: Callable[[], None] | None = None
+        self._unwatch: Callable[[], None] = lambda: None
 
     @property
     def speed(self) -> int:
@@ -115,8 +114,7 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self._start()
 
     def on_unmount(self) -> None:
-        if self._unwatch is not None:
-            self._unwatch()
+        self._unwatch()
 
     @work(exclusive=True, group="replay-start")
     async def _start(self) -> None:
@@ -139,6 +137,7 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
             known = {sequence for sequence, _ in self._typed}
             found = [(int(s), str(t)) for s, t in marks.rows if s not in known]
             self._typed = sorted([*found, *self._typed])
+            self._refresh_marks()
         self.go(self.wanted if self.wanted is not None else 1)
 
     # -- moving
@@ -311,11 +310,13 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         for event in events:
             if len(self._events) < 4 * WINDOW:
                 self._events[event.sequence] = event
-            if event.event_type in MARKED_TYPES:
-                self._typed.append((event.sequence, event.event_type))
+        marked = [(e.sequence, e.event_type) for e in events if e.event_type in MARKED_TYPES]
+        self._typed.extend(marked)
         self.last = max(self.last, events[-1].sequence)
         if self.position == 0:
             self.go(1)
+        if marked:
+            self._refresh_marks()
         self._refresh_bar()
 
     # -- reading and showing (workers: the newest position wins)
@@ -385,11 +386,15 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
     def _show_event(self, event: Event) -> None:
         self.query_one(EventCard).show(event, self.now_ms())
 
+    def _refresh_marks(self) -> None:
+        """The turns and wakes on the timeline (only when new ones are known)."""
+        self.query_one(Timeline).marks = Marks.from_events(self._typed, self.last)
+
     def _refresh_bar(self) -> None:
+        """Where you are: the timeline's marker and the line above it."""
         timeline = self.query_one(Timeline)
         timeline.total = self.last
         timeline.position = self.position
-        timeline.marks = Marks.from_events(self._typed, self.last)
         self.query_one("#replay-title", Label).update(Text(f"Replay · {self.name_shown}"))
         mode = f"▶ {self.speed}x" if self.playing else f"⏸ {self.speed}x"
         here = self._events.get(self.position)

@@ -247,6 +247,23 @@ async def test_the_as_of_selector_returns_the_old_state(tmp_path: Path) -> None:
         assert "the latest event is #5" in (screen.error or "")
 
 
+async def test_the_event_log_is_a_table_too_cut_at_the_chosen_event(tmp_path: Path) -> None:
+    async with shop_console(tmp_path, InspectorScreen, at_sequence=2) as (_app, pilot, screen):
+        table = screen.query_one(StateTable)
+        await pilot.click("#tables", offset=(3, 2))  # the second entry: axon_events
+        await until(lambda: screen.table is not None and screen.table.is_log, what="the log")
+        await until(lambda: table.row_count == 2, what="events up to #2")
+        names = [str(c.label) for c in table.columns.values()]
+        assert names[:3] == ["rowid", "sequence", "timestamp_ms"]
+        assert [rows_of(table)[i][1] for i in table.changed_rows] == ["2"]  # the chosen event
+
+        await pilot.press("e", *"SELECT count(*) AS n FROM items", "enter")
+        await until(lambda: rows_of(table) == [["2"]], what="the query as of #2")
+        screen.query_one("#sql", Input).clear()
+        await pilot.press("enter")  # an empty query: browse the table again
+        await until(lambda: screen.sql is None and table.row_count == 2, what="the log again")
+
+
 async def test_now_follows_new_events_in_the_inspector_and_the_replay(tmp_path: Path) -> None:
     async with shop_console(tmp_path, InspectorScreen) as (app, pilot, screen):
         table = screen.query_one(StateTable)

@@ -135,8 +135,8 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
         self._stale = True
 
     def _follow_now(self) -> None:
-        """ "Now" stays now: after new events, the page shown is read again (at most once a
-        FOLLOW_S, however many arrive). A query's answer stays as it was until re-run."""
+        """Keep "now" current: after new events, the page shown is read again (at most once
+        a FOLLOW_S, however many arrive). A query's answer stays as it was until re-run."""
         if self._stale and self.at_sequence is None and self.sql is None:
             self._stale = False
             self.reload(keep_place=True)
@@ -182,16 +182,24 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
 
     @on(Input.Submitted, "#sql")
     def _sql_submitted(self, event: Input.Submitted) -> None:
+        """Run the query; an empty one goes back to browsing the table."""
         if event.value.strip():
             self.sql = event.value
             self._run_sql(event.value)
+        elif self.sql is not None:
+            self.sql = None
+            self.action_first_page()
 
     @on(OptionList.OptionHighlighted, "#tables")
-    def _table_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        chosen = event.option.id
-        if chosen is not None and (self.table is None or chosen != self.table.name or self.sql):
+    @on(OptionList.OptionSelected, "#tables")
+    def _table_chosen(
+        self, event: OptionList.OptionHighlighted | OptionList.OptionSelected
+    ) -> None:
+        """Browse the table under the cursor (moving through the list shows each one)."""
+        chosen = self.tables.get(event.option.id or "")
+        if chosen is not None and (chosen != self.table or self.sql is not None):
             self.sql = None
-            self.table = self.tables.get(chosen)
+            self.table = chosen
             self.action_first_page()
 
     def get_commands(self) -> Iterable[tuple[str, str, Callable[[], Any]]]:

@@ -27,12 +27,13 @@ HISTORY = 500  # recent events read at start for the wakes
 
 
 def wake_text(event: Event, now_ms: int | None) -> str:
-    """`12:00:01 18.2 ms from paused (#41)`."""
+    """`12:00:01 18.2 ms from paused (#41)`; a resume by hand has no trigger."""
     body = payload_of(event)
     body = body if isinstance(body, dict) else {}
+    trigger = body.get("trigger_sequence")
     return (
         f"{clock(event.timestamp_ms, now_ms)} {body.get('wake_ms', '?')} ms "
-        f"from {body.get('from', '?')} (#{body.get('trigger_sequence', '?')})"
+        f"from {body.get('from', '?')}" + (f" (#{trigger})" if trigger is not None else "")
     )
 
 
@@ -45,7 +46,7 @@ class AgentCard(Vertical):
         padding: 0 0 1 0;
         & > .agent-state { text-style: bold; }
         & > Horizontal { height: 1; }
-        & Button { margin-right: 1; }
+        & Button { width: auto; min-width: 0; margin-right: 1; }
         & > .agent-wakes { color: $success; }
         & > .agent-logs { color: $foreground-muted; }
         & > .agent-error { color: $error; display: none; }

@@ -196,7 +196,8 @@ class EventLog(ScrollView, can_focus=True):
     @work(group="event-log-pages")
     async def _load_page(self, index: int) -> None:
         if not self._page_visible(index):
-            self._loading.discard(index)  # scrolled past before its turn came
+            self._loading.discard(index)  # scrolled past before its turn came;
+            self.refresh()  # the rows shown now ask for their own pages
             return
         try:
             page = await self.console_app.session.backend.read_events(
@@ -214,8 +215,9 @@ class EventLog(ScrollView, can_focus=True):
         self._announce_selection()
 
     def _page_visible(self, index: int) -> bool:
-        first = int(self.scroll_y)
-        last = first + self.scrollable_content_region.height
+        """Whether the page is on screen, or a page away from it."""
+        first = int(self.scroll_y) - PAGE
+        last = int(self.scroll_y) + self.scrollable_content_region.height + PAGE
         return index * PAGE <= last and (index + 1) * PAGE >= first
 
     # -- drawing

@@ -92,8 +92,8 @@ def _replay_loaded(app: AxonsApp) -> bool:
     if not isinstance(screen, ReplayScreen) or not screen.is_mounted:
         return False
     return (
-        screen.query_one(ChangesView).sequence == screen.position
-        and screen.query_one(StateTable).row_count > 0
+        screen.shown == screen.position
+        and screen.query_one(ChangesView).sequence == screen.position
     )
 
 
@@ -196,6 +196,33 @@ async def test_fork_from_here_opens_a_new_axon_holding_the_prefix(tmp_path: Path
         rows = await backend.query(fork, "SELECT name, qty FROM items ORDER BY id")
         assert rows.rows == [["[i]item1", 11], ["[i]item2", 12], ["[i]item3", 3]]
         assert screen.position == 3
+
+
+async def test_the_timeline_marks_the_agents_turns_and_wakes_from_history(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    async with Engine(home) as engine:
+        axon = (await engine.create_axon("agentic")).id
+
+        async def system(event_type: str, payload: str = "{}") -> None:
+            draft = Draft(event_type, payload, "triage", origin="SYSTEM_EVENT")
+            await engine.publish(axon, draft, system=True)
+
+        await engine.publish(axon, Draft.message("hello", source="web"))  # 1
+        await system("agent.resumed", '{"trigger_sequence": 1, "wake_ms": 12, "from": "paused"}')
+        await system("turn.started")  # 3
+        await engine.publish(axon, Draft.message("hi", source="triage", origin="AGENT_EVENT"))
+        await system("turn.completed")  # 5
+        await engine.publish(axon, Draft.message("thanks", source="web"))  # 6
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await opened(app, pilot, ReplayScreen, axon, at_sequence=2)
+        timeline = screen.query_one(Timeline)
+        assert timeline.marks == Marks(turns=((3, 5),), wakes=(2,))
+        assert "woke in 12 ms" in str(screen.query_one(EventCard).render())
+        roles = bar_roles(screen.position, timeline.total, timeline.size.width, timeline.marks)
+        assert "timeline--turn" in roles and roles.count("timeline--position") == 1
 
 
 # -- the state inspector
@@ -328,6 +355,15 @@ async def test_database_text_is_never_read_as_markup(tmp_path: Path) -> None:
         replay = await opened(app, pilot, ReplayScreen, axon)
         card = replay.query_one(EventCard)
         assert "order 1 [bold]now[/]" in str(card.render())
+
+
+async def test_axons_replay_with_at_starts_in_the_viewer_there(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    await seeded_home(home)
+    app = console_app(home, replay=("shop", 4))  # what `axons replay shop --at 4` asks for
+    async with app.run_test(size=(80, 24)):
+        await until(lambda: _replay_loaded(app), what="the replay viewer")
+        assert app.screen.position == 4  # type: ignore[attr-defined]
 
 
 # -- the parts, without a screen

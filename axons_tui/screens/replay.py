@@ -76,6 +76,7 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self.speed_index = 0
         self.table: TableRef | None = None
         self.changes: list[RowChange] = []
+        self.shown = -1  # the event whose changes and state are on screen (for tests, too)
         self._events: dict[int, Event] = {}
         self._typed: list[tuple[int, str]] = []  # the turn and wake events, for the marks
         self._timer: Timer | None = None
@@ -358,7 +359,8 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self.table = table or _table_to_show(own, self.changes, self.table)
         if self.table is None:
             state.clear(columns=True)
-            state.border_title = f"State as of #{sequence}: no tables yet"
+            state.border_title = f"as of #{sequence}: no tables yet"
+            self.shown = sequence
             return
         marked = changed_rowids(self.changes, self.table, sequence)
         pending = (
@@ -372,6 +374,7 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         state.show(page.result, marked)
         state.border_title = f"as of #{sequence} · {page.brief()}"
         state.border_subtitle = "t: next table" if len(own) > 1 else ""
+        self.shown = sequence
 
     @work(exclusive=True, group="replay-position")
     async def _next_table(self) -> None:

@@ -98,7 +98,7 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
     def compose(self) -> ComposeResult:
         with Horizontal(id="inspector-top"):
             yield Label(Text(f"State · {self.axon_id}"), id="inspector-title")
-            yield Label("as of #", id="as-of-label")
+            yield Label("as of ", id="as-of-label")
             yield Input(
                 "" if self.at_sequence is None else str(self.at_sequence),
                 placeholder="now",
@@ -178,6 +178,8 @@ Type SQL in the query line and press enter: it runs read-only, as of the chosen 
         except ValueError as e:
             self._show_error(str(e))
             return
+        self._show_error(None)
+        self.query_one(StateTable).focus()
         self.reload()
 
     @on(Input.Submitted, "#sql")

@@ -59,8 +59,8 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         Binding("space", "play_pause", "Play/pause", id="replay.play", priority=True),
         Binding("plus", "speed(1)", "Faster", id="replay.faster", show=False),
         Binding("minus", "speed(-1)", "Slower", id="replay.slower", show=False),
-        Binding("home", "go_to_end(False)", "First", id="replay.first", show=False),
-        Binding("end", "go_to_end(True)", "Last", id="replay.last", show=False),
+        Binding("home", "go_to_end(False)", "First", id="replay.first", show=False, priority=True),
+        Binding("end", "go_to_end(True)", "Last", id="replay.last", show=False, priority=True),
         Binding("j", "focus_jump", "Jump", id="replay.jump"),
         Binding("t", "next_table", "Next table", id="replay.next_table", show=False),
         Binding("f", "fork", "Fork here", id="replay.fork"),
@@ -203,8 +203,9 @@ The timeline shows where you are (●), the agents' turns (▬) and wakes (▲);
         self._schedule_step()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Arrows and space belong to the jump field while it is being typed in."""
-        return not (action in ("step", "play_pause") and isinstance(self.focused, Input))
+        """Arrows, home, end and space belong to the jump field while it is typed in."""
+        moves = ("step", "play_pause", "go_to_end")
+        return not (action in moves and isinstance(self.focused, Input))
 
     # -- the other keys
 

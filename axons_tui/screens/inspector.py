@@ -57,12 +57,14 @@ class InspectorScreen(AxonStateScreen):
     """One Axon's state, browsable and queryable, now or as of an event."""
 
     TITLE = "State inspector"
-    HELP = """
-The Axon's own tables and its event log (axon_events), now or as of an event.
-Pick a table on the left; n / p page through it (keyset paging: fast at any depth).
-Type SQL in the query line and press enter: it runs read-only, as of the chosen event.
-"As of" takes an event number (empty: now). The rows that event changed are highlighted.
-"""
+    HELP = (
+        "The Axon's own tables and its event log (axon_events), now or as of an event.\n\n"
+        "Pick a table on the left; n / p show the next / previous rows, g / G the first / "
+        "last (paged by rowid: as fast deep in a table as at its top).\n\n"
+        "e: type SQL and press enter; it runs read-only, as of the chosen event (an empty "
+        "query goes back to the table). a: as of an event number (empty: now). The rows "
+        "that event changed are highlighted."
+    )
     ERROR_BOX = "#inspector-error"
     CSS_PATH = "inspector.tcss"
     AUTO_FOCUS = "#rows"

@@ -41,14 +41,15 @@ class ReplayScreen(AxonStateScreen):
     """Step, jump, play and fork through one Axon's history."""
 
     TITLE = "Replay"
-    HELP = """
-One Axon's history, an event at a time. Nothing is re-run: no agent, no model.
-left / right step one event; home / end go to the first / last; space plays at the chosen
-speed (+ / - change it; long silences are shortened to 2 s). Type #123 or 12:04:05 in the
-jump field. Beside the event: what it changed (rows before and after) and the state as of
-it (t shows the next table). f forks a new Axon from this event and opens it.
-The timeline shows where you are (●), the agents' turns (▬) and wakes (▲); click to jump.
-"""
+    HELP = (
+        "One Axon's history, an event at a time. Nothing is re-run: no agent, no model.\n\n"
+        "left / right step one event, home / end go to the first / last. space plays at "
+        "the chosen speed (+ / - change it; silences longer than 2 s are shortened).\n\n"
+        "j: jump to an event (#123) or a time (12:04:05). Beside the event: what it changed "
+        "(rows before and after) and the state as of it (t shows the next table).\n\n"
+        "f forks a new Axon from this event and opens it. The timeline shows where you are "
+        "(●), the agents' turns (▬) and wakes (▲): click it to jump."
+    )
     ERROR_BOX = "#replay-error"
     CSS_PATH = "replay.tcss"
     AUTO_FOCUS = "#changes"

@@ -1,8 +1,8 @@
 """Reading an Axon's tables a page at a time, now or as of an event, through the public API.
 
 The state inspector and the replay viewer browse tables that can hold millions of rows, so a
-page is found by rowid (keyset paging: `rowid > last`, fast at any depth) and only tables
-without a rowid fall back to OFFSET. The engine's own `axon_*` tables stay hidden, except
+page is found by rowid (keyset paging: `rowid > last`, fast at any depth) and only views,
+which have no rowid, fall back to OFFSET. The engine's own `axon_*` tables stay hidden, except
 `axon_events`, the log itself, which a past state does not hold: it is read from the live
 file up to the chosen sequence.
 """
@@ -18,7 +18,6 @@ from engine.models import QueryResult, RowChange
 
 PAGE_ROWS = 200
 EVENTS_TABLE = "axon_events"
-_SMALLEST_ROWID = -(2**63)
 
 
 @dataclass(frozen=True)
@@ -113,8 +112,10 @@ class StateReader:
         return [*sorted(found, key=lambda t: t.name.lower()), TableRef(EVENTS_TABLE)]
 
     async def first_page(self, table: TableRef, at_sequence: int | None) -> Page:
-        total = await self.count(table, at_sequence)
-        return await self._forward(table, at_sequence, _SMALLEST_ROWID, first=1, total=total)
+        if not table.has_rowid:
+            total = await self.count(table, at_sequence)
+            return await self._offset(table, at_sequence, 0, total)
+        return await self._seek(table, at_sequence, after=None)
 
     async def last_page(self, table: TableRef, at_sequence: int | None) -> Page:
         total = await self.count(table, at_sequence)
@@ -133,14 +134,7 @@ class StateReader:
         """The page that starts at `rowid` (or the next row after it): where a change is."""
         if not table.has_rowid:
             return await self.first_page(table, at_sequence)
-        where, params = self._bounds(table, at_sequence)
-        counts = await self._query(
-            f"SELECT count(*), count(*) FILTER (WHERE rowid < ?) FROM {quote(table.name)}{where}",
-            [rowid, *params],
-            self._state_at(table, at_sequence),
-        )
-        total, before = (int(n) for n in counts.rows[0])
-        return await self._forward(table, at_sequence, rowid - 1, before + 1, total)
+        return await self._seek(table, at_sequence, after=rowid - 1)
 
     async def reread(self, page: Page) -> Page:
         """The same place in the table, read again: what changed there since, a new total."""
@@ -149,7 +143,7 @@ class StateReader:
         if not page.table.has_rowid:
             total = await self.count(page.table, page.at_sequence)
             return await self._offset(page.table, page.at_sequence, page.first - 1, total)
-        return await self.page_from(page.table, page.at_sequence, page.rows[0][0])
+        return await self._seek(page.table, page.at_sequence, after=page.rows[0][0] - 1)
 
     async def next_page(self, page: Page) -> Page:
         if not page.has_next:
@@ -177,12 +171,9 @@ class StateReader:
         return replace(page, result=result, first=max(1, page.first - len(result.rows)))
 
     async def count(self, table: TableRef, at_sequence: int | None) -> int:
-        """How many rows the table holds. The log's sequences are gapless from 1 (contract
-        §3), so its count is its highest sequence: one index seek, not a scan of millions."""
         where, params = self._bounds(table, at_sequence)
-        counted = "coalesce(max(sequence), 0)" if table.is_log else "count(*)"
         result = await self._query(
-            f"SELECT {counted} FROM {quote(table.name)}{where}",
+            f"SELECT {_size(table)} FROM {quote(table.name)}{where}",
             params,
             self._state_at(table, at_sequence),
         )
@@ -194,11 +185,37 @@ class StateReader:
             return []
         return await self.backend.changes(self.axon_id, sequence)
 
+    async def _seek(self, table: TableRef, at_sequence: int | None, after: int | None) -> Page:
+        """The rows after rowid `after` (None: from the top), the table's size and how many
+        rows come before them, in one query: a past state is rebuilt once per query, so one
+        query instead of three makes a replay step about three times faster."""
+        name = quote(table.name)
+        where_all, all_params = self._bounds(table, at_sequence)
+        before_params: list[Any] = []
+        if after is None:
+            before_sql = "0"
+        else:
+            where_before, before_params = self._bounds(table, at_sequence, up_to=after)
+            before_sql = f"(SELECT {_size(table)} FROM {name}{where_before})"
+        where_page, page_params = self._bounds(table, at_sequence, after=after)
+        result = await self._query(
+            f"SELECT (SELECT {_size(table)} FROM {name}{where_all}), {before_sql}, "
+            f"rowid AS rowid, * FROM {name}{where_page} ORDER BY rowid LIMIT ?",
+            [*all_params, *before_params, *page_params, PAGE_ROWS],
+            self._state_at(table, at_sequence),
+        )
+        rows = result.model_copy(
+            update={"columns": result.columns[2:], "rows": [row[2:] for row in result.rows]}
+        )
+        if not result.rows:  # nothing from there on: no row carried the counts
+            total = await self.count(table, at_sequence)
+            return Page(table, at_sequence, rows, total + 1, total)
+        total, before = int(result.rows[0][0]), int(result.rows[0][1])
+        return Page(table, at_sequence, rows, before + 1, total)
+
     async def _forward(
         self, table: TableRef, at_sequence: int | None, after: Any, first: int, total: int
     ) -> Page:
-        if not table.has_rowid:
-            return await self._offset(table, at_sequence, first - 1, total)
         where, params = self._bounds(table, at_sequence, after=after)
         result = await self._query(
             f"SELECT rowid AS rowid, * FROM {quote(table.name)}{where} ORDER BY rowid LIMIT ?",
@@ -210,7 +227,7 @@ class StateReader:
     async def _offset(
         self, table: TableRef, at_sequence: int | None, offset: int, total: int
     ) -> Page:
-        """A page of a view or a WITHOUT ROWID table: there is no key to seek by."""
+        """A page of a view: it has no rowid to seek by (Axon tables all have one)."""
         result = await self._query(
             f"SELECT * FROM {quote(table.name)} LIMIT ? OFFSET ?",
             [PAGE_ROWS, offset],
@@ -226,20 +243,29 @@ class StateReader:
 
     @staticmethod
     def _bounds(
-        table: TableRef, at_sequence: int | None, *, after: Any = None, before: Any = None
+        table: TableRef,
+        at_sequence: int | None,
+        *,
+        after: Any = None,
+        before: Any = None,
+        up_to: Any = None,
     ) -> tuple[str, list[Any]]:
         """The WHERE clause of a keyset page, and its parameters."""
         clauses, params = [], []
-        if after is not None:
-            clauses.append("rowid > ?")
-            params.append(after)
-        if before is not None:
-            clauses.append("rowid < ?")
-            params.append(before)
+        for bound, clause in ((after, "rowid > ?"), (before, "rowid < ?"), (up_to, "rowid <= ?")):
+            if bound is not None:
+                clauses.append(clause)
+                params.append(bound)
         if table.is_log and at_sequence is not None:
             clauses.append("sequence <= ?")
             params.append(at_sequence)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _size(table: TableRef) -> str:
+    """How many rows, as SQL. The log's sequences are gapless from 1 (contract §3), so its
+    count is its highest sequence: one index seek, not a scan of millions of events."""
+    return "coalesce(max(sequence), 0)" if table.is_log else "count(*)"
 
 
 def _reversed(result: QueryResult) -> QueryResult:

@@ -21,13 +21,14 @@ from textual.widgets import Footer, Input, Label, Static
 
 from axons_tui.jump import HINT, parse_jump
 from axons_tui.screens.axon_state import AxonStateScreen
-from axons_tui.state_reader import TableRef, changed_rowids
+from axons_tui.state_reader import Page, TableRef, changed_rowids
 from axons_tui.widgets.changes_view import ChangesView
 from axons_tui.widgets.event_card import EventCard
 from axons_tui.widgets.event_text import clock
 from axons_tui.widgets.state_table import StateTable
 from axons_tui.widgets.status_bar import StatusBar
 from axons_tui.widgets.timeline import MARKED_TYPES, Marks, Timeline
+from engine.errors import AxonError
 from engine.models import Event, RowChange
 
 SPEEDS = (1, 2, 5, 10, 25, 100)  # times real time
@@ -351,32 +352,43 @@ class ReplayScreen(AxonStateScreen):
         return self._events[sequence]
 
     async def _show_state(self, sequence: int, table: TableRef | None = None) -> None:
-        """The state as of the event: the table it changed (else the one shown before),
-        opened where the change is."""
-        tables = await self._attempt(self.reader.tables(sequence))
-        if tables is None:
-            return
-        own = [t for t in tables if not t.is_log]
+        """The state as of the event: the table asked for, else the one the event changed,
+        else the one shown before, opened where the change is. Only when none of them
+        existed yet at this event is the list of tables read (a past state is rebuilt for
+        each query, so a step costs one query where it can)."""
         state = self.query_one("#state", StateTable)
-        self.table = table or _table_to_show(own, self.changes, self.table)
-        if self.table is None:
-            state.clear(columns=True)
-            state.border_title = f"as of #{sequence}: no tables yet"
-            self.shown = sequence
-            return
-        marked = changed_rowids(self.changes, self.table, sequence)
-        pending = (
-            self.reader.page_from(self.table, sequence, min(marked))
-            if marked
-            else self.reader.first_page(self.table, sequence)
-        )
-        page = await self._attempt(pending)
+        choice = table or _changed_table(self.changes) or self.table
+        page = None
+        if choice is not None:
+            try:
+                page = await self._state_page(choice, sequence)
+            except AxonError:
+                page = None  # it did not exist as of this event: pick one that did
         if page is None:
-            return
-        state.show(page.result, marked)
+            tables = await self._attempt(self.reader.tables(sequence))
+            if tables is None:
+                return
+            own = [t for t in tables if not t.is_log]
+            if not own:
+                state.clear(columns=True)
+                state.border_title = f"as of #{sequence}: no tables yet"
+                self.shown = sequence
+                return
+            page = await self._attempt(self._state_page(own[0], sequence))
+            if page is None:
+                return
+        self.table = page.table
+        state.show(page.result, changed_rowids(self.changes, page.table, sequence))
         state.border_title = f"as of #{sequence} · {page.brief()}"
-        state.border_subtitle = "t: next table" if len(own) > 1 else ""
+        state.border_subtitle = "t: next table"
         self.shown = sequence
+
+    async def _state_page(self, table: TableRef, sequence: int) -> Page:
+        """The table as of the event, from its first changed row (else from the top)."""
+        marked = changed_rowids(self.changes, table, sequence)
+        if marked:
+            return await self.reader.page_from(table, sequence, min(marked))
+        return await self.reader.first_page(table, sequence)
 
     @work(exclusive=True, group="replay-position")
     async def _next_table(self) -> None:
@@ -409,13 +421,9 @@ class ReplayScreen(AxonStateScreen):
         )
 
 
-def _table_to_show(
-    tables: list[TableRef], changes: list[RowChange], current: TableRef | None
-) -> TableRef | None:
-    by_name = {t.name: t for t in tables}
+def _changed_table(changes: list[RowChange]) -> TableRef | None:
+    """The first table the event wrote rows into (and kept them)."""
     for change in changes:
-        if change.table in by_name and change.op != "delete":
-            return by_name[change.table]
-    if current is not None and current.name in by_name:
-        return by_name[current.name]
-    return tables[0] if tables else None
+        if change.op != "delete":
+            return TableRef(change.table)
+    return None

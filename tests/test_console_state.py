@@ -225,6 +225,38 @@ async def test_the_timeline_marks_the_agents_turns_and_wakes_from_history(
         assert "timeline--turn" in roles and roles.count("timeline--position") == 1
 
 
+async def test_the_state_pane_follows_tables_that_come_and_go(tmp_path: Path) -> None:
+    """Stepping back before a table existed shows one that did; t shows the next table."""
+    home = tmp_path / "home"
+    async with Engine(home) as engine:
+        axon = (await engine.create_axon("tables")).id
+        await engine.query(axon, "CREATE TABLE notes(body TEXT)", write=True)
+        await engine.publish(axon, Draft.message("one"))
+        await engine.query(axon, "INSERT INTO notes VALUES ('first note')", write=True)
+        await engine.publish(axon, Draft.message("two"))
+        await engine.batch(
+            axon,
+            [
+                {"sql": "CREATE TABLE later(n INTEGER)"},
+                {"sql": "INSERT INTO later VALUES (42)"},
+            ],
+        )
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await opened(app, pilot, ReplayScreen, axon, at_sequence=2)
+        state = screen.query_one(StateTable)
+        assert screen.table.name == "later" and rows_of(state) == [["1", "42"]]
+        await pilot.press("t")
+        await until(lambda: screen.table.name == "notes", what="the next table")
+        await pilot.press("t")
+        await until(lambda: screen.table.name == "later", what="round to the first again")
+
+        await pilot.press("left")
+        await until(lambda: screen.shown == 1, what="event #1's state")
+        assert screen.table.name == "notes" and rows_of(state) == [["1", "first note"]]
+        assert screen.error is None
+
+
 # -- the state inspector
 
 

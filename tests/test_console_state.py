@@ -328,9 +328,11 @@ async def test_now_follows_new_events_in_the_inspector_and_the_replay(tmp_path: 
         table = screen.query_one(StateTable)
         backend = app.session.backend
         axon = screen.axon_id
+        await pilot.press("down", "down")  # the cursor stays on its row as rows arrive
         await backend.publish(axon, Draft.message("order 6", source="cli"))
         await backend.query(axon, "INSERT INTO items(name, qty) VALUES ('late', 6)", write=True)
         await until(lambda: "late" in qty_by_name(table), what="the new row, now")
+        assert table.cursor_row == 2
         await until(lambda: screen.latest == ORDERS + 1, what="the new latest event")
         await until(lambda: {rows_of(table)[i][2] for i in table.changed_rows} == {"late"})
 

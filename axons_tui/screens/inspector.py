@@ -231,7 +231,7 @@ class InspectorScreen(AxonStateScreen):
         elif self.table is not None:
             page = self.page
             if keep_place and page is not None and page.table == self.table:
-                await self._show_page(self.reader.reread(page))
+                await self._show_page(self.reader.reread(page), keep_place=True)
             else:
                 await self._show_page(self.reader.first_page(self.table, self.at_sequence))
 
@@ -251,14 +251,14 @@ class InspectorScreen(AxonStateScreen):
     async def _run_sql(self, sql: str) -> None:
         await self._show_sql(sql)
 
-    async def _show_page(self, pending: Awaitable[Page]) -> None:
+    async def _show_page(self, pending: Awaitable[Page], keep_place: bool = False) -> None:
         page = await self._attempt(pending)
         if page is None:
             return
         self.page = page
         self._show_error(None)
         marked = changed_rowids(self.changes, page.table, self.selected_sequence)
-        self.query_one(StateTable).show(page.result, marked)
+        self.query_one(StateTable).show(page.result, marked, keep_place=keep_place)
         self._status(page.describe())
 
     async def _show_sql(self, sql: str) -> None:

@@ -48,10 +48,14 @@ class StateTable(DataTable[Text]):
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
         self._changed_rows: set[int] = set()
 
-    def show(self, result: QueryResult, changed: Iterable[int] = ()) -> None:
+    def show(
+        self, result: QueryResult, changed: Iterable[int] = (), *, keep_place: bool = False
+    ) -> None:
         """Replace what the table shows with `result`, highlighting the rows whose rowid is
         in `changed` (none when the result has no `rowid` column: an arbitrary query cannot
-        be matched to rows)."""
+        be matched to rows). `keep_place` keeps the cursor and the scroll where they were
+        (the same rows, read again)."""
+        row, scroll = self.cursor_row, self.scroll_offset
         wanted = set(changed)
         names = [column.name for column in result.columns]
         key = names.index("rowid") if "rowid" in names else None
@@ -61,7 +65,10 @@ class StateTable(DataTable[Text]):
         self.clear(columns=True)  # also drops the rendered rows, so the highlight redraws
         self.add_columns(*names)
         null_style = self.get_component_rich_style("state-table--null", partial=True)
-        self.add_rows([cell_text(v, null_style) for v in row] for row in result.rows)
+        self.add_rows([cell_text(v, null_style) for v in values] for values in result.rows)
+        if keep_place and result.rows:
+            self.move_cursor(row=min(row, len(result.rows) - 1), scroll=False)
+            self.scroll_to(scroll.x, scroll.y, animate=False, immediate=True)
 
     @property
     def changed_rows(self) -> set[int]:

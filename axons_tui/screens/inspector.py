@@ -224,7 +224,8 @@ class InspectorScreen(AxonStateScreen):
         found = await self._attempt(self._look(self.at_sequence))
         if found is None:
             return
-        tables, self.changes = found
+        name, tables, self.changes = found
+        self.query_one("#inspector-title", Label).update(Text(f"State · {name}"))
         self._list_tables(tables)
         if self.sql is not None:
             await self._show_sql(self.sql)
@@ -235,13 +236,13 @@ class InspectorScreen(AxonStateScreen):
             else:
                 await self._show_page(self.reader.first_page(self.table, self.at_sequence))
 
-    async def _look(self, at_sequence: int | None) -> tuple[list[TableRef], list[RowChange]]:
+    async def _look(self, at_sequence: int | None) -> tuple[str, list[TableRef], list[RowChange]]:
+        """The Axon's name, its tables as of the sequence, and the selected event's changes."""
         axon = await self.backend.get_axon(self.axon_id)
-        self.query_one("#inspector-title", Label).update(Text(f"State · {axon.name or axon.id}"))
         self.latest = await self.backend.last_sequence(self.axon_id)
         tables = await self.reader.tables(at_sequence)
         changes = await self.reader.changes(self.selected_sequence)
-        return tables, changes
+        return axon.name or axon.id, tables, changes
 
     @work(exclusive=True, group="inspector")
     async def _load(self, page: Awaitable[Page]) -> None:
@@ -270,20 +271,19 @@ class InspectorScreen(AxonStateScreen):
         if result is None:
             return
         self._show_error(None)
-        marked = (
-            set()
-            if self.table is None
-            else changed_rowids(self.changes, self.table, self.selected_sequence)
-        )
-        self.query_one(StateTable).show(result, marked)
+        self.query_one(StateTable).show(result)  # which table its rows are from is unknown
         self._status(_result_summary(result))
 
     # -- showing
 
     def _list_tables(self, tables: list[TableRef]) -> None:
-        self.tables = {t.name: t for t in tables}
-        keep = self.table.name if self.table and self.table.name in self.tables else None
-        self.table = self.tables[keep or tables[0].name]
+        """The list on the left (rebuilt only when the tables changed), the table kept."""
+        found = {t.name: t for t in tables}
+        keep = self.table.name if self.table and self.table.name in found else None
+        self.table = found[keep or tables[0].name]
+        if found == self.tables:
+            return
+        self.tables = found
         options = self.query_one("#tables", OptionList)
         options.clear_options()
         options.add_options(Option(Text(t.name), id=t.name) for t in tables)

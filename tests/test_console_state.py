@@ -400,6 +400,22 @@ async def test_axons_replay_with_at_starts_in_the_viewer_there(tmp_path: Path) -
         assert app.screen.position == 4  # type: ignore[attr-defined]
 
 
+async def test_the_changed_rows_take_the_themes_colour_in_every_shipped_theme(
+    tmp_path: Path,
+) -> None:
+    from textual.color import Color
+
+    async with shop_console(tmp_path, ReplayScreen, at_sequence=3) as (app, pilot, screen):
+        table = screen.query_one(StateTable)
+        for theme in ("dark", "light", "high-contrast"):
+            app.theme = theme
+            await pilot.pause()
+            expected = Color.parse(app.current_theme.variables["changed"]).rich_color
+            changed = table.get_component_rich_style("state-table--changed")
+            assert changed.bgcolor == expected, theme
+            assert screen.query_one(ChangesView).text  # it still draws
+
+
 # -- the parts, without a screen
 
 

@@ -43,12 +43,14 @@ class AxonStateScreen(Screen[None]):
     def reader(self) -> StateReader:
         return StateReader(self.backend, self.axon_id)
 
-    async def _attempt(self, pending: Awaitable[T]) -> T | None:
-        """The answer, or None with the engine's refusal shown in place (never raised)."""
+    async def _attempt(self, pending: Awaitable[T], *, quiet: bool = False) -> T | None:
+        """The answer, or None with the engine's refusal shown in place (never raised);
+        `quiet` when a refusal is an answer too (a table that did not exist yet)."""
         try:
             return await pending
         except AxonError as e:
-            self._show_error(e.message)
+            if not quiet:
+                self._show_error(e.message)
         except CONNECTION_LOST as e:
             self._show_error(f"the engine did not answer ({e}); try again when it is back")
         return None

@@ -28,7 +28,6 @@ from axons_tui.widgets.event_text import clock
 from axons_tui.widgets.state_table import StateTable
 from axons_tui.widgets.status_bar import StatusBar
 from axons_tui.widgets.timeline import MARKED_TYPES, Marks, Timeline
-from engine.errors import AxonError
 from engine.models import Event, RowChange
 
 SPEEDS = (1, 2, 5, 10, 25, 100)  # times real time
@@ -341,6 +340,7 @@ class ReplayScreen(AxonStateScreen):
             return
         self.changes = changes
         self.query_one(ChangesView).show(sequence, changes)
+        self._show_error(None)  # what went wrong before is no longer what is shown
         await self._show_state(sequence)
 
     async def _event(self, sequence: int) -> Event:
@@ -359,11 +359,8 @@ class ReplayScreen(AxonStateScreen):
         state = self.query_one("#state", StateTable)
         choice = table or _changed_table(self.changes) or self.table
         page = None
-        if choice is not None:
-            try:
-                page = await self._state_page(choice, sequence)
-            except AxonError:
-                page = None  # it did not exist as of this event: pick one that did
+        if choice is not None:  # None when it did not exist as of this event
+            page = await self._attempt(self._state_page(choice, sequence), quiet=True)
         if page is None:
             tables = await self._attempt(self.reader.tables(sequence))
             if tables is None:

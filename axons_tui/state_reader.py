@@ -9,14 +9,16 @@ file up to the chosen sequence.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.backend import Backend
 from engine.models import QueryResult, RowChange
+from engine.state import DEFAULT_MAX_ROWS
 
 PAGE_ROWS = 200
+MAX_ROWS = DEFAULT_MAX_ROWS  # the most rows one answer holds (the HTTP API's limit too)
 EVENTS_TABLE = "axon_events"
 
 
@@ -100,7 +102,7 @@ class StateReader:
 
     async def tables(self, at_sequence: int | None = None) -> list[TableRef]:
         """The Axon's own tables and views as of `at_sequence`, by name, then `axon_events`."""
-        result = await self._query("PRAGMA table_list", [], at_sequence, max_rows=100_000)
+        result = await self._query("PRAGMA table_list", [], at_sequence, max_rows=MAX_ROWS)
         names = [c.name for c in result.columns]
         found = []
         for row in result.rows:
@@ -110,6 +112,23 @@ class StateReader:
                 continue
             found.append(TableRef(name, has_rowid=entry["type"] == "table" and not entry["wr"]))
         return [*sorted(found, key=lambda t: t.name.lower()), TableRef(EVENTS_TABLE)]
+
+    async def typed_events(self, types: Sequence[str]) -> list[tuple[int, str]]:
+        """(sequence, event_type) of every event of these types, oldest first, read as many
+        answers as it takes (one holds at most MAX_ROWS rows)."""
+        marks = ", ".join("?" * len(types))
+        found: list[tuple[int, str]] = []
+        while True:
+            result = await self._query(
+                f"SELECT sequence, event_type FROM {EVENTS_TABLE} WHERE sequence > ? "
+                f"AND event_type IN ({marks}) ORDER BY sequence LIMIT ?",
+                [found[-1][0] if found else 0, *types, MAX_ROWS],
+                None,
+                max_rows=MAX_ROWS,
+            )
+            found.extend((int(sequence), str(kind)) for sequence, kind in result.rows)
+            if len(result.rows) < MAX_ROWS:
+                return found
 
     async def first_page(self, table: TableRef, at_sequence: int | None) -> Page:
         if not table.has_rowid:

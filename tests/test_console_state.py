@@ -17,6 +17,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from axons_tui import state_reader
 from axons_tui.app import AxonsApp
 from axons_tui.jump import parse_jump
 from axons_tui.screens.inspector import InspectorScreen, parse_as_of
@@ -25,7 +26,7 @@ from axons_tui.state_reader import PAGE_ROWS, StateReader
 from axons_tui.widgets.changes_view import ChangesView
 from axons_tui.widgets.event_card import EventCard
 from axons_tui.widgets.state_table import StateTable
-from axons_tui.widgets.timeline import Marks, Timeline, bar_roles, sequence_at
+from axons_tui.widgets.timeline import MARKED_TYPES, Marks, Timeline, bar_roles, sequence_at
 from engine import Engine
 from engine.backend import Backend
 from engine.models import Draft
@@ -91,6 +92,8 @@ def _replay_loaded(app: AxonsApp) -> bool:
     screen = app.screen
     if not isinstance(screen, ReplayScreen) or not screen.is_mounted:
         return False
+    if screen.error:
+        raise AssertionError(screen.error)  # no need to wait: say why
     return (
         screen.shown == screen.position
         and screen.query_one(ChangesView).sequence == screen.position
@@ -99,6 +102,8 @@ def _replay_loaded(app: AxonsApp) -> bool:
 
 def _inspector_loaded(app: AxonsApp) -> bool:
     screen = app.screen
+    if isinstance(screen, InspectorScreen) and screen.error:
+        raise AssertionError(screen.error)  # no need to wait: say why
     return isinstance(screen, InspectorScreen) and screen.page is not None
 
 
@@ -219,7 +224,8 @@ async def test_the_timeline_marks_the_agents_turns_and_wakes_from_history(
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await opened(app, pilot, ReplayScreen, axon, at_sequence=2)
         timeline = screen.query_one(Timeline)
-        assert timeline.marks == Marks(turns=((3, 5),), wakes=(2,))
+        expected = Marks(turns=((3, 5),), wakes=(2,))
+        await until(lambda: timeline.marks == expected, what="the marks")
         assert "woke in 12 ms" in str(screen.query_one(EventCard).render())
         roles = bar_roles(screen.position, timeline.total, timeline.size.width, timeline.marks)
         assert "timeline--turn" in roles and roles.count("timeline--position") == 1
@@ -416,11 +422,33 @@ async def test_the_changed_rows_take_the_themes_colour_in_every_shipped_theme(
             assert screen.query_one(ChangesView).text  # it still draws
 
 
+async def test_both_screens_work_the_same_attached_over_the_socket(tmp_path: Path) -> None:
+    """A second console attached to the first one's engine: every read goes over HTTP."""
+    home = tmp_path / "home"
+    axon = await seeded_home(home)
+    embedded = console_app(home)
+    async with embedded.run_test(size=(100, 30)):
+        await until(lambda: embedded._session is not None, what="the embedded engine")
+        attached = console_app(home, tmp_config=tmp_path / "config2")
+        async with attached.run_test(size=(100, 30)) as pilot:
+            replay = await opened(attached, pilot, ReplayScreen, axon, at_sequence=2)
+            assert not attached.session.embedded
+            await pilot.press("right")
+            await until(lambda: replay.shown == 3, what="event #3 over the socket")
+            assert [(c.op, c.rowid) for c in replay.changes] == [("insert", 3), ("update", 2)]
+            await pilot.press("escape")
+            inspector = await opened(attached, pilot, InspectorScreen, axon, at_sequence=2)
+            table = inspector.query_one(StateTable)
+            assert qty_by_name(table) == {"[i]item1": "11", "[i]item2": "2"}
+            await pilot.press("e", *"SELEC 1", "enter")
+            await until(lambda: "syntax error" in (inspector.error or ""), what="the error")
+
+
 # -- the parts, without a screen
 
 
 async def test_the_state_reader_lists_own_tables_and_reads_the_log_as_of_a_sequence(
-    engine: Engine,
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     axon = await seed_shop(engine)
     await engine.query(
@@ -434,6 +462,13 @@ async def test_the_state_reader_lists_own_tables_and_reads_the_log_as_of_a_seque
     view = next(t for t in await reader.tables() if t.name == "big_orders")
     assert not view.has_rowid
     assert (await reader.first_page(view, None)).total == ORDERS
+    monkeypatch.setattr(state_reader, "MAX_ROWS", 2)  # the marks come in several answers
+    await engine.publish_batch(
+        axon, [Draft(t, "{}", "bot", origin="SYSTEM_EVENT") for t in MARKED_TYPES], system=True
+    )
+    assert await reader.typed_events(MARKED_TYPES) == [
+        (ORDERS + 1 + i, t) for i, t in enumerate(MARKED_TYPES)
+    ]
     items = next(t for t in await reader.tables(3) if t.name == "items")
     at_change = await reader.page_from(items, 3, 2)
     assert (at_change.first, at_change.total) == (2, 3)

@@ -34,7 +34,6 @@ SPEEDS = (1, 2, 5, 10, 25, 100)  # times real time
 MAX_GAP_MS = 2_000  # a longer silence plays as this long, before the speed applies
 MIN_STEP_S = 0.05  # the fastest step: about 20 events a second
 WINDOW = 200  # events read at once around the position
-MARKS_MAX = 100_000  # turn and wake events read for the timeline
 
 
 class ReplayScreen(AxonStateScreen):
@@ -120,27 +119,19 @@ class ReplayScreen(AxonStateScreen):
 
     @work(exclusive=True, group="replay-start")
     async def _start(self) -> None:
-        """The Axon's name, length and timeline marks; then the first event to show."""
+        """The Axon's name and length, the first event to show, then the timeline's marks
+        (a scan of the whole log: the event is on screen before it ends)."""
         axon = await self._attempt(self.backend.get_axon(self.axon_id))
         if axon is not None:
             self.name_shown = axon.name or axon.id
         last = await self._attempt(self.backend.last_sequence(self.axon_id))
         self.last = max(self.last, last or 0)
-        marks = await self._attempt(
-            self.backend.query(
-                self.axon_id,
-                "SELECT sequence, event_type FROM axon_events WHERE event_type IN "
-                f"({', '.join('?' * len(MARKED_TYPES))}) ORDER BY sequence",
-                list(MARKED_TYPES),
-                max_rows=MARKS_MAX,
-            )
-        )
+        self.go(self.wanted if self.wanted is not None else 1)
+        marks = await self._attempt(self.reader.typed_events(MARKED_TYPES))
         if marks is not None:
             known = {sequence for sequence, _ in self._typed}
-            found = [(int(s), str(t)) for s, t in marks.rows if s not in known]
-            self._typed = sorted([*found, *self._typed])
+            self._typed = sorted([*(m for m in marks if m[0] not in known), *self._typed])
             self._refresh_marks()
-        self.go(self.wanted if self.wanted is not None else 1)
 
     # -- moving
 

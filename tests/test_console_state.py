@@ -15,17 +15,18 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from axons_tui import state_reader
 from axons_tui.app import AxonsApp
 from axons_tui.jump import parse_jump
 from axons_tui.screens.inspector import InspectorScreen, parse_as_of
 from axons_tui.screens.replay import ReplayScreen
+from axons_tui.screens.row_detail import RowDetailScreen
 from axons_tui.state_reader import PAGE_ROWS, StateReader
 from axons_tui.widgets.changes_view import ChangesView
 from axons_tui.widgets.event_card import EventCard
-from axons_tui.widgets.state_table import StateTable
+from axons_tui.widgets.state_table import CELL_CHARS, StateTable
 from axons_tui.widgets.timeline import MARKED_TYPES, Marks, Timeline, bar_roles, sequence_at
 from engine import Engine
 from engine.backend import Backend
@@ -395,6 +396,24 @@ async def test_database_text_is_never_read_as_markup(tmp_path: Path) -> None:
         replay = await opened(app, pilot, ReplayScreen, axon)
         card = replay.query_one(EventCard)
         assert "order 1 [bold]now[/]" in str(card.render())
+
+
+async def test_a_long_value_is_cut_in_its_cell_and_whole_behind_enter(tmp_path: Path) -> None:
+    async with shop_console(tmp_path, InspectorScreen) as (app, pilot, screen):
+        long = "[b]" + "x" * 500 + '{"not": "json'
+        await app.session.backend.query(
+            screen.axon_id, "UPDATE items SET name = ? WHERE id = 1", [long], write=True
+        )
+        await pilot.press("a", "enter")  # as of now, read again
+        table = screen.query_one(StateTable)
+        await until(lambda: rows_of(table)[0][2].startswith("[b]xxx"), what="the long value")
+        assert len(rows_of(table)[0][2]) == CELL_CHARS and rows_of(table)[0][2].endswith("…")
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, RowDetailScreen), what="the row in full")
+        assert long in str(app.screen.query_one("#row-text", Static).render())
+        assert "items · row 1" in str(app.screen.query_one("#row-box").border_title)
+        await pilot.press("escape")
+        await until(lambda: app.screen is screen, what="back to the inspector")
 
 
 async def test_axons_replay_with_at_starts_in_the_viewer_there(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from axons_tui.screens.axon_state import AxonStateScreen
+from axons_tui.screens.row_detail import RowDetailScreen
 from axons_tui.state_reader import Page, TableRef, changed_rowids
 from axons_tui.widgets.state_table import StateTable
 from axons_tui.widgets.status_bar import StatusBar
@@ -63,7 +64,7 @@ class InspectorScreen(AxonStateScreen):
         "last (paged by rowid: as fast deep in a table as at its top).\n\n"
         "e: type SQL and press enter; it runs read-only, as of the chosen event (an empty "
         "query goes back to the table). a: as of an event number (empty: now). The rows "
-        "that event changed are highlighted."
+        "that event changed are highlighted. enter shows the row under the cursor in full."
     )
     ERROR_BOX = "#inspector-error"
     CSS_PATH = "inspector.tcss"
@@ -193,6 +194,17 @@ class InspectorScreen(AxonStateScreen):
         elif self.sql is not None:
             self.sql = None
             self.action_first_page()
+
+    @on(StateTable.RowSelected, "#rows")
+    def _row_opened(self, event: StateTable.RowSelected) -> None:
+        """`enter` (or a click on the selected row): the row in full, nothing cut."""
+        index = event.cursor_row
+        if self.sql is None and self.page is not None:
+            title = f"{self.page.table.name} · row {self.page.first + index:,}"
+        else:
+            title = f"query · row {index + 1:,}"
+        row = self.query_one(StateTable).full_row(index)
+        self.app.push_screen(RowDetailScreen(title, row))
 
     @on(OptionList.OptionHighlighted, "#tables")
     @on(OptionList.OptionSelected, "#tables")

@@ -47,6 +47,7 @@ class StateTable(DataTable[Text]):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
         self._changed_rows: set[int] = set()
+        self.result: QueryResult | None = None  # the values in full, behind the cut cells
 
     def show(
         self, result: QueryResult, changed: Iterable[int] = (), *, keep_place: bool = False
@@ -56,6 +57,7 @@ class StateTable(DataTable[Text]):
         be matched to rows). `keep_place` keeps the cursor and the scroll where they were
         (the same rows, read again)."""
         row, scroll = self.cursor_row, self.scroll_offset
+        self.result = result
         wanted = set(changed)
         names = [column.name for column in result.columns]
         key = names.index("rowid") if "rowid" in names else None
@@ -69,6 +71,18 @@ class StateTable(DataTable[Text]):
         if keep_place and result.rows:
             self.move_cursor(row=min(row, len(result.rows) - 1), scroll=False)
             self.scroll_to(scroll.x, scroll.y, animate=False, immediate=True)
+
+    def full_row(self, index: int) -> dict[str, Any]:
+        """Row `index` as column name to value, nothing cut (a repeated name gets a #)."""
+        if self.result is None:
+            return {}
+        row: dict[str, Any] = {}
+        for column, value in zip(self.result.columns, self.result.rows[index], strict=True):
+            name = column.name
+            while name in row:
+                name += "#"
+            row[name] = value
+        return row
 
     @property
     def changed_rows(self) -> set[int]:

@@ -303,6 +303,10 @@ async def test_the_as_of_selector_returns_the_old_state(tmp_path: Path) -> None:
         await until(lambda: qty_by_name(table) == {"[i]item1": "11", "[i]item2": "2"}, what="#2")
         assert screen.at_sequence == 2
         assert {rows_of(table)[i][0] for i in table.changed_rows} == {"1", "2"}
+        await pilot.press("left_square_bracket")  # one event earlier
+        await until(lambda: qty_by_name(table) == {"[i]item1": "1"}, what="#1")
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await until(lambda: screen.at_sequence == 3 and len(qty_by_name(table)) == 3, what="#3")
 
         await pilot.press("a", "backspace", "enter")  # empty: now
         await until(lambda: qty_by_name(table) == now, what="now again")

@@ -63,7 +63,8 @@ class InspectorScreen(AxonStateScreen):
         "Pick a table on the left; n / p show the next / previous rows, g / G the first / "
         "last (paged by rowid: as fast deep in a table as at its top).\n\n"
         "e: type SQL and press enter; it runs read-only, as of the chosen event (an empty "
-        "query goes back to the table). a: as of an event number (empty: now). The rows "
+        "query goes back to the table). a: as of an event number (empty: now); [ and ] step "
+        "it one event earlier or later. The rows "
         "that event changed are highlighted. enter shows the row under the cursor in full."
     )
     ERROR_BOX = "#inspector-error"
@@ -77,6 +78,10 @@ class InspectorScreen(AxonStateScreen):
         Binding("G", "last_page", "Last rows", id="inspector.last_page", show=False),
         Binding("e", "focus_sql", "SQL", id="inspector.sql"),
         Binding("a", "focus_as_of", "As of", id="inspector.as_of"),
+        Binding(
+            "left_square_bracket", "as_of_step(-1)", "Earlier", id="inspector.earlier", show=False
+        ),
+        Binding("right_square_bracket", "as_of_step(1)", "Later", id="inspector.later", show=False),
     ]
 
     def __init__(self, axon_id: str, at_sequence: int | None = None) -> None:
@@ -174,6 +179,14 @@ class InspectorScreen(AxonStateScreen):
         if self.table is not None:
             self._load(self.reader.last_page(self.table, self.at_sequence))
 
+    def action_as_of_step(self, delta: int) -> None:
+        """One event earlier or later than the state shown; later than the latest is now."""
+        at = self.selected_sequence + delta
+        self.at_sequence = None if at >= self.latest else max(0, at)
+        self.query_one("#as-of", Input).value = "" if self.at_sequence is None else str(at)
+        self._show_error(None)
+        self.reload()
+
     @on(Input.Submitted, "#as-of")
     def _as_of_chosen(self, event: Input.Submitted) -> None:
         try:
@@ -225,6 +238,14 @@ class InspectorScreen(AxonStateScreen):
         yield "Inspector: last rows", "The table's last page", self.action_last_page
         yield "Inspector: SQL", "Type a read-only query", self.action_focus_sql
         yield "Inspector: as of", "Look at the state as of an event", self.action_focus_as_of
+        yield "Inspector: earlier", "The state one event earlier", self._earlier
+        yield "Inspector: later", "The state one event later", self._later
+
+    def _earlier(self) -> None:
+        self.action_as_of_step(-1)
+
+    def _later(self) -> None:
+        self.action_as_of_step(1)
 
     # -- reading (workers; the newest request wins)
 

@@ -8,7 +8,7 @@ recolours them; values are plain text, never markup.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -16,6 +16,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from axons_tui.widgets.state_table import shown_value
 from engine.models import RowChange
 
 MAX_CHANGES = 500  # rows listed per event; a count says how many more there were
@@ -29,14 +30,6 @@ OP_ROLE = {
     "update": "changes-view--update",
     "delete": "changes-view--delete",
 }
-
-
-def shown(value: Any) -> str:
-    """A value as the view prints it: NULL, or its text on one line, cut when long."""
-    if value is None:
-        return "NULL"
-    text = str(value).replace("\n", "⏎")
-    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
 
 
 def change_lines(change: RowChange) -> list[Line]:
@@ -54,20 +47,21 @@ def change_lines(change: RowChange) -> list[Line]:
     width = max((len(c) for c in columns), default=0)
     for column in columns:
         name: Piece = (f"  {column:<{width}}  ", "changes-view--muted")
+        old = shown_value(before.get(column), VALUE_CHARS)
+        new = shown_value(after.get(column), VALUE_CHARS)
         if change.op == "update" and before.get(column) != after.get(column):
             lines.append(
                 [
                     name,
-                    (shown(before.get(column)), "changes-view--before"),
+                    (old, "changes-view--before"),
                     (" → ", "changes-view--muted"),
-                    (shown(after.get(column)), "changes-view--changed"),
+                    (new, "changes-view--changed"),
                 ]
             )
         elif change.op == "delete":
-            lines.append([name, (shown(before.get(column)), "changes-view--before")])
+            lines.append([name, (old, "changes-view--before")])
         else:
-            role = "changes-view--changed" if change.op == "insert" else ""
-            lines.append([name, (shown(after.get(column)), role)])
+            lines.append([name, (new, "changes-view--changed" if change.op == "insert" else "")])
     return lines
 
 

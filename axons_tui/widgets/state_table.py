@@ -19,14 +19,17 @@ from engine.models import QueryResult
 CELL_CHARS = 80  # how much of a value a cell shows; the rest is behind the cut
 
 
-def cell_text(value: Any, null_style: Style | str = "") -> Text:
-    """One value as a cell: NULL says so, text stays on one line, long values are cut."""
+def shown_value(value: Any, limit: int = CELL_CHARS) -> str:
+    """A value on one line: NULL says so, line breaks show as ⏎, long values are cut."""
     if value is None:
-        return Text("NULL", style=null_style)
-    shown = str(value).replace("\n", "⏎")
-    if len(shown) > CELL_CHARS:
-        shown = shown[: CELL_CHARS - 1] + "…"
-    return Text(shown)
+        return "NULL"
+    text = str(value).replace("\n", "⏎")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cell_text(value: Any, null_style: Style | str = "") -> Text:
+    """One value as a cell (plain text, never markup); NULL in its own style."""
+    return Text(shown_value(value), style=null_style if value is None else "")
 
 
 class StateTable(DataTable[Text]):

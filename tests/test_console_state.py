@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -31,10 +31,18 @@ from axons_tui.widgets.timeline import MARKED_TYPES, Marks, Timeline, bar_roles,
 from engine import Engine
 from engine.backend import Backend
 from engine.models import Draft
-from tests.console_support import FROZEN_MS, FrozenClock, console_app, until
+from tests.console_support import FROZEN_MS, FrozenClock, console_app
+from tests.console_support import until as until_within
+from tests.helpers import WAIT_S
 
 ORDERS = 5
 STEP_MS = 1000  # between two orders, on the frozen clock
+
+
+async def until(condition: Callable[[], bool], what: str = "") -> None:
+    """Wait for the condition with the tests' generous deadline: only a broken console
+    reaches it, a busy machine (the whole suite, other runs beside it) does not."""
+    await until_within(condition, timeout=WAIT_S, what=what)
 
 
 async def seed_shop(backend: Backend, clock: FrozenClock | None = None) -> str:

@@ -89,6 +89,11 @@ class AxonActivity:
         newest = now_ms // BUCKET_MS
         return sum(self.buckets.get(b, 0) for b in range(newest - 5, newest + 1))
 
+    def in_window(self, now_ms: int) -> int:
+        """Events in the last hour."""
+        first = (now_ms - WINDOW_MS) // BUCKET_MS
+        return sum(n for bucket, n in self.buckets.items() if bucket > first)
+
     def hour(self, now_ms: int, bars: int) -> list[int]:
         """The last hour's events in `bars` equal slices, oldest first."""
         newest = now_ms // BUCKET_MS

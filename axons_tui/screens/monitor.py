@@ -135,7 +135,10 @@ Click a column header (or press o) to sort by it; the same header again flips th
             activity.agents = {**message.agents.get(axon.id, {}), **activity.agents}
         self.table.show(self.matching())
         self._refresh_totals(0.0)
-        self._read_history([a.axon_id for a in self.activities.values() if not a.seeded])
+        unseeded = [a.axon_id for a in self.table.in_order(self.matching()) if not a.seeded]
+        unseeded += [a.axon_id for a in self.activities.values() if not a.seeded]
+        # The first frame goes first; then the rows in view, the filtered-out ones last.
+        self.call_after_refresh(self._read_history, list(dict.fromkeys(unseeded)))
 
     @work(exclusive=True, group="monitor-history")
     async def _read_history(self, axon_ids: Sequence[str]) -> None:
@@ -167,11 +170,12 @@ Click a column header (or press o) to sort by it; the same header again flips th
                 )
 
     def on_monitor_screen_history_read(self, message: HistoryRead) -> None:
+        """Into the model only: the next tick shows it (one table pass a second, however
+        many batches arrive)."""
         for axon_id, rows in message.rows.items():
             activity = self.activities.get(axon_id)
             if activity is not None:
                 activity.seed(rows)
-        self.table.update()
 
     @work(group="monitor-discover")
     async def _discover(self, axon_id: str) -> None:

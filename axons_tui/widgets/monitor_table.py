@@ -23,14 +23,15 @@ SPARK_GLYPHS = " ▁▂▃▄▅▆▇█"
 WAITING_GLYPH = "⚑"
 NOTHING = "·"
 PENDING = "…"  # a stat not read yet
+FIRST_ROWS = 100  # rows in the first frame (more than a screen holds); the rest follow
 
 
 class Cell(Text):
     """A cell's text and the value it sorts by (so sorting never parses what it shows)."""
 
-    def __init__(self, text: str = "", style: Style | str = "", *, sort_key: Any = 0) -> None:
+    def __init__(self, text: str = "", style: Style | str = "") -> None:
         super().__init__(text, style=style, no_wrap=True, overflow="ellipsis", end="")
-        self.sort_key = sort_key
+        self.sort_key: Any = 0
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ColumnSpec:
     # What the cell shows, cheap to compute: the cell is rendered again only when it changes,
     # so a once-a-second pass over a thousand rows costs little.
     shows: Callable[[AxonActivity, int], Hashable]
+    order: Callable[[AxonActivity, int], Any]  # the sort key
     cell: Callable[[MonitorTable, AxonActivity, int], Cell]
 
 
@@ -82,6 +84,7 @@ class MonitorTable(DataTable[Cell]):
         self._shown: dict[str, tuple[Hashable, ...]] = {}  # row key -> what its cells show
         self._rows: dict[str, AxonActivity] = {}
         self._styles: dict[str, Style] = {}
+        self._generation = 0  # which show() the rows being added belong to
 
     def on_mount(self) -> None:
         for spec in COLUMNS:
@@ -90,31 +93,58 @@ class MonitorTable(DataTable[Cell]):
     # -- rows ------------------------------------------------------------------------
 
     def show(self, activities: Iterable[AxonActivity]) -> None:
-        """Replace the rows with these Axons, in the current sort order."""
-        now_ms = self._now_ms()
+        """Replace the rows with these Axons, in the current sort order. The first screenful
+        goes in at once and the rest right after it is painted, so a thousand rows cost the
+        first frame no more than fifty."""
         keep = self.highlighted_key
         self.clear()
         self._shown.clear()
         self._rows = {a.axon_id: a for a in activities}
-        for axon_id, activity in self._rows.items():
-            self._shown[axon_id] = tuple(spec.shows(activity, now_ms) for spec in COLUMNS)
-            self.add_row(*(spec.cell(self, activity, now_ms) for spec in COLUMNS), key=axon_id)
+        ordered = self.in_order(self._rows.values())
+        self._generation += 1
+        self._add(ordered[:FIRST_ROWS])
+        if len(ordered) > FIRST_ROWS:
+            self.call_after_refresh(self._add_rest, self._generation, ordered[FIRST_ROWS:], keep)
+        elif keep is not None and keep in self._shown:
+            self.move_cursor(row=self.get_row_index(keep), animate=False)
+
+    def in_order(self, activities: Iterable[AxonActivity]) -> list[AxonActivity]:
+        """The Axons in the table's current sort order."""
+        now_ms = self._now_ms()
+        order = SPECS[self.sort_column].order
+        return sorted(activities, key=lambda a: order(a, now_ms), reverse=self.sort_reverse)
+
+    def _add(self, activities: Iterable[AxonActivity]) -> None:
+        now_ms = self._now_ms()
+        for a in activities:
+            self._shown[a.axon_id] = tuple(spec.shows(a, now_ms) for spec in COLUMNS)
+            self.add_row(*(self._cell(spec, a, now_ms) for spec in COLUMNS), key=a.axon_id)
+
+    def _add_rest(self, generation: int, rest: list[AxonActivity], keep: str | None) -> None:
+        if generation != self._generation:
+            return  # shown again meanwhile (a new filter): these rows are stale
+        self._add(rest)
         self._sort_keeping(keep)
+
+    def _cell(self, spec: ColumnSpec, activity: AxonActivity, now_ms: int) -> Cell:
+        cell = spec.cell(self, activity, now_ms)
+        cell.sort_key = spec.order(activity, now_ms)
+        return cell
 
     def update(self) -> None:
         """Render again the cells whose content changed (live events, time passing);
         re-sort when the sort column is among them."""
         now_ms = self._now_ms()
         resort = False
-        for axon_id, activity in self._rows.items():
-            before = self._shown[axon_id]
+        for axon_id, before in self._shown.items():
+            activity = self._rows[axon_id]
             after = tuple(spec.shows(activity, now_ms) for spec in COLUMNS)
             if after == before:
                 continue
             self._shown[axon_id] = after
             for spec, old, new in zip(COLUMNS, before, after, strict=True):
                 if old != new:
-                    self.update_cell(axon_id, spec.key, spec.cell(self, activity, now_ms))
+                    self.update_cell(axon_id, spec.key, self._cell(spec, activity, now_ms))
                     resort = resort or spec.key == self.sort_column
         if resort:
             self._sort_keeping(self.highlighted_key)
@@ -174,12 +204,12 @@ class MonitorTable(DataTable[Cell]):
 
     def name_cell(self, a: AxonActivity, now_ms: int) -> Cell:
         style = self._style("waiting") if a.waiting else ""
-        return Cell(a.label, style, sort_key=a.label.lower())
+        return Cell(a.label, style)
 
     def agents_cell(self, a: AxonActivity, now_ms: int) -> Cell:
         if not a.agents:
-            return Cell(NOTHING, self._style("muted"), sort_key=(0, 0))
-        cell = Cell(sort_key=(sum(s == "running" for s in a.agents.values()), len(a.agents)))
+            return Cell(NOTHING, self._style("muted"))
+        cell = Cell()
         for i, (name, state) in enumerate(sorted(a.agents.items())):
             if i:
                 cell.append(" ")
@@ -189,70 +219,108 @@ class MonitorTable(DataTable[Cell]):
 
     def rate_cell(self, a: AxonActivity, now_ms: int) -> Cell:
         if not a.seeded:
-            return Cell(PENDING.rjust(6), self._style("muted"), sort_key=-1)
+            return Cell(PENDING.rjust(6), self._style("muted"))
         n = a.per_minute(now_ms)
-        return Cell(f"{n:>6,}" if n < 1_000_000 else f"{n / 1e6:>5.1f}M", sort_key=n)
+        return Cell(f"{n:>6,}" if n < 1_000_000 else f"{n / 1e6:>5.1f}M")
 
     def hour_cell(self, a: AxonActivity, now_ms: int) -> Cell:
         if not a.seeded:
-            return Cell(PENDING, self._style("muted"), sort_key=-1)
+            return Cell(PENDING, self._style("muted"))
         counts = a.hour(now_ms, SPARK_BARS)
-        return Cell(spark(counts), self._style("spark"), sort_key=sum(counts))
+        return Cell(spark(counts), self._style("spark"))
 
     def age_cell(self, a: AxonActivity, now_ms: int) -> Cell:
         if a.last_event_ms is None:
             text = NOTHING if a.seeded else PENDING
-            return Cell(text, self._style("muted"), sort_key=-(1 << 62))
-        return Cell(age_text(now_ms - a.last_event_ms), sort_key=a.last_event_ms)
+            return Cell(text, self._style("muted"))
+        return Cell(age_text(now_ms - a.last_event_ms))
 
     def wake_cell(self, a: AxonActivity, now_ms: int) -> Cell:
         if a.last_wake_ms is None:
-            return Cell(NOTHING, self._style("muted"), sort_key=-1.0)
-        return Cell(f"{a.last_wake_ms:,.0f}ms", sort_key=a.last_wake_ms)
+            return Cell(NOTHING, self._style("muted"))
+        return Cell(f"{a.last_wake_ms:,.0f}ms")
 
     def waiting_cell(self, a: AxonActivity, now_ms: int) -> Cell:
         if a.waiting:
-            return Cell(WAITING_GLYPH, self._style("waiting"), sort_key=1)
-        return Cell("", sort_key=0)
+            return Cell(WAITING_GLYPH, self._style("waiting"))
+        return Cell("")
 
 
-# Widths fit 80 columns (with DataTable's one-cell padding each side).
 def _age_shown(a: AxonActivity, now_ms: int) -> Hashable:
     return a.seeded if a.last_event_ms is None else age_text(now_ms - a.last_event_ms)
 
 
+def _agents_order(a: AxonActivity, _: int) -> tuple[int, int]:
+    """Axons with running agents first, then those with more agents."""
+    return sum(state == "running" for state in a.agents.values()), len(a.agents)
+
+
+UNKNOWN = -(1 << 62)  # sorts below every real value: rows not read yet go last (descending)
+
+# Widths fit 80 columns (with DataTable's one-cell padding each side and a scrollbar).
 COLUMNS = (
     ColumnSpec(
-        "name", "Axon", 18, False, lambda a, _: (a.label, a.waiting), MonitorTable.name_cell
+        "name",
+        "Axon",
+        18,
+        False,
+        shows=lambda a, _: (a.label, a.waiting),
+        order=lambda a, _: a.label.lower(),
+        cell=MonitorTable.name_cell,
     ),
     ColumnSpec(
         "agents",
         "Agents",
         16,
         True,
-        lambda a, _: tuple(sorted(a.agents.items())),
-        MonitorTable.agents_cell,
+        shows=lambda a, _: tuple(sorted(a.agents.items())),
+        order=_agents_order,
+        cell=MonitorTable.agents_cell,
     ),
     ColumnSpec(
         "rate",
         "ev/min",
         6,
         True,
-        lambda a, now: (a.seeded, a.per_minute(now)),
-        MonitorTable.rate_cell,
+        shows=lambda a, now: (a.seeded, a.per_minute(now)),
+        order=lambda a, now: a.per_minute(now) if a.seeded else UNKNOWN,
+        cell=MonitorTable.rate_cell,
     ),
     ColumnSpec(
         "hour",
         "last hour",
         SPARK_BARS,
         True,
-        lambda a, now: a.seeded and (a.last_sequence, now // BAR_MS),
-        MonitorTable.hour_cell,
+        shows=lambda a, now: a.seeded and (a.last_sequence, now // BAR_MS),
+        order=lambda a, now: a.in_window(now) if a.seeded else UNKNOWN,
+        cell=MonitorTable.hour_cell,
     ),
-    ColumnSpec("age", "last", 4, True, _age_shown, MonitorTable.age_cell),
-    ColumnSpec("wake", "wake", 6, True, lambda a, _: a.last_wake_ms, MonitorTable.wake_cell),
     ColumnSpec(
-        "waiting", WAITING_GLYPH, 1, True, lambda a, _: a.waiting, MonitorTable.waiting_cell
+        "age",
+        "last",
+        4,
+        True,
+        shows=_age_shown,
+        order=lambda a, _: UNKNOWN if a.last_event_ms is None else a.last_event_ms,
+        cell=MonitorTable.age_cell,
+    ),
+    ColumnSpec(
+        "wake",
+        "wake",
+        6,
+        True,
+        shows=lambda a, _: a.last_wake_ms,
+        order=lambda a, _: UNKNOWN if a.last_wake_ms is None else a.last_wake_ms,
+        cell=MonitorTable.wake_cell,
+    ),
+    ColumnSpec(
+        "waiting",
+        WAITING_GLYPH,
+        1,
+        True,
+        shows=lambda a, _: a.waiting,
+        order=lambda a, _: a.waiting,
+        cell=MonitorTable.waiting_cell,
     ),
 )
 SPECS = {spec.key: spec for spec in COLUMNS}

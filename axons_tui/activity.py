@@ -11,20 +11,35 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from engine.backend import Backend
 from engine.models import AgentView, Event
 
 BUCKET_MS = 10_000
 WINDOW_MS = 3_600_000  # the sparkline's hour
-SEED_EVENTS = 100_000  # the seed reads at most this many recent events per Axon
-WAKE_SEARCH_EVENTS = 100_000  # and looks this far back for the last agent.resumed
+SEED_EVENTS = 100_000  # the seed counts at most this many recent events per Axon
+LOOK_BACK_EVENTS = 100_000  # and looks this far back for the last wake and agent states
 
-# One statement per Axon, three kinds of rows: ("bucket", index, count) for each 10-second
-# bucket of the last hour, ("last", sequence, timestamp_ms), ("wake", sequence, wake_ms).
-# Parameters: ?1 bucket ms, ?2 how many recent events, ?3 the hour's start, ?4 wake search.
-# Both scans walk the primary key backwards from the tip, so a long log costs no more than
+# The system event that says an agent entered a state (contract §3).
+STATE_OF_EVENT = {
+    "agent.starting": "starting",
+    "agent.running": "running",
+    "agent.resumed": "running",
+    "agent.paused": "paused",
+    "agent.hibernated": "hibernated",
+    "agent.stopped": "stopped",
+    "agent.failed": "failed",
+}
+_STATE_EVENTS = ", ".join(f"'{t}'" for t in STATE_OF_EVENT)
+
+# One statement per Axon, four kinds of rows: ("bucket", index, count) for each 10-second
+# bucket of the last hour, ("last", sequence, timestamp_ms), ("wake", sequence, wake_ms),
+# and ("agent", name, event type) for each agent's last state event.
+# Parameters: ?1 bucket ms, ?2 how many recent events, ?3 the hour's start, ?4 look-back.
+# Every scan walks the primary key backwards from the tip, so a long log costs no more than
 # its recent part.
-SEED_SQL = """
+SEED_SQL = f"""
 SELECT 'bucket', timestamp_ms / ?1, count(*) FROM (
     SELECT timestamp_ms FROM axon_events ORDER BY sequence DESC LIMIT ?2
 ) WHERE timestamp_ms >= ?3 GROUP BY 2
@@ -39,18 +54,14 @@ SELECT 'wake', sequence, json_extract(payload, '$.wake_ms') FROM (
       AND sequence > (SELECT coalesce(max(sequence), 0) FROM axon_events) - ?4
     ORDER BY sequence DESC LIMIT 1
 )
+UNION ALL
+SELECT 'agent', source, event_type FROM axon_events WHERE sequence IN (
+    SELECT max(sequence) FROM axon_events
+    WHERE origin = 'SYSTEM_EVENT' AND event_type IN ({_STATE_EVENTS})
+      AND sequence > (SELECT coalesce(max(sequence), 0) FROM axon_events) - ?4
+    GROUP BY source
+)
 """
-
-# The system event that says an agent entered a state (contract §3).
-STATE_OF_EVENT = {
-    "agent.starting": "starting",
-    "agent.running": "running",
-    "agent.resumed": "running",
-    "agent.paused": "paused",
-    "agent.hibernated": "hibernated",
-    "agent.stopped": "stopped",
-    "agent.failed": "failed",
-}
 AGENT_STATES = ("starting", "running", "paused", "hibernated", "failed", "stopped")
 
 
@@ -67,6 +78,7 @@ class AxonActivity:
     last_wake_ms: float | None = None
     waiting: bool = False
     seeded: bool = False
+    _early: list[tuple[int, int]] = field(default_factory=list)  # live before the seed
 
     @property
     def label(self) -> str:
@@ -78,7 +90,10 @@ class AxonActivity:
             return
         self.last_sequence = event.sequence
         self.last_event_ms = event.timestamp_ms
-        self.buckets[event.timestamp_ms // BUCKET_MS] += 1
+        if self.seeded:
+            self.buckets[event.timestamp_ms // BUCKET_MS] += 1
+        else:  # the seed may count it too: settled in `seed`
+            self._early.append((event.sequence, event.timestamp_ms))
         if event.origin == "SYSTEM_EVENT" and event.event_type in STATE_OF_EVENT:
             self.agents[event.source] = STATE_OF_EVENT[event.event_type]
             if event.event_type == "agent.resumed":
@@ -126,16 +141,20 @@ class AxonActivity:
                     self.last_event_ms = int(value)  # type: ignore[call-overload]
             elif kind == "wake" and isinstance(value, int | float):
                 wake = float(value)
+            elif kind == "agent":  # the agent list and live events know better
+                self.agents.setdefault(str(key), STATE_OF_EVENT[str(value)])
         if self.last_wake_ms is None:
             self.last_wake_ms = wake
+        for sequence, timestamp_ms in self._early:
+            if sequence > seen:
+                history[timestamp_ms // BUCKET_MS] += 1
+        self._early.clear()
         self.buckets.update(history)
         self.last_sequence = max(self.last_sequence, seen)
         self.seeded = True
 
 
 def _wake_ms(payload: str) -> float | None:
-    import orjson
-
     try:
         value = orjson.loads(payload).get("wake_ms")
     except (orjson.JSONDecodeError, AttributeError):
@@ -148,7 +167,7 @@ async def seed_rows(backend: Backend, axon_id: str, now_ms: int) -> list[list[ob
     result = await backend.query(
         axon_id,
         SEED_SQL,
-        [BUCKET_MS, SEED_EVENTS, now_ms - WINDOW_MS, WAKE_SEARCH_EVENTS],
+        [BUCKET_MS, SEED_EVENTS, now_ms - WINDOW_MS, LOOK_BACK_EVENTS],
     )
     return result.rows
 

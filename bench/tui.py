@@ -152,7 +152,12 @@ def console(home: Path, config_dir: Path) -> AxonsApp:
 async def _dashboard_up(app: AxonsApp) -> None:
     from axons_tui.screens.dashboard import DashboardScreen
 
-    await until(lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
+    def up() -> bool:
+        if app.return_code is not None:  # e.g. a socket path too long for the home's API
+            raise RuntimeError(f"the console exited with code {app.return_code} at start")
+        return isinstance(app.screen, DashboardScreen)
+
+    await until(up, "the dashboard")
 
 
 def in_child(fn: Callable[..., T], *args: Any) -> T:
@@ -311,6 +316,7 @@ async def _console_under_load(root: Path, sizes: Sizes) -> dict[str, float]:
         seconds = await schedule.run(sizes.tui_seconds, publish)
         await asyncio.gather(*in_flight)
         published = sum([await backend.last_sequence(a) for a in axon_ids])
+        await until(lambda: app.feed.delivered >= published, "every event in the console")
         sampler.cancel()
         await lag.stop()
         delivered = app.feed.delivered

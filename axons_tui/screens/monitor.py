@@ -78,6 +78,7 @@ Click a column header (or press o) to sort by it; the same header again flips th
         self._events_since_tick = 0
         self._tick_started = time.monotonic()
         self._rows_changed = False
+        self._catalog_read = False
         self.table = MonitorTable(lambda: self.axons_app.now_ms(), id="monitor-table")
 
     @property
@@ -133,6 +134,10 @@ Click a column header (or press o) to sort by it; the same header again flips th
                 activity = self.activities[axon.id] = AxonActivity(axon.id, axon.name or "")
             activity.name = axon.name or ""
             activity.agents = {**message.agents.get(axon.id, {}), **activity.agents}
+        self._catalog_read = True
+        listed = {axon.id for axon in message.axons}
+        for axon_id in self.activities.keys() - listed:
+            self._discover(axon_id)  # created while the catalog was being read
         self.table.show(self.matching())
         self._refresh_totals(0.0)
         unseeded = [a.axon_id for a in self.table.in_order(self.matching()) if not a.seeded]
@@ -140,7 +145,7 @@ Click a column header (or press o) to sort by it; the same header again flips th
         # The first frame goes first; then the rows in view, the filtered-out ones last.
         self.call_after_refresh(self._read_history, list(dict.fromkeys(unseeded)))
 
-    @work(exclusive=True, group="monitor-history")
+    @work(group="monitor-history")
     async def _read_history(self, axon_ids: Sequence[str]) -> None:
         """Each Axon's recent history, a batch of Axons at a time (the table fills as it goes)."""
         backend = self.axons_app.session.backend
@@ -196,7 +201,8 @@ Click a column header (or press o) to sort by it; the same header again flips th
             activity = self.activities.get(event.axon_id)
             if activity is None:
                 activity = self.activities[event.axon_id] = AxonActivity(event.axon_id, "")
-                self._discover(event.axon_id)
+                if self._catalog_read:  # else the catalog brings it (or notices it missing)
+                    self._discover(event.axon_id)
             activity.record(event)
 
     def _tick(self) -> None:

@@ -224,6 +224,7 @@ def test_monitor_snapshot(snap_compare: Any, seeded: Any, size: tuple[int, int])
 
 # -- benchmarks, small --------------------------------------------------------------------
 
+
 @pytest.fixture
 def bench_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A short relative base: the console's socket path must fit a unix socket's limit."""

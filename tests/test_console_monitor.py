@@ -41,7 +41,8 @@ def push_event() -> Draft:
 
 async def seed_home(home: Path, clock: FrozenClock) -> dict[str, str]:
     """Four Axons over the last hour: a CI feed busy all hour, a support Axon whose agent
-    paused, a deploy whose agent woke (18 ms), and a quiet one. Their ids by name."""
+    asked a question and paused (it waits for a human), a deploy whose agent woke (18 ms),
+    and a quiet one. Their ids by name."""
     async with Engine(home) as eng:
         names = {"ci": "ci", "support": "support", "deploy": "deploy [prod]", "quiet": "quiet"}
         ids = {key: (await eng.create_axon(name)).id for key, name in names.items()}
@@ -58,6 +59,7 @@ async def seed_home(home: Path, clock: FrozenClock) -> dict[str, str]:
                         agent_state("agent.starting", "triage"),
                         agent_state("agent.running", "triage"),
                         Draft.message("Billing export fails for big CSVs", source="web"),
+                        Draft.message("Which exports fail?", source="triage", origin="AGENT_EVENT"),
                         agent_state("agent.paused", "triage"),
                     ],
                     system=True,
@@ -129,6 +131,7 @@ async def test_every_axon_shows_its_agents_rate_hour_age_and_wake(seeded: Any) -
         table = monitor.table
         assert names_in_order(table) == ["ci", "deploy [prod]", "quiet", "support"]  # not markup
         assert cell(table, ids["ci"], "hour") == "▃▅█▃▅█▃▅█▃▅█"  # 1, 2, 3 pushes a bar
+        assert table.get_cell(ids["deploy"], "hour").plain == " " * 10 + "█ "  # 10 min ago
         assert cell(table, ids["ci"], "age") == "0s"
         assert cell(table, ids["ci"], "rate") == "3"  # the last push, just now
         assert cell(table, ids["support"], "age") == "25m"
@@ -136,6 +139,7 @@ async def test_every_axon_shows_its_agents_rate_hour_age_and_wake(seeded: Any) -
         assert cell(table, ids["deploy"], "agents") == "approver running"
         assert cell(table, ids["deploy"], "wake") == "18ms"
         assert cell(table, ids["quiet"], "age") == "·"
+        assert [cell(table, ids[k], "waiting") for k in ids] == ["", "⚑", "", ""]
         totals = str(monitor.query_one(HomeTotals).query_one("#totals-text").render())
         assert "4 Axons" in totals and "2 agents" in totals and "1 running" in totals
 
@@ -194,6 +198,8 @@ async def test_live_events_new_axons_and_agent_states_arrive(seeded: Any) -> Non
         await until(lambda: cell(table, late.id, "rate") == "1", what="its event, once")
         totals = monitor.query_one(HomeTotals).query_one("#totals-text")
         await until(lambda: "5 Axons" in str(totals.render()), what="the totals")
+        await backend.publish(ids["support"], Draft.message("CSV over 1 GB", source="tui"))
+        await until(lambda: cell(table, ids["support"], "waiting") == "", what="answered")
 
 
 async def test_enter_opens_the_highlighted_axon(seeded: Any) -> None:

@@ -27,6 +27,11 @@ from axons_tui.widgets.status_bar import StatusBar
 from engine.errors import AxonError
 from engine.models import AxonView, Event
 
+try:
+    from axons_tui.attention import Attention  # the console-acp branch
+except ImportError:  # until it is merged: the same questions, answered plainly
+    from axons_tui.screens._waiting import PlainAttention as Attention  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from axons_tui.app import AxonsApp
 
@@ -79,6 +84,7 @@ Click a column header (or press o) to sort by it; the same header again flips th
         self._tick_started = time.monotonic()
         self._rows_changed = False
         self._catalog_read = False
+        self.attention = Attention()  # which Axons wait for a human
         self.table = MonitorTable(lambda: self.axons_app.now_ms(), id="monitor-table")
 
     @property
@@ -162,6 +168,9 @@ Click a column header (or press o) to sort by it; the same header again flips th
                 if not isinstance(result, BaseException)
             }
             self._report_failures(batch, found)
+            # Who waits for a human, from each Axon's recent events (a failure: no one).
+            primes = (self.attention.prime(backend, [axon_id]) for axon_id in rows)
+            await asyncio.gather(*primes, return_exceptions=True)
             self.post_message(self.HistoryRead(rows))
 
     def _report_failures(self, batch: Sequence[str], found: Sequence[object]) -> None:
@@ -181,6 +190,15 @@ Click a column header (or press o) to sort by it; the same header again flips th
             activity = self.activities.get(axon_id)
             if activity is not None:
                 activity.seed(rows)
+        self._note_waiting(message.rows)
+
+    def _note_waiting(self, axon_ids: Iterable[str]) -> None:
+        """Whether each of these Axons waits for a human (an open permission request, or an
+        agent that asked and paused), as `attention` now knows it."""
+        for axon_id in axon_ids:
+            activity = self.activities.get(axon_id)
+            if activity is not None:
+                activity.waiting = self.attention.waiting(axon_id) is not None
 
     @work(group="monitor-discover")
     async def _discover(self, axon_id: str) -> None:
@@ -204,6 +222,7 @@ Click a column header (or press o) to sort by it; the same header again flips th
                 if self._catalog_read:  # else the catalog brings it (or notices it missing)
                     self._discover(event.axon_id)
             activity.record(event)
+        self._note_waiting(self.attention.feed(events))
 
     def _tick(self) -> None:
         """Once a second: the totals, the chart, and the cells whose text changed (ages move

@@ -270,3 +270,21 @@ def test_the_long_axon_figures_run_small(bench_dir: Path) -> None:
     assert opened.value is not None and top.value is not None and opened.ceiling
     _, _, build_s = tui.long_axon_home(bench_dir, TINY.tui_log_events)
     assert build_s == 0.0  # built once, then taken from the cache
+
+
+async def test_the_live_stream_survives_a_burst_bigger_than_its_buffer(seeded: Any) -> None:
+    """The engine cuts a live subscriber loose when it falls 10,000 events behind; the
+    embedded console then catches up from the file and stays live (it used to stop)."""
+    app, ids = seeded()
+    async with app.run_test(size=(100, 30)) as pilot:
+        monitor = await open_monitor(app, pilot)
+        backend = app.session.backend
+        quiet = monitor.activities[ids["quiet"]]
+        await backend.publish(ids["quiet"], Draft.message("before", source="cli"))
+        await until(lambda: quiet.last_sequence == 1, what="the console follows quiet")
+        burst = [Draft.message(f"burst {n}", source="cli") for n in range(12_000)]
+        await backend.publish_batch(ids["quiet"], burst)
+        await until(lambda: quiet.last_sequence == 12_001, timeout=30, what="the burst")
+        await backend.publish(ids["quiet"], Draft.message("after", source="cli"))
+        await until(lambda: quiet.last_sequence == 12_002, what="the stream still live")
+        assert quiet.per_minute(app.now_ms()) == 12_002  # each once

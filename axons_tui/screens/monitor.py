@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from axons_tui.activity import AxonActivity, agents_by_axon, seed_rows
+from axons_tui.session import CONNECTION_LOST
 from axons_tui.widgets.home_totals import HomeTotals
 from axons_tui.widgets.monitor_table import COLUMNS, MonitorTable
 from axons_tui.widgets.status_bar import StatusBar
@@ -121,6 +122,17 @@ Click a column header (or press o) to sort by it; the same header again flips th
 
     @work(exclusive=True, group="monitor-catalog")
     async def _read_catalog(self) -> None:
+        try:
+            axons = await self._list_axons()
+            agents = agents_by_axon(await self.axons_app.session.backend.agents.list())
+        except (AxonError, *CONNECTION_LOST) as e:
+            message = f"monitor: cannot list the Axons ({e}); escape, then m, tries again"
+            self.notify(message, severity="error")
+            return
+        self.post_message(self.CatalogLoaded(axons, agents))
+
+    async def _list_axons(self) -> list[AxonView]:
+        """Every Axon of the home, a page at a time."""
         backend = self.axons_app.session.backend
         axons: list[AxonView] = []
         after = None
@@ -128,10 +140,8 @@ Click a column header (or press o) to sort by it; the same header again flips th
             page = await backend.list_axons(limit=CATALOG_PAGE, starting_after=after)
             axons.extend(page.axons)
             if not page.has_more or not page.axons:
-                break
+                return axons
             after = page.axons[-1].id
-        agents = agents_by_axon(await backend.agents.list())
-        self.post_message(self.CatalogLoaded(axons, agents))
 
     def on_monitor_screen_catalog_loaded(self, message: CatalogLoaded) -> None:
         for axon in message.axons:
@@ -174,14 +184,20 @@ Click a column header (or press o) to sort by it; the same header again flips th
             self.post_message(self.HistoryRead(rows))
 
     def _report_failures(self, batch: Sequence[str], found: Sequence[object]) -> None:
-        """An Axon deleted meanwhile just has no history; anything else is worth a notice."""
-        for axon_id, result in zip(batch, found, strict=True):
-            if isinstance(result, AxonError) and result.status == 404:
-                continue
-            if isinstance(result, BaseException):
-                self.notify(
-                    f"monitor: cannot read {axon_id}'s history: {result}", severity="warning"
-                )
+        """An Axon deleted meanwhile just has no history; anything else is worth one notice
+        a batch (a lost engine fails every Axon of it)."""
+        failed = [
+            (axon_id, result)
+            for axon_id, result in zip(batch, found, strict=True)
+            if isinstance(result, BaseException)
+            and not (isinstance(result, AxonError) and result.status == 404)
+        ]
+        if failed:
+            axon_id, first = failed[0]
+            self.notify(
+                f"monitor: cannot read the history of {len(failed)} Axons ({axon_id}: {first})",
+                severity="warning",
+            )
 
     def on_monitor_screen_history_read(self, message: HistoryRead) -> None:
         """Into the model only: the next tick shows it (one table pass a second, however
@@ -205,8 +221,8 @@ Click a column header (or press o) to sort by it; the same header again flips th
         """An Axon created after the monitor opened: its name and history."""
         try:
             axon = await self.axons_app.session.backend.get_axon(axon_id)
-        except AxonError:
-            return
+        except (AxonError, *CONNECTION_LOST):
+            return  # deleted already, or the engine is away: the row keeps its id
         self.activities[axon_id].name = axon.name or ""
         self._rows_changed = True
         self._read_history([axon_id])

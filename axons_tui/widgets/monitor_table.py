@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from rich.style import Style
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from axons_tui.activity import AGENT_STATES, WINDOW_MS, AxonActivity
 
@@ -73,6 +74,7 @@ class MonitorTable(DataTable[Cell]):
         "monitor-table--spark",
         "monitor-table--waiting",
         "monitor-table--muted",
+        "monitor-table--sorted",
         *(f"monitor-table--state-{state}" for state in AGENT_STATES),
     }
 
@@ -102,6 +104,7 @@ class MonitorTable(DataTable[Cell]):
         self._rows = {a.axon_id: a for a in activities}
         ordered = self.in_order(self._rows.values())
         self._generation += 1
+        self._mark_sort_column()
         self._add(ordered[:FIRST_ROWS])
         if len(ordered) > FIRST_ROWS:
             self.call_after_refresh(self._add_rest, self._generation, ordered[FIRST_ROWS:], keep)
@@ -184,8 +187,20 @@ class MonitorTable(DataTable[Cell]):
     def _sort_keeping(self, row_key: str | None) -> None:
         """Sort, and keep the cursor on the same Axon (rows move; the Axon should not)."""
         self.sort(self.sort_column, key=lambda cell: cell.sort_key, reverse=self.sort_reverse)
+        self._mark_sort_column()
         if row_key is not None and row_key in self._shown:
             self.move_cursor(row=self.get_row_index(row_key), animate=False)
+
+    def _mark_sort_column(self) -> None:
+        """The sort column's header stands out, with ▲ or ▼ where its width allows."""
+        for spec in COLUMNS:
+            label = Text(spec.label)
+            if spec.key == self.sort_column:
+                label.stylize(self._style("sorted"))
+                if len(spec.label) + 2 <= spec.width:
+                    label.append(" ▼" if self.sort_reverse else " ▲")
+            self.columns[ColumnKey(spec.key)].label = label
+        self.refresh()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()

@@ -24,6 +24,7 @@ from bench import tui
 from bench.harness import Sizes
 from engine import Draft, Engine
 from tests.console_support import FrozenClock, console_app, until
+from tests.http_support import ServerProcess
 
 FIVE_MINUTES = 5 * 60_000
 
@@ -211,6 +212,30 @@ async def test_enter_opens_the_highlighted_axon(seeded: Any) -> None:
         await pilot.press("down", "enter")
         await until(lambda: opened == [ids["deploy"]], what="the Axon opened")
         assert any(title == "Monitor: sort by ev/min" for title, _, _ in monitor.get_commands())
+
+
+async def test_an_attached_console_monitors_the_same_rows_live(
+    seeded: Any, frozen: FrozenClock, tmp_path: Path
+) -> None:
+    """Over the API (`axons serve` in its own process), the monitor reads the same history
+    and follows the same live stream as with an embedded engine."""
+    _, ids = seeded()
+    server = ServerProcess(Path("home").resolve()).start()
+    try:
+        app = console_app(
+            Path("home"), frozen, tmp_config=tmp_path / "config", connect="home/engine.sock"
+        )
+        async with app.run_test(size=(100, 30)) as pilot:
+            monitor = await open_monitor(app, pilot)
+            assert not app.session.embedded
+            table = monitor.table
+            assert cell(table, ids["ci"], "hour") == "▃▅█▃▅█▃▅█▃▅█"
+            assert cell(table, ids["support"], "waiting") == "⚑"
+            assert cell(table, ids["deploy"], "agents") == "approver running"
+            await app.session.backend.publish(ids["quiet"], Draft.message("hi", source="tui"))
+            await until(lambda: cell(table, ids["quiet"], "age") != "·", what="the live event")
+    finally:
+        server.kill()
 
 
 # -- snapshots ----------------------------------------------------------------------------

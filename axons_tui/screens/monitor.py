@@ -124,12 +124,20 @@ Click a column header (or press o) to sort by it; the same header again flips th
     async def _read_catalog(self) -> None:
         try:
             axons = await self._list_axons()
-            agents = agents_by_axon(await self.axons_app.session.backend.agents.list())
         except (AxonError, *CONNECTION_LOST) as e:
             message = f"monitor: cannot list the Axons ({e}); escape, then m, tries again"
             self.notify(message, severity="error")
             return
-        self.post_message(self.CatalogLoaded(axons, agents))
+        self.post_message(self.CatalogLoaded(axons, await self._all_agents()))
+
+    async def _all_agents(self) -> dict[str, dict[str, str]]:
+        """Every agent's state, in one call. The HTTP client cannot list the agents of every
+        Axon at once (the API lists them per Axon); then each row's state comes from its
+        Axon's history instead (activity.SEED_SQL), a moment later."""
+        try:
+            return agents_by_axon(await self.axons_app.session.backend.agents.list())
+        except (AxonError, *CONNECTION_LOST):
+            return {}
 
     async def _list_axons(self) -> list[AxonView]:
         """Every Axon of the home, a page at a time."""

@@ -29,6 +29,7 @@ from engine.models import Event
 from engine.runtime.docker import docker_available
 
 RETRY_S = 1.0  # how often a lost engine is tried again
+RESUME_S = 0.05  # before an embedded engine's overflowed stream is resumed
 CATCH_UP_PAGE = 1000
 
 # What breaks when an attached engine goes away (or is not back yet).
@@ -76,7 +77,11 @@ class Session:
                     raise
             else:
                 if self.embedded:
-                    return  # the engine closed: the console is ending
+                    # The engine ends a live stream that fell too far behind (engine.bus), as
+                    # well as on closing: resume from the file. Closing cancels this worker.
+                    resuming = True
+                    await asyncio.sleep(RESUME_S)
+                    continue
             self._set_connected(False)
             resuming = True
             await asyncio.sleep(RETRY_S)

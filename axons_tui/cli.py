@@ -91,25 +91,52 @@ def opts() -> Options:
     return click.get_current_context().ensure_object(Options)
 
 
+THEME = click.option("--theme", metavar="NAME", help="A theme from themes/ or your themes folder.")
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@THEME
 @global_options
 @click.pass_context
-def axons(ctx: click.Context) -> None:
-    """Durable, shared agent sessions."""
+def axons(ctx: click.Context, theme: str | None) -> None:
+    """Durable, shared agent sessions. With no command: the console."""
     ctx.ensure_object(Options)
     if ctx.invoked_subcommand is None:
-        run(commands.demo(opts(), keep=False))
+        run(commands.tui(opts(), theme=theme))
 
 
-# -- engine -------------------------------------------------------------------------------
+# -- engine and console -------------------------------------------------------------------
 
 
 @axons.command()
-@click.option("--keep", is_flag=True, help="Keep the demo home and print its path.")
+@THEME
 @global_options
-def demo(keep: bool) -> None:
-    """A support-triage session on a fresh demo home."""
-    run(commands.demo(opts(), keep=keep))
+def tui(theme: str | None) -> None:
+    """The console, on the home's running engine (or --connect) or an embedded one."""
+    run(commands.tui(opts(), theme=theme))
+
+
+@axons.command()
+@click.argument("axon")
+@click.option("--at", type=click.IntRange(min=1), metavar="N", help="Start at event N.")
+@THEME
+@global_options
+def replay(axon: str, at: int | None, theme: str | None) -> None:
+    """The console's replay viewer on one Axon: nothing re-runs."""
+    run(commands.tui(opts(), theme=theme, replay=(axon, at)))
+
+
+@axons.command()
+@click.option("--headless", is_flag=True, help="Print the scripted support-triage demo instead.")
+@click.option("--keep", is_flag=True, help="Keep the demo home and print its path.")
+@THEME
+@global_options
+def demo(headless: bool, keep: bool, theme: str | None) -> None:
+    """The console on a fresh demo home with live agents (--headless: the scripted demo)."""
+    if headless:
+        run(commands.demo(opts(), keep=keep))
+    else:
+        run(commands.demo_console(opts(), keep=keep, theme=theme))
 
 
 @axons.command()

@@ -75,6 +75,21 @@ async def _axon_id(backend: Backend, ref: str) -> str:
 # -- engine -----------------------------------------------------------------------------
 
 
+async def tui(
+    opts: Options, *, theme: str | None, replay: tuple[str, int | None] | None = None
+) -> int:
+    from axons_tui.app import ConsoleConfig, run_console  # Textual loads for the console only
+
+    config = ConsoleConfig(home=opts.home, connect=opts.connect, theme=theme, replay=replay)
+    return await run_console(config)
+
+
+async def demo_console(opts: Options, *, keep: bool, theme: str | None) -> int:
+    from axons_tui.demo_home import run_demo_console
+
+    return await run_demo_console(opts.home, keep=keep, theme=theme)
+
+
 async def demo(opts: Options, *, keep: bool) -> int:
     from axons_tui.demo import run_session
 

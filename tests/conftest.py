@@ -10,7 +10,9 @@ import pytest
 from engine import Engine
 
 # The shared helpers hold assertions of their own: rewrite them wherever they are imported from.
-pytest.register_assert_rewrite("tests.agents_support", "tests.http_support")
+pytest.register_assert_rewrite(
+    "tests.agents_support", "tests.http_support", "tests.console_support"
+)
 
 
 @pytest.fixture
@@ -22,3 +24,11 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
 @pytest.fixture
 async def axon_id(engine: Engine) -> str:
     return (await engine.create_axon("test")).id
+
+
+@pytest.fixture
+def frozen(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Fixed commit times and Axon ids (tests/console_support.py), for screenshots."""
+    from tests.console_support import freeze
+
+    return freeze(monkeypatch)

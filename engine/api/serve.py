@@ -110,10 +110,14 @@ async def serve(
     limits: HttpLimits | None = None,
     public_docs: bool | None = None,
     server: str | None = None,
+    engine: Engine | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM or until `stop` is set, on `server` (uvicorn or granian;
     else `$AXONS_HTTP_SERVER`, else the default). `keepalive_s`: the idle time after which an
-    SSE stream gets a `: ping` comment line (else `limits.streams.keepalive_s`)."""
+    SSE stream gets a `: ping` comment line (else `limits.streams.keepalive_s`).
+
+    With `engine` (the console's embedded one), its API is served on the home's socket until
+    `stop`, which also ends the engine's live streams; the process's signals stay its owner's."""
     server = server or os.environ.get("AXONS_HTTP_SERVER") or DEFAULT_SERVER
     if server not in SERVERS:
         raise InvalidInput(
@@ -128,7 +132,11 @@ async def serve(
     public = public_docs if public_docs is not None else public_docs_from_env()
     connection_limits = capped_by_descriptors(limits.connections, 2 if listen else 1)
     tcp: Address | None = parse_listen(listen) if listen else None
-    async with Engine(home, **(engine_options or {})) as engine:  # type: ignore[arg-type]
+    own_engine = engine is None
+    async with contextlib.AsyncExitStack() as stack:
+        if engine is None:
+            opened = Engine(home, **(engine_options or {}))  # type: ignore[arg-type]
+            engine = await stack.enter_async_context(opened)
         tokens = TokenStore(Home(home).catalog)
         sock_path = Home(home).socket
         listeners: list[Listener] = []
@@ -144,10 +152,10 @@ async def serve(
                     public_docs=public,
                 )
                 listeners.append(_listener(server, app, where, connection_limits))
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, stop.set)
+            if own_engine:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
             tasks = [asyncio.create_task(listener.run()) for listener in listeners]
             while not all(listener.started for listener in listeners):
                 if any(t.done() for t in tasks):
@@ -164,9 +172,10 @@ async def serve(
             await asyncio.gather(*tasks, return_exceptions=True)
             stopper.cancel()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    asyncio.get_running_loop().remove_signal_handler(sig)
+            if own_engine:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        asyncio.get_running_loop().remove_signal_handler(sig)
             for listener in listeners:
                 listener.close()
             with contextlib.suppress(FileNotFoundError):

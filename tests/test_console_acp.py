@@ -1,12 +1,14 @@
 """What the console shows of ACP agents (issue 11): every `session/update` kind as one
-readable line, from a real run of the sample ACP agent and from the SDK's own models for the
-kinds it does not send."""
+readable line (from a real run of the sample ACP agent, and from the SDK's own models for the
+kinds it does not send), and the permission prompt answering a real agent's request through
+the engine, with the Axon waiting for a human until it is answered."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import acp
 import orjson
@@ -23,8 +25,22 @@ from acp.schema import (
     SessionInfoUpdate,
     UsageUpdate,
 )
+from textual import work
+from textual.app import App
+from textual.widgets import Button, Static
 
-from engine import Engine
+from axons_tui.attention import Attention, PermissionOption, PermissionRequest
+from axons_tui.feed import FLUSH_S, Feed
+from axons_tui.session import Session
+from axons_tui.themes import CONSOLE_VARIABLES, DEFAULT_THEME, SHIPPED_THEMES, load_themes
+from axons_tui.widgets.permission import (
+    Answered,
+    PermissionPrompt,
+    ask_permission,
+    open_requests,
+)
+from engine import Engine, Event
+from engine.backend import Backend
 
 pytest.register_assert_rewrite("tests.agents_support", "tests.acp_support")
 
@@ -34,7 +50,8 @@ from axons_tui.widgets.acp_text import (  # noqa: E402
     usage_text,
 )
 from tests.acp_support import acp_spec, permission_request, turn_end  # noqa: E402
-from tests.agents_support import body, describe, publish, watching  # noqa: E402
+from tests.agents_support import Watch, body, describe, publish, watching  # noqa: E402
+from tests.console_support import FROZEN_MS, until  # noqa: E402
 
 
 @pytest.fixture
@@ -168,3 +185,229 @@ def test_what_is_not_an_update_is_left_to_the_caller() -> None:
     assert line(odd) == "▸ tool call"
     assert usage_text("nothing") == ""
     assert orjson.dumps(odd)  # the payload is left as it came
+
+
+# -- the permission prompt ------------------------------------------------------------------
+
+
+class Console(App[None]):
+    """What the prompt takes from the console: its themes (the shipped dark one, with the
+    console's variables) and its clock, here fixed."""
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(CONSOLE_VARIABLES)
+
+    def now_ms(self) -> int:
+        return FROZEN_MS
+
+    def on_mount(self) -> None:
+        for theme in load_themes(SHIPPED_THEMES).themes.values():
+            self.register_theme(theme)
+        self.theme = DEFAULT_THEME
+
+
+class Host(Console):
+    """The smallest console around the prompt: a session on a real engine and its live feed,
+    as `AxonsApp` wires them."""
+
+    def __init__(self, backend: Backend, *, live: bool = True) -> None:
+        super().__init__()
+        self.session = Session(backend, embedded=True, where="test", runtime="process")
+        self.feed = Feed()
+        self.live = live
+        self.answers: list[Answered | None] = []
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_interval(FLUSH_S, self.feed.flush)
+        if self.live:
+            self._follow()
+
+    @work(group="feed")
+    async def _follow(self) -> None:
+        async for batch in self.session.events():
+            self.feed.push(batch)
+
+    @work(group="ask")
+    async def ask(self, axon_id: str) -> None:
+        self.answers.append(await ask_permission(self, axon_id))
+
+
+class Waiting(NamedTuple):
+    axon_id: str
+    watch: Watch
+    message: int  # the sequence of the message whose turn asks
+    request: Event
+
+
+@contextlib.asynccontextmanager
+async def waiting_agent(engine: Engine, workdir: Path) -> AsyncIterator[Waiting]:
+    """An Axon whose sample ACP agent waits, paused, for a decision on a request."""
+    axon_id = (await engine.create_axon("acp")).id
+    await engine.agents.add(acp_spec("acp", "process", workdir=str(workdir)))
+    async with watching(engine, axon_id) as watch:
+        asked = await publish(engine, axon_id, "please do RISKY", "web")
+        request = await permission_request(watch, "acp", asked)
+        await watch.system("agent.paused", "acp", after=request.sequence)
+        yield Waiting(axon_id, watch, asked, request)
+
+
+async def prompt_of(app: Host) -> PermissionPrompt:
+    """The prompt, once it is on screen and has its focus (ready for keys and clicks)."""
+    await until(
+        lambda: isinstance(app.screen, PermissionPrompt) and app.screen.focused is not None,
+        what="the prompt",
+    )
+    assert isinstance(app.screen, PermissionPrompt)
+    return app.screen
+
+
+def status_of(prompt: PermissionPrompt) -> str:
+    return str(prompt.query_one("#permission-status", Static).render())
+
+
+async def test_the_prompt_answers_a_real_request_and_the_turn_completes(
+    engine: Engine, tmp_path: Path
+) -> None:
+    async with waiting_agent(engine, tmp_path) as (axon_id, watch, asked, request):
+        attention = Attention()
+        attention.feed(watch.events)
+        assert attention.waiting(axon_id) == f"permission: Write {tmp_path / 'approved.txt'}"
+
+        app = Host(engine)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.ask(axon_id)
+            prompt = await prompt_of(app)
+            assert prompt.request.sequence == request.sequence
+            assert [str(b.label) for b in prompt.query(Button)] == [
+                "1  Allow once",
+                "2  Reject",
+                "c  Cancel the request",
+            ]
+            await pilot.press("1")
+            await until(lambda: bool(app.answers), what="the answer")
+        [answer] = app.answers
+        assert answer is not None and answer.option_id == "allow"
+
+        end = await turn_end(watch, "acp", asked)
+        assert end.event_type == "turn.completed", describe(watch.events)
+        decision = next(e for e in watch.events if e.sequence == answer.decision_sequence)
+        assert (decision.source, decision.event_type) == ("tui", "permission.decision")
+        assert body(decision) == {"request_sequence": request.sequence, "option_id": "allow"}
+        assert (tmp_path / "approved.txt").read_text() == "approved\n"
+        attention.feed(watch.events)
+        assert attention.waiting(axon_id) is None
+
+
+async def test_cancel_from_the_prompt_refuses_the_request(engine: Engine, tmp_path: Path) -> None:
+    async with waiting_agent(engine, tmp_path) as (axon_id, watch, asked, request):
+        app = Host(engine)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.ask(axon_id)
+            await prompt_of(app)
+            await pilot.click("#permission-cancel")
+            await until(lambda: bool(app.answers), what="the answer")
+        [answer] = app.answers
+        assert answer is not None and answer.option_id is None
+        end = await turn_end(watch, "acp", asked)
+        assert end.event_type == "turn.completed", describe(watch.events)
+        decision = next(e for e in watch.events if e.sequence == answer.decision_sequence)
+        assert body(decision) == {"request_sequence": request.sequence, "cancelled": True}
+        assert not (tmp_path / "approved.txt").exists()
+
+
+async def test_escape_leaves_the_request_waiting(engine: Engine, tmp_path: Path) -> None:
+    async with waiting_agent(engine, tmp_path) as (axon_id, _watch, _asked, request):
+        app = Host(engine)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.ask(axon_id)
+            await prompt_of(app)
+            await pilot.press("escape")
+            await until(lambda: bool(app.answers), what="the prompt to close")
+        assert app.answers == [None]
+        [still] = await open_requests(engine, axon_id)
+        assert still.sequence == request.sequence
+
+
+async def test_an_answer_from_another_client_shows_in_place(engine: Engine, tmp_path: Path) -> None:
+    async with waiting_agent(engine, tmp_path) as (axon_id, _watch, _asked, request):
+        app = Host(engine)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.ask(axon_id)
+            prompt = await prompt_of(app)
+            decided = await engine.agents.permit(axon_id, request.sequence, "reject", source="cli")
+            await until(lambda: "answered by cli" in status_of(prompt), what="the notice")
+            assert status_of(prompt) == (
+                f"answered by cli (#{decided.sequence}): reject · escape closes"
+            )
+            await pilot.press("1")  # the options are closed: nothing is sent
+            assert prompt.query_one("#permission-options").disabled
+            await pilot.press("escape")
+            await until(lambda: bool(app.answers), what="the prompt to close")
+        assert app.answers == [None]
+
+
+async def test_a_409_is_shown_in_place(engine: Engine, tmp_path: Path) -> None:
+    async with waiting_agent(engine, tmp_path) as (axon_id, watch, asked, request):
+        app = Host(engine, live=False)  # no feed: the engine's 409 is what tells
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.ask(axon_id)
+            prompt = await prompt_of(app)
+            await engine.agents.permit(axon_id, request.sequence, "allow", source="cli")
+            await pilot.press("2")
+            await until(lambda: "already answered" in status_of(prompt), what="the 409")
+            assert f"#{request.sequence}" in status_of(prompt)
+            assert isinstance(app.screen, PermissionPrompt)
+        end = await turn_end(watch, "acp", asked)
+        assert end.event_type == "turn.completed"
+        assert (tmp_path / "approved.txt").exists()  # the first answer stands
+
+
+async def test_nothing_to_answer_is_a_notice(engine: Engine) -> None:
+    axon_id = (await engine.create_axon("calm")).id
+    app = Host(engine)
+    async with app.run_test(size=(80, 24)):
+        app.ask(axon_id)
+        await until(lambda: bool(app.answers), what="the answer")
+        assert app.answers == [None]
+        assert [n.message for n in app._notifications] == [
+            "No permission request waits for an answer on this Axon."
+        ]
+
+
+# -- the picture ----------------------------------------------------------------------------
+
+FIXED_REQUEST = PermissionRequest(
+    sequence=42,
+    agent="claude",
+    tool_call_id="toolu_01",
+    title="Run `rm -rf build/ [dist]`",
+    kind="execute",
+    raw_input={"command": "rm -rf build/ [dist]", "cwd": "/work", "timeout_ms": 120000},
+    options=(
+        PermissionOption("allow_always", "Always allow", "allow_always"),
+        PermissionOption("allow", "Allow once", "allow_once"),
+        PermissionOption("reject", "Reject", "reject_once"),
+    ),
+    timestamp_ms=FROZEN_MS - 12_000,
+)
+
+
+class Picture(Console):
+    """The prompt over an empty screen, with fixed data."""
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        prompt = PermissionPrompt(NoBackend(), "axn_frozen0001", FIXED_REQUEST, more=1)
+        self.call_after_refresh(self.push_screen, prompt)  # once the theme is applied
+
+
+class NoBackend:
+    """The picture never answers; anything it asks of a backend is a bug."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the picture used the backend ({name})")
+
+
+def test_the_prompt_at_80x24(snap_compare: Any) -> None:
+    assert snap_compare(Picture(), terminal_size=(80, 24))

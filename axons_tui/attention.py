@@ -21,7 +21,7 @@ import orjson
 
 from engine.backend import Backend
 from engine.broker.permissions import DECISION, REQUESTED
-from engine.models import Event
+from engine.models import AgentView, Event
 
 RESTING = frozenset({"paused", "hibernated"})
 # System events that say where an agent stands; the state is the part after "agent."
@@ -146,12 +146,22 @@ class Attention:
             self._learn(self._axons.setdefault(e.axon_id, _Axon()), e)
         return {axon_id for axon_id, was in touched.items() if self.waiting(axon_id) != was}
 
-    async def prime(self, backend: Backend, axon_ids: Sequence[str], last: int = 500) -> set[str]:
-        """Learn from the last `last` events of each Axon (and from any request an agent
-        still waits on further back); the ids of the Axons whose answer changed."""
+    async def prime(
+        self, backend: Backend, axon_ids: Sequence[str] | None = None, last: int = 500
+    ) -> set[str]:
+        """Learn from the recent history of these Axons, or (None) of every Axon with a
+        paused or hibernated agent: only those can wait for a human, so a home of a
+        thousand Axons is cheap to start from. For each: its last `last` events, and any
+        request an agent still waits on from further back. Returns the ids of the Axons
+        whose answer changed."""
+        if axon_ids is None:
+            axon_ids = sorted(
+                {v.axon_id for v in await backend.agents.list() if v.state in RESTING}
+            )
         changed: set[str] = set()
         for axon_id in axon_ids:
-            changed |= self.feed(await _recent(backend, axon_id, last))
+            views = await backend.agents.list(axon_id)
+            changed |= self.feed(await _recent(backend, axon_id, last, views))
         return changed
 
     def forget(self, axon_id: str) -> None:
@@ -299,13 +309,15 @@ def _option(o: dict[str, Any]) -> PermissionOption:
     )
 
 
-async def _recent(backend: Backend, axon_id: str, last: int) -> list[Event]:
-    """The Axon's last events, preceded by any permission request an agent still waits on
-    from further back (an agent reports it as `waiting_for: "permission #N"`)."""
+async def _recent(
+    backend: Backend, axon_id: str, last: int, views: Sequence[AgentView]
+) -> list[Event]:
+    """The Axon's last `last` events, preceded by any permission request an agent still
+    waits on from further back (its `waiting_for: "permission #N"`)."""
     end = await backend.last_sequence(axon_id)
     start = max(0, end - last)
     events: list[Event] = []
-    for view in await backend.agents.list(axon_id):
+    for view in views:
         waited = _waited_request(view.detail.get("waiting_for"))
         if waited is not None and waited <= start:
             events += await backend.read_events(axon_id, after=waited - 1, limit=1)

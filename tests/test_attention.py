@@ -35,10 +35,11 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
         yield eng
 
 
-async def acp_axon(engine: Engine, workdir: Path, **overrides: Any) -> str:
+async def acp_axon(engine: Engine, workdir: Path, name: str = "acp", **overrides: Any) -> str:
     """A new Axon with the sample ACP agent running on it."""
-    axon_id = (await engine.create_axon("acp")).id
-    await engine.agents.add(acp_spec("acp", "process", workdir=str(workdir), **overrides))
+    axon_id = (await engine.create_axon(name)).id
+    workdir.mkdir(parents=True, exist_ok=True)
+    await engine.agents.add(acp_spec(name, "process", name=name, workdir=str(workdir), **overrides))
     return axon_id
 
 
@@ -179,6 +180,43 @@ async def test_prime_learns_from_history_even_beyond_the_window(
         later.feed(watch.events[-5:])
         await later.prime(engine, [axon_id])
         assert later.open_requests(axon_id) == attention.open_requests(axon_id)
+
+
+class Reads:
+    """A real backend, passed through, that remembers which Axons' events were read."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.axons: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    async def read_events(self, axon_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        self.axons.add(axon_id)
+        return await self.engine.read_events(axon_id, after, limit)
+
+
+async def test_prime_of_a_whole_home_reads_only_axons_whose_agents_rest(
+    engine: Engine, tmp_path: Path
+) -> None:
+    waiting = await acp_axon(engine, tmp_path / "a")
+    busy = await acp_axon(engine, tmp_path / "b", name="other")
+    empty = (await engine.create_axon("empty")).id
+    await publish(engine, empty, "nobody listens", "web")
+    async with watching(engine, waiting) as watch, watching(engine, busy) as other:
+        await other.system("agent.running", "other")
+        sequence = await publish(engine, waiting, "RISKY", "web")
+        request = await permission_request(watch, "acp", sequence)
+        await watch.system("agent.paused", "acp", after=request.sequence)
+
+    reads = Reads(engine)
+    attention = Attention()
+    assert await attention.prime(reads, last=50) == {waiting}  # type: ignore[arg-type]
+    assert reads.axons == {waiting}
+    assert attention.waiting_axons() == {
+        waiting: f"permission: Write {tmp_path / 'a' / 'approved.txt'}"
+    }
 
 
 async def decide(

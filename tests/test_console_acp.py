@@ -27,6 +27,7 @@ from acp.schema import (
 )
 from textual import work
 from textual.app import App
+from textual.pilot import Pilot
 from textual.widgets import Button, Static
 
 from axons_tui.attention import Attention, PermissionOption, PermissionRequest
@@ -252,6 +253,23 @@ async def waiting_agent(engine: Engine, workdir: Path) -> AsyncIterator[Waiting]
         yield Waiting(axon_id, watch, asked, request)
 
 
+@contextlib.asynccontextmanager
+async def prompting(
+    backend: Backend, axon_id: str, *, live: bool = True
+) -> AsyncIterator[tuple[Host, Pilot[None], PermissionPrompt]]:
+    """A console at 80x24 asking for the Axon's open request: (app, pilot, the prompt)."""
+    app = Host(backend, live=live)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.ask(axon_id)
+        yield app, pilot, await prompt_of(app)
+
+
+async def closed(app: Host) -> Answered | None:
+    """What the prompt ended with, once it has."""
+    await until(lambda: bool(app.answers), what="the prompt to close")
+    return app.answers[-1]
+
+
 async def prompt_of(app: Host) -> PermissionPrompt:
     """The prompt, once it is on screen and has its focus (ready for keys and clicks)."""
     await until(
@@ -274,10 +292,7 @@ async def test_the_prompt_answers_a_real_request_and_the_turn_completes(
         attention.feed(watch.events)
         assert attention.waiting(axon_id) == f"permission: Write {tmp_path / 'approved.txt'}"
 
-        app = Host(engine)
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.ask(axon_id)
-            prompt = await prompt_of(app)
+        async with prompting(engine, axon_id) as (app, pilot, prompt):
             assert prompt.request.sequence == request.sequence
             assert [str(b.label) for b in prompt.query(Button)] == [
                 "1  Allow once",
@@ -285,8 +300,7 @@ async def test_the_prompt_answers_a_real_request_and_the_turn_completes(
                 "c  Cancel the request",
             ]
             await pilot.press("1")
-            await until(lambda: bool(app.answers), what="the answer")
-        [answer] = app.answers
+            answer = await closed(app)
         assert answer is not None and answer.option_id == "allow"
 
         end = await turn_end(watch, "acp", asked)
@@ -301,13 +315,9 @@ async def test_the_prompt_answers_a_real_request_and_the_turn_completes(
 
 async def test_cancel_from_the_prompt_refuses_the_request(engine: Engine, tmp_path: Path) -> None:
     async with waiting_agent(engine, tmp_path) as (axon_id, watch, asked, request):
-        app = Host(engine)
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.ask(axon_id)
-            await prompt_of(app)
+        async with prompting(engine, axon_id) as (app, pilot, _prompt):
             await pilot.click("#permission-cancel")
-            await until(lambda: bool(app.answers), what="the answer")
-        [answer] = app.answers
+            answer = await closed(app)
         assert answer is not None and answer.option_id is None
         end = await turn_end(watch, "acp", asked)
         assert end.event_type == "turn.completed", describe(watch.events)
@@ -318,41 +328,31 @@ async def test_cancel_from_the_prompt_refuses_the_request(engine: Engine, tmp_pa
 
 async def test_escape_leaves_the_request_waiting(engine: Engine, tmp_path: Path) -> None:
     async with waiting_agent(engine, tmp_path) as (axon_id, _watch, _asked, request):
-        app = Host(engine)
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.ask(axon_id)
-            await prompt_of(app)
+        async with prompting(engine, axon_id) as (app, pilot, _prompt):
             await pilot.press("escape")
-            await until(lambda: bool(app.answers), what="the prompt to close")
-        assert app.answers == [None]
+            assert await closed(app) is None
         [still] = await open_requests(engine, axon_id)
         assert still.sequence == request.sequence
 
 
 async def test_an_answer_from_another_client_shows_in_place(engine: Engine, tmp_path: Path) -> None:
-    async with waiting_agent(engine, tmp_path) as (axon_id, _watch, _asked, request):
-        app = Host(engine)
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.ask(axon_id)
-            prompt = await prompt_of(app)
-            decided = await engine.agents.permit(axon_id, request.sequence, "reject", source="cli")
-            await until(lambda: "answered by cli" in status_of(prompt), what="the notice")
-            assert status_of(prompt) == (
-                f"answered by cli (#{decided.sequence}): reject · escape closes"
-            )
-            await pilot.press("1")  # the options are closed: nothing is sent
-            assert prompt.query_one("#permission-options").disabled
-            await pilot.press("escape")
-            await until(lambda: bool(app.answers), what="the prompt to close")
-        assert app.answers == [None]
+    async with (
+        waiting_agent(engine, tmp_path) as (axon_id, _watch, _asked, request),
+        prompting(engine, axon_id) as (app, pilot, prompt),
+    ):
+        decided = await engine.agents.permit(axon_id, request.sequence, "reject", source="cli")
+        await until(lambda: "answered by cli" in status_of(prompt), what="the notice")
+        assert status_of(prompt) == f"answered by cli (#{decided.sequence}): reject · escape closes"
+        await pilot.press("1")  # the options are closed: nothing is sent
+        assert prompt.query_one("#permission-options").disabled
+        await pilot.press("escape")
+        assert await closed(app) is None
 
 
 async def test_a_409_is_shown_in_place(engine: Engine, tmp_path: Path) -> None:
     async with waiting_agent(engine, tmp_path) as (axon_id, watch, asked, request):
-        app = Host(engine, live=False)  # no feed: the engine's 409 is what tells
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.ask(axon_id)
-            prompt = await prompt_of(app)
+        # no live feed: the engine's 409 is what tells
+        async with prompting(engine, axon_id, live=False) as (app, pilot, prompt):
             await engine.agents.permit(axon_id, request.sequence, "allow", source="cli")
             await pilot.press("2")
             await until(lambda: "already answered" in status_of(prompt), what="the 409")
@@ -368,8 +368,7 @@ async def test_nothing_to_answer_is_a_notice(engine: Engine) -> None:
     app = Host(engine)
     async with app.run_test(size=(80, 24)):
         app.ask(axon_id)
-        await until(lambda: bool(app.answers), what="the answer")
-        assert app.answers == [None]
+        assert await closed(app) is None
         assert [n.message for n in app._notifications] == [
             "No permission request waits for an answer on this Axon."
         ]

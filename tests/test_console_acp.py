@@ -23,6 +23,7 @@ from acp.schema import (
     SessionConfigOptionSelect,
     SessionConfigSelectOption,
     SessionInfoUpdate,
+    ToolCallLocation,
     UsageUpdate,
 )
 from textual import work
@@ -45,6 +46,7 @@ from engine.backend import Backend
 
 pytest.register_assert_rewrite("tests.agents_support", "tests.acp_support")
 
+from axons_tui.widgets.acp_detail import session_update_detail  # noqa: E402
 from axons_tui.widgets.acp_text import (  # noqa: E402
     message_chunk,
     session_update_text,
@@ -186,6 +188,54 @@ def test_what_is_not_an_update_is_left_to_the_caller() -> None:
     assert line(odd) == "▸ tool call"
     assert usage_text("nothing") == ""
     assert orjson.dumps(odd)  # the payload is left as it came
+
+
+def test_the_detail_shows_an_update_in_full() -> None:
+    edit = acp.start_tool_call(
+        "e1",
+        "Edit a.py",
+        kind="edit",
+        status="completed",
+        content=[acp.tool_diff_content("/w/a.py", "a\nc [red]\nd\n", "a\nb\n")],
+        locations=[ToolCallLocation(path="/w/a.py", line=2)],
+        raw_input={"path": "/w/a.py", "why": "[b]fix[/b]"},
+    )
+    assert detail(wire(edit)).splitlines() == [
+        "▸ Edit a.py (edit) completed  ± /w/a.py +2 -1",
+        "at /w/a.py:2",
+        "--- /w/a.py (before)",
+        "+++ /w/a.py",
+        "@@ -1,2 +1,3 @@",
+        " a",
+        "-b",
+        "+c [red]",
+        "+d",
+        "input:",
+        "{",
+        '  "path": "/w/a.py",',
+        '  "why": "[b]fix[/b]"',
+        "}",
+    ]
+    plan = acp.update_plan(
+        [
+            acp.plan_entry("Read the message", status="completed"),
+            acp.plan_entry("Answer it", priority="high", status="in_progress"),
+        ]
+    )
+    assert detail(wire(plan)).splitlines() == [
+        "✓ Read the message (medium)",
+        "▸ Answer it (high)",
+    ]
+    said = wire(acp.update_agent_message_text("Line one\nline [two]"))
+    assert detail(said) == "Line one\nline [two]"
+    assert detail(wire(acp.update_tool_call("e1", status="failed"))) == "▸ e1 failed"
+    assert session_update_detail({"sessionId": "s1"}) is None
+
+
+def detail(payload: dict[str, Any]) -> str:
+    rendered = session_update_detail(payload)
+    assert rendered is not None, payload
+    return rendered.plain
 
 
 # -- the permission prompt ------------------------------------------------------------------

@@ -133,7 +133,7 @@ def content_text(block: Any) -> str:
     if kind == "resource_link":
         return f"[link {block.get('title') or block.get('name') or block.get('uri', '')}]"
     if kind == "resource":
-        resource = _field(block, "resource", dict)
+        resource = field_of(block, "resource", dict)
         return f"[resource {resource.get('uri', '')}]"
     return f"[{kind or 'content'}]"
 
@@ -158,7 +158,7 @@ def diff_summary(item: dict[str, Any]) -> str:
 def _tool_content(update: dict[str, Any]) -> str:
     """What a tool call's content adds on one line: diffs, terminals, the first text, or
     else where it works."""
-    items = _field(update, "content", list)
+    items = field_of(update, "content", list)
     parts: list[str] = []
     for item in items:
         if not isinstance(item, dict):
@@ -170,12 +170,12 @@ def _tool_content(update: dict[str, Any]) -> str:
         elif item.get("type") == "content" and not parts:
             parts.append(one_line(content_text(item.get("content")), 80))
     if not parts:
-        located = [_location(place) for place in _field(update, "locations", list)]
+        located = [location_text(place) for place in field_of(update, "locations", list)]
         parts = [f"@ {place}" for place in located[:1] if place]
     return " · ".join(p for p in parts if p)
 
 
-def _location(place: Any) -> str:
+def location_text(place: Any) -> str:
     """ "path:line" of a tool call's location."""
     if not isinstance(place, dict) or not place.get("path"):
         return ""
@@ -234,7 +234,7 @@ def _plan(update: dict[str, Any], styles: AcpStyles) -> Text:
 
 def _plan_update(update: dict[str, Any], styles: AcpStyles) -> Text:
     """The newer plan kinds: entries, a file or markdown, each with a plan id."""
-    plan = _field(update, "plan", dict)
+    plan = field_of(update, "plan", dict)
     head = Text("plan: ", styles.tool)
     if plan.get("type") == "items":
         return head + _plan_entries(plan.get("entries"), styles)
@@ -310,7 +310,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any], AcpStyles], Text]] = {
 }
 
 
-def _field(parent: dict[str, Any], key: str, kind: type[T]) -> T:
+def field_of(parent: dict[str, Any], key: str, kind: type[T]) -> T:
     """`parent[key]` when it is a `kind` (dict or list), else an empty one: agents send
     what they like, and a line is still drawn."""
     value = parent.get(key)

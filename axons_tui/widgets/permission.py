@@ -25,13 +25,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from axons_tui.attention import Attention, PermissionOption, PermissionRequest
+from axons_tui.widgets.acp_detail import pretty_json
 from engine.backend import Backend
 from engine.broker.permissions import DECISION
 from engine.errors import AxonError, Conflict
 from engine.models import Event
 
 MAX_OPTIONS = 9  # one number key each
-INPUT_LIMIT = 20_000  # characters of tool input shown; a prompt is not a file viewer
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,14 +194,6 @@ def option_button(index: int, option: PermissionOption) -> Button:
         classes=f"-{(option.kind or 'other').split('_')[0]}",
         compact=True,
     )
-
-
-def pretty_json(value: Any) -> str:
-    try:
-        text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= INPUT_LIMIT else text[:INPUT_LIMIT] + "\n…"
 
 
 def ago(ms: int) -> str:

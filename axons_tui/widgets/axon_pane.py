@@ -1,0 +1,111 @@
+"""One Axon on the dashboard: its name and event count in the border, its agents' states as
+badges, and its live stream (a compact `EventLog`). A pane whose Axon waits for a human
+stands out (`-waiting`) and says why."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
+from rich.text import Text
+from textual import events, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Static
+
+from axons_tui.widgets.agent_badges import AgentBadges
+from axons_tui.widgets.event_log import EventLog
+from engine.errors import AxonError
+from engine.models import AxonView, Event
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from axons_tui.app import AxonsApp
+
+
+class AxonPane(Vertical):
+    """A dashboard pane for `axon`. Focus sits in its stream; a double click opens the Axon."""
+
+    DEFAULT_CSS = """
+    AxonPane {
+        border: round $panel-lighten-2;
+        border-title-color: $foreground;
+        border-subtitle-color: $foreground-muted;
+        height: 1fr;
+        &:focus-within { border: round $primary; border-title-style: bold; }
+        & > EventLog { background: $surface; height: 1fr; }
+        & > .waiting-reason { display: none; color: $waiting; text-style: bold; height: 1; }
+        &.-waiting { border: heavy $waiting; border-title-color: $waiting; }
+        &.-waiting > .waiting-reason { display: block; }
+    }
+    """
+
+    class OpenRequested(Message):
+        """The user asked to open this pane's Axon (a double click)."""
+
+        def __init__(self, axon_id: str) -> None:
+            super().__init__()
+            self.axon_id = axon_id
+
+    def __init__(self, axon: AxonView, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.axon = axon
+        self.total = 0
+        self._unwatch: Callable[[], None] | None = None
+
+    @property
+    def axon_id(self) -> str:
+        return self.axon.id
+
+    @property
+    def title(self) -> str:
+        return self.axon.name or self.axon.id
+
+    def compose(self) -> ComposeResult:
+        yield AgentBadges()
+        yield Static(classes="waiting-reason", markup=False)
+        yield EventLog(self.axon_id, compact=True)
+
+    def on_mount(self) -> None:
+        self._show_title()
+        app = cast("AxonsApp", self.app)
+        self._unwatch = app.feed.watch(self._on_events, axon_id=self.axon_id)
+        self._load_agents()
+
+    def on_unmount(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+
+    @work(group="pane-agents", exclusive=True)
+    async def _load_agents(self) -> None:
+        app = cast("AxonsApp", self.app)
+        try:
+            agents = await app.session.backend.agents.list(self.axon_id)
+        except AxonError:
+            return  # the badges say "no agents"; the stream still shows what happens
+        self.query_one(AgentBadges).show_agents(agents)
+
+    def _on_events(self, batch: Sequence[Event]) -> None:
+        self.query_one(AgentBadges).learn(batch)
+
+    def on_event_log_status_changed(self, message: EventLog.StatusChanged) -> None:
+        message.stop()
+        self.total = message.total
+        self._show_title()
+        self.border_subtitle = Text(message.text)
+
+    def _show_title(self) -> None:
+        title = Text(self.title, no_wrap=True)
+        title.append(f" · {self.total:,} events", "dim")
+        self.border_title = title
+
+    def show_waiting(self, reason: str | None) -> None:
+        """Stand out while the Axon waits for a human (`reason`), and stop when it doesn't."""
+        self.set_class(reason is not None, "-waiting")
+        self.query_one(".waiting-reason", Static).update(f"⚑ waiting: {reason or ''}")
+
+    def on_click(self, event: events.Click) -> None:
+        if event.chain >= 2:
+            self.post_message(self.OpenRequested(self.axon_id))

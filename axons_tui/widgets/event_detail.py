@@ -1,0 +1,63 @@
+"""The selected event in full: where it came from, who wrote it, its hash and idempotency
+key, and its payload as indented JSON. Everything is data, never markup."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+
+import orjson
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from engine.models import Event
+
+
+def pretty_payload(payload: str) -> str:
+    """Indented JSON; the text as it is when it is not JSON."""
+    try:
+        return orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return payload
+
+
+class EventDetail(VerticalScroll):
+    """Shows one event (`show`), or a hint until one is selected."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"event-detail--label"}
+    DEFAULT_CSS = """
+    EventDetail {
+        & > Static { width: 1fr; }
+        & > .event-detail--label { color: $foreground-muted; }
+    }
+    """
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        yield Static("Select an event (up/down, or click) to see it in full.", markup=False)
+
+    def show(self, event: Event) -> None:
+        self.query_one(Static).update(self.describe(event))
+        self.scroll_home(animate=False)
+
+    def describe(self, event: Event) -> Text:
+        label = self.get_component_rich_style("event-detail--label", partial=True)
+        when = dt.datetime.fromtimestamp(event.timestamp_ms / 1000).isoformat(
+            sep=" ", timespec="milliseconds"
+        )
+        text = Text()
+        for name, value in (
+            ("sequence", f"#{event.sequence}"),
+            ("time", when),
+            ("origin", event.origin),
+            ("source", event.source),
+            ("type", event.event_type),
+            ("author", event.author or "—"),
+            ("idempotency", event.idempotency_key or "—"),
+            ("hash", event.hash),
+        ):
+            text.append(f"{name:<12}", label)
+            text.append(f"{value}\n")
+        text.append("payload\n", label)
+        text.append(pretty_payload(event.payload))
+        return text

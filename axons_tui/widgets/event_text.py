@@ -1,0 +1,187 @@
+"""One event as one line of the console: who said what, readable at a glance.
+
+Human and agent messages show their source in bold and their text; system events are quiet;
+`agent.resumed` shows how long the wake took. Colours are not chosen here: a widget resolves
+its component classes (`EVENT_COMPONENT_CLASSES`, styled in TCSS with theme variables) into an
+`EventStyles` and passes it in. Payload text is data, never markup: it goes into `Text` pieces.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+from rich.style import Style
+from rich.text import Text
+
+from engine.models import Event
+
+try:  # the ACP renderer (console-acp); until it lands, an update shows its kind
+    from axons_tui.widgets.acp_text import session_update_text  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on which branches are merged
+    session_update_text = None
+
+DAY_MS = 86_400_000
+
+EVENT_COMPONENT_CLASSES = frozenset(
+    {
+        "event--sequence",
+        "event--time",
+        "event--user",
+        "event--agent",
+        "event--external",
+        "event--system",
+        "event--wake",
+        "event--problem",
+    }
+)
+"""The component classes a widget declares to colour event lines (see `event_css`)."""
+
+
+def event_css(widget: str) -> str:
+    """Default TCSS for the event component classes of `widget` (a type name), in theme
+    variables only, so every widget that shows events colours them alike."""
+    return f"""
+    {widget} > .event--sequence {{ color: $foreground-muted; }}
+    {widget} > .event--time {{ color: $foreground-muted; }}
+    {widget} > .event--user {{ color: $origin-user; }}
+    {widget} > .event--agent {{ color: $origin-agent; }}
+    {widget} > .event--external {{ color: $origin-external; }}
+    {widget} > .event--system {{ color: $origin-system; text-style: dim; }}
+    {widget} > .event--wake {{ color: $success; }}
+    {widget} > .event--problem {{ color: $error; }}
+    """
+
+
+NO_STYLE = Style()
+QUIET = Style(dim=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EventStyles:
+    """The rich styles of an event line's parts, resolved from a widget's component classes."""
+
+    sequence: Style = QUIET
+    time: Style = QUIET
+    user: Style = NO_STYLE
+    agent: Style = NO_STYLE
+    external: Style = NO_STYLE
+    system: Style = QUIET
+    wake: Style = NO_STYLE
+    problem: Style = NO_STYLE
+
+    def origin(self, origin: str) -> Style:
+        """The colour of a source by the event's origin."""
+        return {
+            "USER_EVENT": self.user,
+            "AGENT_EVENT": self.agent,
+            "EXTERNAL_EVENT": self.external,
+        }.get(origin, self.system)
+
+
+PLAIN = EventStyles()
+
+
+def event_styles(component_style: Callable[[str], Style]) -> EventStyles:
+    """Styles from a widget's `get_component_rich_style` (partial styles, so a line's
+    background stays the widget's)."""
+    return EventStyles(**{f.name: component_style(f"event--{f.name}") for f in fields(EventStyles)})
+
+
+def clock(timestamp_ms: int, now_ms: int | None) -> str:
+    """The local time of an event: to the second within a day of `now_ms`, else the date."""
+    when = dt.datetime.fromtimestamp(timestamp_ms / 1000)
+    if now_ms is not None and abs(now_ms - timestamp_ms) < DAY_MS:
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%m-%d %H:%M")
+
+
+def payload_of(e: Event) -> Any:
+    """The decoded payload; the raw text when it is not JSON."""
+    try:
+        return orjson.loads(e.payload)
+    except orjson.JSONDecodeError:
+        return e.payload
+
+
+def one_line(text: str) -> str:
+    """Line breaks and tabs as spaces: an event is one row."""
+    return " ".join(text.split())
+
+
+def event_line(
+    e: Event, now_ms: int | None = None, *, styles: EventStyles = PLAIN, compact: bool = False
+) -> Text:
+    """`#seq time source what`, or without sequence and time when `compact` (dashboard panes)."""
+    line = Text(no_wrap=True, overflow="ellipsis", end="")
+    if not compact:
+        line.append(f"{e.sequence:>7} ", styles.sequence)
+        line.append(f"{clock(e.timestamp_ms, now_ms)} ", styles.time)
+    else:
+        line.append(f"{clock(e.timestamp_ms, now_ms)[-8:-3]} ", styles.time)
+    line.append_text(event_body(e, styles))
+    return line
+
+
+def event_body(e: Event, styles: EventStyles = PLAIN) -> Text:
+    """What happened, after the sequence and time columns."""
+    if e.origin == "SYSTEM_EVENT":
+        return system_text(e, payload_of(e), styles)
+    body = payload_of(e)
+    source = Text(e.source, styles.origin(e.origin) + Style(bold=True))
+    if e.event_type == "session/update" and isinstance(body, dict):
+        return Text.assemble(source, " ", update_text(body, styles))
+    if e.event_type == "permission.requested" and isinstance(body, dict):
+        title = (body.get("tool_call") or {}).get("title") or "a tool call"
+        return Text.assemble(source, " asks permission: ", (one_line(str(title)), styles.wake))
+    text = body.get("text") if isinstance(body, dict) else None
+    if isinstance(text, str):
+        return Text.assemble(source, " ", one_line(text))
+    kind = Text(f" {e.event_type} ", styles.origin(e.origin))
+    return Text.assemble(source, kind, one_line(e.payload))
+
+
+def update_text(body: dict[str, Any], styles: EventStyles) -> Text:
+    """An ACP `session/update`: the console-acp helper's rendering when present, else its kind."""
+    if session_update_text is not None:
+        rendered: Text | None = session_update_text(body)
+        if rendered is not None:
+            return rendered
+    update = body.get("update") if isinstance(body.get("update"), dict) else body
+    kind = update.get("sessionUpdate") if isinstance(update, dict) else None
+    return Text(str(kind or "session/update"), styles.system)
+
+
+def system_text(e: Event, body: Any, styles: EventStyles) -> Text:
+    """The engine's own events, short and quiet; a wake and a failure stand out."""
+    fields_ = body if isinstance(body, dict) else {}
+    who = Text(e.source, styles.system + Style(bold=True))
+    kind = e.event_type
+    if kind == "agent.resumed":
+        woke = f"woke in {fields_.get('wake_ms', '?')} ms ({fields_.get('from', '?')})"
+        return Text.assemble(who, " ", (woke, styles.wake))
+    if kind in ("agent.failed", "turn.failed"):
+        why = fields_.get("reason") or fields_.get("error") or "failed"
+        return Text.assemble(
+            who, " ", (f"{kind.split('.')[0]} failed: {one_line(str(why))}", styles.problem)
+        )
+    if kind == "agent.log":
+        lines = fields_.get("lines") or []
+        return Text.assemble(who, (" log: " + " ⏎ ".join(map(str, lines)), styles.system))
+    return Text.assemble(who, (" " + system_summary(kind, fields_), styles.system))
+
+
+def system_summary(kind: str, fields_: dict[str, Any]) -> str:
+    """`agent.paused` becomes "paused (idle)", `turn.completed` "turn done #5 in 12 ms"."""
+    if kind.startswith("turn."):
+        sequences = fields_.get("sequences") or []
+        which = " ".join(f"#{s}" for s in sequences[:3]) + (" …" if len(sequences) > 3 else "")
+        verb = {"turn.started": "turn on", "turn.completed": "turn done"}.get(kind, kind)
+        took = fields_.get("duration_ms")
+        return f"{verb} {which}" + (f" in {took} ms" if took is not None else "")
+    state = kind.removeprefix("agent.")
+    reason = fields_.get("reason")
+    return f"{state} ({one_line(str(reason))})" if reason else state

@@ -1,0 +1,375 @@
+"""The live streams of the console: the dashboard's panes, the Axon view's full log, the
+composer and the agent panel, on a real temporary home with a real embedded engine.
+
+Snapshots use fixed ids and commit times (`frozen`) and a home path relative to the test's
+own folder, so the pictures are the same on every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from textual.pilot import Pilot
+
+from axons_tui.app import AxonsApp
+from axons_tui.screens.axon import AxonScreen
+from axons_tui.screens.dashboard import DashboardScreen, grid_columns
+from axons_tui.widgets.agent_panel import AgentCard, AgentPanel
+from axons_tui.widgets.axon_pane import AxonPane
+from axons_tui.widgets.composer import Composer
+from axons_tui.widgets.event_detail import EventDetail
+from axons_tui.widgets.event_log import PAGES_KEPT, EventLog
+from axons_tui.widgets.event_text import event_line
+from engine import Draft, Engine
+from engine.models import Event
+from tests.agents_support import triage_spec
+from tests.console_support import FrozenClock, console_app, until
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def system(event_type: str, agent: str, **body: Any) -> Draft:
+    return Draft(event_type, orjson.dumps(body).decode(), agent, "SYSTEM_EVENT", author="axons")
+
+
+def agent_says(text: str, agent: str = "triage") -> Draft:
+    return Draft.message(text, source=agent, origin="AGENT_EVENT")
+
+
+async def seed_home(home: Path) -> dict[str, str]:
+    """Three Axons with a little of everything: a question that waits for a human, a wake,
+    a webhook, a failure. Their ids by name."""
+    async with Engine(home) as eng:
+        support = (await eng.create_axon("support")).id
+        ci = (await eng.create_axon("ci")).id
+        deploy = (await eng.create_axon("deploy")).id
+        await eng.publish_batch(
+            support,
+            [
+                system("agent.starting", "triage", reason="added", runtime="process"),
+                system("agent.running", "triage"),
+                Draft.message("Billing export fails for [bold]large[/bold] CSVs.", source="web"),
+                system("turn.started", "triage", sequences=[3]),
+                agent_says("Checked the report: ticket TCK-3, priority high."),
+                agent_says("Can someone confirm which exports fail?"),
+                system("turn.completed", "triage", sequences=[3], duration_ms=41.5),
+                system("agent.paused", "triage", reason="agent asked (axon/idle)", idle_s=0.1),
+            ],
+            system=True,
+        )
+        await eng.publish_batch(
+            ci,
+            [
+                Draft("push", '{"ref": "main", "commits": 3}', "github", "EXTERNAL_EVENT"),
+                system("agent.resumed", "summariser", trigger_sequence=1, wake_ms=18.4),
+                Draft("check_run", '{"conclusion": "failure"}', "github", "EXTERNAL_EVENT"),
+                system("turn.failed", "summariser", sequences=[3], reason="model timeout"),
+                system("agent.log", "summariser", lines=["retrying in 2 s"]),
+            ],
+            system=True,
+        )
+        await eng.publish(deploy, Draft.message("Ship v1.4 to production?", source="cli"))
+        return {"support": support, "ci": ci, "deploy": deploy}
+
+
+async def publish_many(home: Path, name: str, count: int) -> str:
+    """An Axon with `count` numbered messages; its id."""
+    async with Engine(home) as eng:
+        axon_id = (await eng.create_axon(name)).id
+        batch = 5000
+        for start in range(0, count, batch):
+            drafts = [
+                Draft.message(f"event number {n}", source="bench")
+                for n in range(start + 1, min(count, start + batch) + 1)
+            ]
+            await eng.publish_batch(axon_id, drafts)
+        return axon_id
+
+
+async def open_axon_view(app: AxonsApp, pilot: Pilot[Any], axon_id: str) -> EventLog:
+    await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+    app.open_axon(axon_id)
+    return await axon_view_log(app)
+
+
+async def axon_view_log(app: AxonsApp) -> EventLog:
+    """The Axon view's log, once the view is composed and the log knows its length."""
+    await until(
+        lambda: isinstance(app.screen, AxonScreen) and bool(app.screen.query(EventLog)),
+        what="the Axon view",
+    )
+    log = app.screen.query_one(EventLog)
+    await until(lambda: log.total > 0, what="the log's length")
+    return log
+
+
+def row_text(log: EventLog, y: int) -> str:
+    return log.render_line(y).text
+
+
+def last_row_text(log: EventLog) -> str:
+    return row_text(log, log.scrollable_content_region.height - 1)
+
+
+# -- event lines --------------------------------------------------------------------------
+
+
+def event(event_type: str, payload: str, origin: str = "USER_EVENT", source: str = "web") -> Event:
+    return Event("axn_x", 7, 1_780_000_000_000, origin, source, event_type, payload, None, None, "")
+
+
+def test_event_lines_read_at_a_glance_and_never_as_markup() -> None:
+    said = event_line(event("message", '{"text": "hi [bold]there[/bold]\\nand more"}'))
+    assert said.plain.endswith("web hi [bold]there[/bold] and more")
+    woke = event_line(
+        event("agent.resumed", '{"wake_ms": 18.4, "from": "paused"}', "SYSTEM_EVENT", "triage")
+    )
+    assert woke.plain.endswith("triage woke in 18.4 ms (paused)")
+    turn = event_line(
+        event("turn.completed", '{"sequences": [3], "duration_ms": 41.5}', "SYSTEM_EVENT", "t")
+    )
+    assert turn.plain.endswith("t turn done #3 in 41.5 ms")
+    raw = event_line(event("push", "not json [red]", "EXTERNAL_EVENT", "github"), compact=True)
+    assert raw.plain.endswith("github push not json [red]")
+    assert not raw.plain.startswith("      7")  # compact: no sequence column
+
+
+# -- the composer -------------------------------------------------------------------------
+
+
+async def test_a_message_typed_in_the_composer_reaches_the_axon_with_source_tui(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    async with Engine(home) as eng:
+        axon_id = (await eng.create_axon("support")).id
+        await eng.publish(axon_id, Draft.message("Is anyone there?", source="web"))
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(lambda: len(app.screen.query(AxonPane)) == 1, what="the pane")
+        await pilot.press("enter")
+        log = await axon_view_log(app)
+        await pilot.press("i")
+        composer = app.screen.query_one(Composer)
+        assert composer.has_focus
+        await pilot.press(*"Yes [b]here[/b]", "enter")
+        await until(lambda: log.total == 2, what="the message in the live log")
+        assert composer.value == ""
+        await pilot.press("enter")  # nothing typed: refused in place, nothing sent
+        await until(lambda: composer.has_class("-error"), what="the empty message refused")
+        await pilot.press("escape")
+        assert log.has_focus
+        await pilot.press("escape")
+        await until(lambda: isinstance(app.screen, DashboardScreen), what="escape goes back")
+    async with Engine(home) as fresh:
+        events = await fresh.read_events(axon_id)
+    sent = events[-1]
+    assert len(events) == 2
+    assert (sent.origin, sent.source, sent.event_type) == ("USER_EVENT", "tui", "message")
+    assert orjson.loads(sent.payload) == {"text": "Yes [b]here[/b]"}
+
+
+# -- follow-tail --------------------------------------------------------------------------
+
+
+async def test_follow_tail_pauses_on_scroll_up_counts_new_events_and_resumes(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    axon_id = await publish_many(home, "busy", 300)
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await open_axon_view(app, pilot, axon_id)
+        await until(lambda: log.total == 300 and log.scroll_y == log.max_scroll_y > 0)
+        assert log.following and "following" in str(log.border_subtitle)
+        await until(lambda: "event number 300" in last_row_text(log), what="the tail")
+
+        await pilot.press("up", "pageup", "pageup")
+        await until(lambda: not log.following, what="scrolling up pauses follow-tail")
+        paused_at = log.scroll_y
+        for n in range(3):
+            await app.session.backend.publish(axon_id, Draft.message(f"late {n}", source="web"))
+        await until(lambda: log.total == 303, what="the new events")
+        await until(lambda: "paused · 3 new · end to follow" in str(log.border_subtitle))
+        assert log.scroll_y == paused_at, "a paused log must not move"
+
+        await pilot.press("end")
+        await until(lambda: log.following and log.scroll_y == log.max_scroll_y)
+        await until(lambda: "late 2" in last_row_text(log), what="the newest event")
+        await app.session.backend.publish(axon_id, Draft.message("after", source="web"))
+        await until(lambda: log.total == 304 and log.scroll_y == log.max_scroll_y)
+        assert "following" in str(log.border_subtitle)
+
+
+# -- a long Axon --------------------------------------------------------------------------
+
+
+async def test_a_hundred_thousand_events_open_at_the_end_and_jump_to_the_top(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    axon_id = await publish_many(home, "long", 100_000)
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await open_axon_view(app, pilot, axon_id)
+        await until(lambda: log.total == 100_000, what="the length")
+        await until(lambda: "event number 100000" in last_row_text(log), what="the tail")
+
+        await pilot.press("home")
+        await until(lambda: log.scroll_y == 0 and log.cursor == 1, what="the jump")
+        await until(lambda: "event number 1" in row_text(log, 0), what="the first event")
+        assert "event number 2" in row_text(log, 1)
+        await until(lambda: "#1\n" in _detail_text(app), what="the first event in detail")
+
+        await pilot.press("end")
+        await until(lambda: "event number 100000" in last_row_text(log), what="back down")
+        assert len(log._pages) <= PAGES_KEPT, "the page cache stays bounded"
+
+
+# -- the agent panel ----------------------------------------------------------------------
+
+
+async def test_the_agent_panel_pauses_resumes_and_stops_a_process_agent(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        backend = app.session.backend
+        axon_id = (await backend.create_axon("support")).id
+        await backend.agents.add(triage_spec(axon_id, "process"))
+        app.open_axon(axon_id)
+        await until(
+            lambda: isinstance(app.screen, AxonScreen) and bool(app.screen.query(AgentPanel)),
+            what="the Axon view",
+        )
+        await pilot.press("a")
+        panel = app.screen.query_one(AgentPanel)
+
+        def state() -> str | None:
+            cards = list(panel.query(AgentCard))
+            return cards[0].view.state if cards else None
+
+        await until(lambda: state() == "running", timeout=60, what="the agent running")
+        await pilot.press("p")
+        await until(lambda: state() == "paused", timeout=60, what="p pauses it")
+        assert (await backend.agents.get(axon_id, "triage")).state == "paused"
+
+        await pilot.press("u")
+        await until(lambda: state() == "running", timeout=60, what="u resumes it")
+        await until(lambda: "woke" in _card_text(panel, ".agent-wakes"), what="the wake shown")
+
+        await pilot.click("#agent-stop")
+        await until(lambda: state() == "stopped", timeout=60, what="the stop button")
+        assert (await backend.agents.get(axon_id, "triage")).state == "stopped"
+        await pilot.click("#agent-start")
+        await until(lambda: state() == "running", timeout=60, what="the start button")
+
+
+def _card_text(panel: AgentPanel, selector: str) -> str:
+    return str(panel.query_one(AgentCard).query_one(selector).render())
+
+
+# -- the dashboard ------------------------------------------------------------------------
+
+
+def test_the_grid_adapts_to_the_width() -> None:
+    assert [grid_columns(w) for w in (80, 100, 120, 159, 160, 220)] == [1, 1, 2, 2, 3, 3]
+
+
+async def test_new_axons_appear_live_and_panes_page(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    async with Engine(home) as eng:
+        for n in range(4):
+            await eng.create_axon(f"axon-{n}")
+    app = console_app(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        dashboard = app.screen
+        assert isinstance(dashboard, DashboardScreen)
+        await until(lambda: len(dashboard.axons) == 4, what="the Axons listed")
+        assert dashboard.pages == 2 and len(dashboard.query(AxonPane)) == 2
+        heading = dashboard.query_one("#heading").render()
+        assert "page 1/2" in str(heading)
+
+        created = await app.session.backend.create_axon("newcomer")
+        await app.session.backend.publish(created.id, Draft.message("hello", source="web"))
+        await until(lambda: len(dashboard.axons) == 5, what="the new Axon listed")
+        assert dashboard.pages == 3
+        await pilot.press("pagedown", "pagedown")
+        await until(lambda: dashboard.page == 2 and len(dashboard.query(AxonPane)) == 1)
+        await pilot.press("tab")
+        pane = dashboard.query_one(AxonPane)
+        assert dashboard.focused_pane() is pane
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, AxonScreen), what="enter opens it")
+        assert app.screen.axon_id == pane.axon_id  # type: ignore[attr-defined]
+
+
+# -- snapshots ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seeded(
+    tmp_path: Path, frozen: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], tuple[AxonsApp, dict[str, str]]]:
+    """A console on the seeded home, with a home path and a clock the same on every run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    ids = asyncio.run(seed_home(Path("home")))
+
+    def make() -> tuple[AxonsApp, dict[str, str]]:
+        return console_app(Path("home"), frozen, tmp_config=tmp_path / "config"), ids
+
+    return make
+
+
+def settled(ready: Callable[[AxonsApp], bool]) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, AxonsApp)
+        await until(lambda: ready(app), what="the screen settled")
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
+
+    return run_before
+
+
+def dashboard_ready(app: AxonsApp) -> bool:
+    panes = list(app.screen.query(AxonPane))
+    return (
+        len(panes) == 3
+        and all(p.total > 0 for p in panes)
+        and any(p.has_class("-waiting") for p in panes)
+    )
+
+
+@pytest.mark.parametrize("size", [(100, 30), (80, 24)])
+def test_dashboard_snapshot(snap_compare: Any, seeded: Any, size: tuple[int, int]) -> None:
+    app, _ = seeded()
+    assert snap_compare(app, terminal_size=size, run_before=settled(dashboard_ready))
+
+
+@pytest.mark.parametrize("size", [(100, 30), (80, 24)])
+def test_axon_view_snapshot(snap_compare: Any, seeded: Any, size: tuple[int, int]) -> None:
+    app, ids = seeded()
+
+    async def open_support(pilot: Pilot[Any]) -> None:
+        await until(lambda: dashboard_ready(app), what="the dashboard")
+        app.open_axon(ids["support"])
+        log = await axon_view_log(app)
+        await until(lambda: log.total == 8, what="the log")
+        await pilot.press("up", "up", "up")
+        await settled(lambda a: "#6\n" in _detail_text(a))(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_support)
+
+
+def _detail_text(app: AxonsApp) -> str:
+    return str(app.screen.query_one(EventDetail).query_one("Static").render())

@@ -187,7 +187,7 @@ class Attention:
         elif kind == "message" and e.origin == "USER_EVENT":
             axon.last_human = max(axon.last_human, e.sequence)
         elif kind == "message" and e.origin == "AGENT_EVENT":
-            agent = axon.agent(e.author or e.source)
+            agent = axon.agent(e.source)  # an agent publishes as itself (its name)
             if e.sequence > agent.message_sequence:
                 agent.message, agent.message_sequence = _text_of(e), e.sequence
 

@@ -17,12 +17,8 @@ import orjson
 from rich.style import Style
 from rich.text import Text
 
+from axons_tui.widgets.acp_text import session_update_text, usage_text
 from engine.models import Event
-
-try:  # the ACP renderer (console-acp); until it lands, an update shows its kind
-    from axons_tui.widgets.acp_text import session_update_text  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on which branches are merged
-    session_update_text = None
 
 DAY_MS = 86_400_000
 
@@ -145,11 +141,10 @@ def event_body(e: Event, styles: EventStyles = PLAIN) -> Text:
 
 
 def update_text(body: dict[str, Any], styles: EventStyles) -> Text:
-    """An ACP `session/update`: the console-acp helper's rendering when present, else its kind."""
-    if session_update_text is not None:
-        rendered: Text | None = session_update_text(body)
-        if rendered is not None:
-            return rendered
+    """An ACP `session/update` as `acp_text` renders it; a payload with no update, its kind."""
+    rendered = session_update_text(body)
+    if rendered is not None:
+        return rendered
     update = body.get("update") if isinstance(body.get("update"), dict) else body
     kind = update.get("sessionUpdate") if isinstance(update, dict) else None
     return Text(str(kind or "session/update"), styles.system)
@@ -181,7 +176,12 @@ def system_summary(kind: str, fields_: dict[str, Any]) -> str:
         which = " ".join(f"#{s}" for s in sequences[:3]) + (" …" if len(sequences) > 3 else "")
         verb = {"turn.started": "turn on", "turn.completed": "turn done"}.get(kind, kind)
         took = fields_.get("duration_ms")
-        return f"{verb} {which}" + (f" in {took} ms" if took is not None else "")
+        usage = usage_text(fields_.get("usage"))  # an ACP turn's tokens
+        return (
+            f"{verb} {which}"
+            + (f" in {took} ms" if took is not None else "")
+            + (f" · {usage}" if usage else "")
+        )
     state = kind.removeprefix("agent.")
     reason = fields_.get("reason")
     return f"{state} ({one_line(str(reason))})" if reason else state

@@ -33,6 +33,8 @@ from textual.widgets import Button, Static
 
 from axons_tui.attention import Attention, PermissionOption, PermissionRequest
 from axons_tui.feed import FLUSH_S, Feed
+from axons_tui.screens.axon import AxonScreen
+from axons_tui.screens.dashboard import DashboardScreen
 from axons_tui.session import Session
 from axons_tui.themes import CONSOLE_VARIABLES, DEFAULT_THEME, SHIPPED_THEMES, load_themes
 from axons_tui.widgets.permission import (
@@ -52,9 +54,10 @@ from axons_tui.widgets.acp_text import (  # noqa: E402
     session_update_text,
     usage_text,
 )
+from axons_tui.widgets.axon_pane import AxonPane  # noqa: E402
 from tests.acp_support import acp_spec, permission_request, turn_end  # noqa: E402
 from tests.agents_support import Watch, body, describe, publish, watching  # noqa: E402
-from tests.console_support import FROZEN_MS, until  # noqa: E402
+from tests.console_support import FROZEN_MS, console_app, until  # noqa: E402
 
 
 @pytest.fixture
@@ -320,7 +323,7 @@ async def closed(app: Host) -> Answered | None:
     return app.answers[-1]
 
 
-async def prompt_of(app: Host) -> PermissionPrompt:
+async def prompt_of(app: App[Any]) -> PermissionPrompt:
     """The prompt, once it is on screen and has its focus (ready for keys and clicks)."""
     await until(
         lambda: isinstance(app.screen, PermissionPrompt) and app.screen.focused is not None,
@@ -422,6 +425,47 @@ async def test_nothing_to_answer_is_a_notice(engine: Engine) -> None:
         assert [n.message for n in app._notifications] == [
             "No permission request waits for an answer on this Axon."
         ]
+
+
+async def test_the_console_shows_the_axon_waiting_and_y_answers_it(tmp_path: Path) -> None:
+    """The real console: the dashboard pane and the Axon view say the Axon waits, `y` opens
+    the prompt from either, `1` answers, the turn completes and the waiting line goes."""
+    app = console_app(tmp_path / "home")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        backend = app.session.backend
+        axon_id = (await backend.create_axon("acp")).id
+        await backend.agents.add(acp_spec("acp", "process", workdir=str(tmp_path)))
+        asked = await publish(backend, axon_id, "please do RISKY", "web")  # type: ignore[arg-type]
+        reason = f"permission: Write {tmp_path / 'approved.txt'}"
+
+        def pane() -> AxonPane | None:
+            return next(iter(app.screen.query(AxonPane)), None)
+
+        await until(lambda: (p := pane()) is not None and p.has_class("-waiting"), what="pane")
+        assert str(pane().query_one(".waiting-reason", Static).render()) == f"⚑ waiting: {reason}"  # type: ignore[union-attr]
+        await pilot.press("y")  # the focused pane's request
+        await prompt_of(app)
+        await pilot.press("escape")  # left waiting
+        await until(lambda: isinstance(app.screen, DashboardScreen), what="back")
+
+        app.open_axon(axon_id)
+        await until(
+            lambda: isinstance(app.screen, AxonScreen) and bool(app.screen.query("#waiting")),
+            what="the Axon view",
+        )
+        waiting = app.screen.query_one("#waiting", Static)
+        await until(lambda: waiting.has_class("-shown"), what="the waiting line")
+        assert str(waiting.render()) == f"⚑ waiting: {reason} · y answers"
+        await pilot.press("y")
+        await prompt_of(app)
+        await pilot.press("1")
+        await until(lambda: isinstance(app.screen, AxonScreen), what="the prompt to close")
+        await until(lambda: not waiting.has_class("-shown"), what="the line to go")
+        events = await backend.read_events(axon_id)
+        ends = [e for e in events if e.event_type == "turn.completed"]
+        assert ends and asked in body(ends[-1])["sequences"], describe(events)
+        assert (tmp_path / "approved.txt").read_text() == "approved\n"
 
 
 # -- the picture ----------------------------------------------------------------------------

@@ -125,8 +125,12 @@ class PermissionPrompt(ModalScreen[Answered | None]):
         self.query(Button).first().focus()
 
     def on_unmount(self) -> None:
+        self._stop_watching()
+
+    def _stop_watching(self) -> None:
         if self._unwatch is not None:
             self._unwatch()
+            self._unwatch = None
 
     def _seen(self, events: Sequence[Event]) -> None:
         if self._answering:
@@ -167,13 +171,14 @@ class PermissionPrompt(ModalScreen[Answered | None]):
                 self.axon_id, self.request.sequence, option_id, source="tui"
             )
         except Conflict as e:
+            self._answering = False
             self._answered_elsewhere(f"already answered: {e.message}")
         except (AxonError, httpx.HTTPError, OSError) as e:
-            self._say(f"not sent: {getattr(e, 'message', None) or e}", error=True)
-        else:
-            self.dismiss(Answered(option_id, result.sequence))
-        finally:
             self._answering = False
+            self._say(f"not sent: {getattr(e, 'message', None) or e}", error=True)
+        else:  # answered: the feed's copy of our own decision is not news
+            self._stop_watching()
+            self.dismiss(Answered(option_id, result.sequence))
 
     def _answered_elsewhere(self, why: str) -> None:
         """Someone else answered: say who, and leave only escape."""

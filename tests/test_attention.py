@@ -143,6 +143,22 @@ async def test_a_question_then_a_pause_waits_until_a_human_replies(engine: Engin
         assert learnt(watch).waiting(axon_id) is None
 
 
+async def test_an_agent_is_known_by_its_source_whoever_published(engine: Engine) -> None:
+    """An agent's message published through the API carries the publisher as its author;
+    the engine's events name the agent by source, and so does Attention."""
+    axon_id = (await engine.create_axon("relay")).id
+    said = await engine.publish(
+        axon_id, Draft.message("Deploy now?", source="bot", origin="AGENT_EVENT")
+    )
+    paused = Draft("agent.paused", '{"reason": "idle"}', "bot", "SYSTEM_EVENT", author="axons")
+    await engine.publish(axon_id, paused, system=True)
+    [message, _] = await engine.read_events(axon_id)
+    assert message.sequence == said.sequence and message.author != "bot"
+    attention = Attention()
+    assert await attention.prime(engine, [axon_id]) == {axon_id}
+    assert attention.waiting(axon_id) == "asked: Deploy now?"
+
+
 async def test_an_acp_answer_streamed_in_chunks_can_ask(engine: Engine, tmp_path: Path) -> None:
     axon_id = await acp_axon(engine, tmp_path, idle_pause_s=0.2)
     async with watching(engine, axon_id) as watch:

@@ -92,8 +92,9 @@ class _Agent:
 @dataclass(slots=True)
 class _Axon:
     agents: dict[str, _Agent] = field(default_factory=dict)
-    requests: dict[int, PermissionRequest] = field(default_factory=dict)
-    decisions: dict[int, list[_Decision]] = field(default_factory=dict)
+    requests: dict[int, PermissionRequest] = field(default_factory=dict)  # still open
+    decisions: dict[int, list[_Decision]] = field(default_factory=dict)  # for those not seen
+    answered: set[int] = field(default_factory=set)  # requests settled: only their sequences
     last_human: int = 0
 
     def agent(self, name: str) -> _Agent:
@@ -101,6 +102,15 @@ class _Axon:
         if found is None:
             found = self.agents[name] = _Agent()
         return found
+
+    def settle(self, sequence: int) -> None:
+        """Forget a request once a decision answers it (a decision may come first, when
+        history is read after live events), keeping only that it was answered."""
+        request = self.requests.get(sequence)
+        if request is not None and _answered(request, self.decisions.get(sequence, ())):
+            del self.requests[sequence]
+            self.decisions.pop(sequence, None)
+            self.answered.add(sequence)
 
 
 class Attention:
@@ -174,9 +184,10 @@ class Attention:
             _learn_state(axon.agent(e.source), e)
         elif kind == REQUESTED and e.origin == "AGENT_EVENT":
             body = _body(e)
-            if body is not None:
+            if body is not None and e.sequence not in axon.answered:
                 agent = axon.agent(e.source)
                 axon.requests[e.sequence] = _request(e, body, agent.tool_calls)
+                axon.settle(e.sequence)
         elif kind == DECISION:
             _learn_decision(axon, e)
         elif kind == "session/update" and e.origin == "AGENT_EVENT":
@@ -197,8 +208,7 @@ class Attention:
         return [
             request
             for sequence, request in sorted(axon.requests.items())
-            if not _answered(request, axon.decisions.get(sequence, ()))
-            and sequence > axon.agent(request.agent).fresh_start
+            if sequence > axon.agent(request.agent).fresh_start
         ]
 
     def _question(self, axon: _Axon) -> str | None:
@@ -246,7 +256,9 @@ def _learn_decision(axon: _Axon, e: Event) -> None:
         return
     option = None if body.get("cancelled") else body.get("option_id")
     decision = _Decision(None if option is None else str(option), e.origin == "SYSTEM_EVENT")
-    axon.decisions.setdefault(request, []).append(decision)
+    if request not in axon.answered:
+        axon.decisions.setdefault(request, []).append(decision)
+        axon.settle(request)
 
 
 def _answered(request: PermissionRequest, decisions: Iterable[_Decision]) -> bool:

@@ -85,6 +85,10 @@ async def test_an_open_permission_request_waits_until_a_client_answers(
         assert attention.open_requests(axon_id) == []
         assert attention.feed(watch.events) == set()  # the rest changes nothing
         assert attention.waiting_axons() == {}
+        # in any order (history read after live events): the answer still closes it
+        backwards = Attention()
+        backwards.feed(reversed(watch.events))
+        assert backwards.waiting(axon_id) is None and backwards.open_requests(axon_id) == []
 
 
 async def test_a_client_decision_with_an_option_not_offered_leaves_it_open(

@@ -502,5 +502,6 @@ class NoBackend:
         raise AssertionError(f"the picture used the backend ({name})")
 
 
-def test_the_prompt_at_80x24(snap_compare: Any) -> None:
-    assert snap_compare(Picture(), terminal_size=(80, 24))
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+def test_the_prompt_snapshot(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(Picture(), terminal_size=size)

@@ -416,15 +416,17 @@ async def test_a_409_is_shown_in_place(engine: Engine, tmp_path: Path) -> None:
         assert (tmp_path / "approved.txt").exists()  # the first answer stands
 
 
-async def test_nothing_to_answer_is_a_notice(engine: Engine) -> None:
+async def test_nothing_to_answer_or_an_error_is_a_notice(engine: Engine) -> None:
     axon_id = (await engine.create_axon("calm")).id
     app = Host(engine)
     async with app.run_test(size=(80, 24)):
         app.ask(axon_id)
         assert await closed(app) is None
-        assert [n.message for n in app._notifications] == [
-            "No permission request waits for an answer on this Axon."
-        ]
+        app.ask("axn_gone")
+        await until(lambda: len(app.answers) == 2, what="the second ask")
+        notices = [n.message for n in app._notifications]
+        assert notices[0] == "No permission request waits for an answer on this Axon."
+        assert notices[1].startswith("Cannot read the Axon's requests:"), notices
 
 
 async def test_the_console_shows_the_axon_waiting_and_y_answers_it(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from axons_tui.attention import Attention
+from axons_tui.session import CONNECTION_LOST
 from axons_tui.widgets.agent_panel import AgentPanel
 from axons_tui.widgets.composer import Composer
 from axons_tui.widgets.event_detail import EventDetail
@@ -108,8 +109,8 @@ class AxonScreen(Screen[None]):
     async def _prime_waiting(self) -> None:
         try:
             await self.attention.prime(self.console_app.session.backend, [self.axon_id])
-        except AxonError:
-            return
+        except (AxonError, *CONNECTION_LOST):
+            return  # the live feed still tells, and the status bar says the engine is away
         self._show_waiting()
 
     def _show_waiting(self) -> None:

@@ -240,7 +240,11 @@ async def ask_permission(
     """Open the prompt for the Axon's oldest open request and wait for it; None when it was
     left (escape) or nothing waits (then a notice says so). Call it from a worker."""
     backend = backend or app.session.backend  # type: ignore[attr-defined]
-    requests = await open_requests(backend, axon_id)
+    try:
+        requests = await open_requests(backend, axon_id)
+    except (AxonError, httpx.HTTPError, OSError) as e:
+        app.notify(f"Cannot read the Axon's requests: {getattr(e, 'message', None) or e}")
+        return None
     if not requests:
         app.notify("No permission request waits for an answer on this Axon.")
         return None

@@ -26,6 +26,7 @@ from acp.schema import (
     ToolCallLocation,
     UsageUpdate,
 )
+from rich.style import Style
 from textual import work
 from textual.app import App
 from textual.pilot import Pilot
@@ -55,6 +56,7 @@ from axons_tui.widgets.acp_text import (  # noqa: E402
     usage_text,
 )
 from axons_tui.widgets.axon_pane import AxonPane  # noqa: E402
+from axons_tui.widgets.event_text import EventStyles, event_line  # noqa: E402
 from tests.acp_support import acp_spec, permission_request, turn_end  # noqa: E402
 from tests.agents_support import Watch, body, describe, publish, watching  # noqa: E402
 from tests.console_support import FROZEN_MS, console_app, until  # noqa: E402
@@ -181,6 +183,23 @@ def test_the_kinds_the_sample_agent_does_not_send() -> None:
         plan=PlanUpdateMarkdown(type="markdown", plan_id="p1", content="# Plan\n- read"),
     )
     assert line(wire(plan)) == "plan: # Plan - read"
+
+
+def test_in_the_stream_an_update_takes_the_event_colours() -> None:
+    """The console's event lines colour ACP updates with the theme-resolved event styles."""
+    styles = EventStyles(
+        agent=Style(color="green"), wake=Style(color="cyan"), problem=Style(color="red")
+    )
+    failed = wire(acp.update_tool_call("w1", title="Write x", status="failed"))
+    done = wire(acp.update_tool_call("w1", status="completed"))
+    for payload, word, colour in ((failed, "failed", "red"), (done, "completed", "cyan")):
+        e = Event("a", 9, FROZEN_MS, "AGENT_EVENT", "acp", "session/update", "", "acp", None, "")
+        e.payload = orjson.dumps(payload).decode()
+        line = event_line(e, FROZEN_MS, styles=styles)
+        start = line.plain.index(word)
+        [span] = [s for s in line.spans if s.start <= start < s.end and s.end - s.start > 1]
+        assert Style.parse(str(span.style)).color.name == colour  # type: ignore[union-attr]
+        assert "▸" in line.plain
 
 
 def test_what_is_not_an_update_is_left_to_the_caller() -> None:

@@ -5,26 +5,21 @@ and status (and the size of any diff), a plan is a checklist, and the quiet kind
 offered, config) stay quiet. A kind this module does not know is shown plainly, never
 dropped. Agent text is data: it goes into `Text` pieces, never through markup.
 
-Colours are not chosen here: a widget resolves its component classes (`ACP_COMPONENT_CLASSES`,
-styled by `acp_css` with theme variables) into `AcpStyles` and passes them in; without them
+Colours are not chosen here: the caller passes `AcpStyles` made from the styles its widget
+resolved from theme variables (`event_text` maps its event styles onto them); without them
 the lines use only dim, bold and italic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any, TypeVar
 
 import orjson
 from rich.style import Style
 from rich.text import Text
-
-ACP_COMPONENT_CLASSES = frozenset(
-    {"acp--thought", "acp--tool", "acp--done", "acp--failed", "acp--quiet", "acp--user"}
-)
-"""The component classes a widget declares to colour ACP lines (see `acp_css`)."""
 
 T = TypeVar("T", dict[str, Any], list[Any])
 _DIM = Style(dim=True)
@@ -34,22 +29,9 @@ PLAN_MARKS = {"completed": "✓", "in_progress": "▸", "pending": "○"}
 TEXT_LIMIT = 400  # characters of one update kept on its line; the detail view has the rest
 
 
-def acp_css(widget: str) -> str:
-    """Default TCSS for the ACP component classes of `widget` (a type name), in theme
-    variables only."""
-    return f"""
-    {widget} > .acp--thought {{ color: $foreground-muted; text-style: italic; }}
-    {widget} > .acp--tool {{ color: $accent; }}
-    {widget} > .acp--done {{ color: $success; }}
-    {widget} > .acp--failed {{ color: $error; }}
-    {widget} > .acp--quiet {{ color: $foreground-muted; text-style: dim; }}
-    {widget} > .acp--user {{ color: $origin-user; }}
-    """
-
-
 @dataclass(frozen=True, slots=True)
 class AcpStyles:
-    """The rich styles of an ACP line's parts, resolved from a widget's component classes."""
+    """The rich styles of an ACP line's parts."""
 
     thought: Style = _DIM + Style(italic=True)
     tool: Style = _BOLD
@@ -64,11 +46,6 @@ class AcpStyles:
 
 
 PLAIN = AcpStyles()
-
-
-def acp_styles(component_style: Callable[[str], Style]) -> AcpStyles:
-    """Styles from a widget's `get_component_rich_style`."""
-    return AcpStyles(**{f.name: component_style(f"acp--{f.name}") for f in fields(AcpStyles)})
 
 
 def session_update_text(payload: dict[str, Any], styles: AcpStyles = PLAIN) -> Text | None:

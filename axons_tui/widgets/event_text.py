@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from rich.style import Style
 from rich.text import Text
 
-from axons_tui.widgets.acp_text import session_update_text, usage_text
+from axons_tui.widgets.acp_text import AcpStyles, session_update_text, usage_text
 from engine.models import Event
 
 DAY_MS = 86_400_000
@@ -142,12 +143,26 @@ def event_body(e: Event, styles: EventStyles = PLAIN) -> Text:
 
 def update_text(body: dict[str, Any], styles: EventStyles) -> Text:
     """An ACP `session/update` as `acp_text` renders it; a payload with no update, its kind."""
-    rendered = session_update_text(body)
+    rendered = session_update_text(body, acp_styles(styles))
     if rendered is not None:
         return rendered
     update = body.get("update") if isinstance(body.get("update"), dict) else body
     kind = update.get("sessionUpdate") if isinstance(update, dict) else None
     return Text(str(kind or "session/update"), styles.system)
+
+
+@lru_cache(maxsize=16)
+def acp_styles(styles: EventStyles) -> AcpStyles:
+    """An ACP line in the event colours: thoughts and quiet kinds as system events, tool
+    calls as the agent, a completed one as a wake, a failed one as a problem."""
+    return AcpStyles(
+        thought=styles.system + Style(italic=True),
+        tool=styles.agent + Style(bold=True),
+        done=styles.wake,
+        failed=styles.problem + Style(bold=True),
+        quiet=styles.system,
+        user=styles.user,
+    )
 
 
 def system_text(e: Event, body: Any, styles: EventStyles) -> Text:

@@ -464,7 +464,8 @@ async def test_the_console_shows_the_axon_waiting_and_y_answers_it(tmp_path: Pat
             return next(iter(app.screen.query(AxonPane)), None)
 
         await until(lambda: (p := pane()) is not None and p.has_class("-waiting"), what="pane")
-        assert str(pane().query_one(".waiting-reason", Static).render()) == f"⚑ waiting: {reason}"  # type: ignore[union-attr]
+        said = pane().query_one(".waiting-reason", Static).render()  # type: ignore[union-attr]
+        assert str(said) == f"⚑ waiting: {reason} · y answers"
         await pilot.press("y")  # the focused pane's request
         await prompt_of(app)
         await pilot.press("escape")  # left waiting

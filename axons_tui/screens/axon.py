@@ -42,7 +42,7 @@ class AxonScreen(Screen[None]):
         Binding("i", "compose", "Write", id="axon.compose"),
         Binding("s", "inspect", "State", id="axon.inspect"),
         Binding("r", "replay", "Replay", id="axon.replay"),
-        Binding("y", "permit", "Answer permission", id="axon.permit"),
+        Binding("y", "permit", "Answer permission", show=False, id="axon.permit"),
         Binding("d", "side('detail')", "Detail", id="axon.detail"),
         Binding("a", "side('agents')", "Agents", id="axon.agents"),
         Binding("t", "agent('start')", "Start agent", show=False, id="axon.agent_start"),

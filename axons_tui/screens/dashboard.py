@@ -54,7 +54,8 @@ class DashboardScreen(Screen[None]):
         Binding("enter", "open", "Open", id="dashboard.open"),
         Binding("s", "inspect", "State", id="dashboard.inspect"),
         Binding("r", "replay", "Replay", id="dashboard.replay"),
-        Binding("y", "permit", "Answer permission", id="dashboard.permit"),
+        # shown in a waiting pane's reason, not the footer (it fits 80 columns)
+        Binding("y", "permit", "Answer permission", show=False, id="dashboard.permit"),
         Binding("pagedown", "page(1)", "Next page", id="dashboard.next_page"),
         Binding("pageup", "page(-1)", "Previous page", id="dashboard.previous_page"),
         Binding("tab", "app.focus_next", "Next pane", show=False, id="dashboard.next_pane"),
@@ -167,7 +168,7 @@ class DashboardScreen(Screen[None]):
         panes = [AxonPane(axon) for axon in visible]
         await grid.mount_all(panes)
         for pane in panes:
-            pane.show_waiting(self.attention.waiting(pane.axon_id))
+            pane.show_waiting(self._waiting_reason(pane.axon_id))
         again = next((p for p in panes if focused and p.axon_id == focused.axon_id), None)
         target = again or (panes[0] if panes else None)
         if target is not None:
@@ -201,7 +202,14 @@ class DashboardScreen(Screen[None]):
     def _show_waiting(self, axon_id: str) -> None:
         for pane in self.query(AxonPane):
             if pane.axon_id == axon_id:
-                pane.show_waiting(self.attention.waiting(axon_id))
+                pane.show_waiting(self._waiting_reason(axon_id))
+
+    def _waiting_reason(self, axon_id: str) -> str | None:
+        """Why the Axon waits, and the key that answers when it is a permission request."""
+        reason = self.attention.waiting(axon_id)
+        if reason is not None and self.attention.open_requests(axon_id):
+            return f"{reason} · y answers"
+        return reason
 
     # -- opening
 

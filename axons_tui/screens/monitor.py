@@ -22,16 +22,13 @@ from textual.widgets import DataTable, Footer, Input
 
 from axons_tui.activity import AxonActivity, agents_by_axon, seed_rows
 from axons_tui.session import CONNECTION_LOST
+from axons_tui.attention import Attention
 from axons_tui.widgets.home_totals import HomeTotals
 from axons_tui.widgets.monitor_table import COLUMNS, MonitorTable
 from axons_tui.widgets.status_bar import StatusBar
 from engine.errors import AxonError
 from engine.models import AxonView, Event
 
-try:
-    from axons_tui.attention import Attention  # the console-acp branch
-except ImportError:  # until it is merged: the same questions, answered plainly
-    from axons_tui.screens._waiting import PlainAttention as Attention  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from axons_tui.app import AxonsApp

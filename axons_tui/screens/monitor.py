@@ -21,14 +21,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from axons_tui.activity import AxonActivity, agents_by_axon, seed_rows
-from axons_tui.session import CONNECTION_LOST
 from axons_tui.attention import Attention
+from axons_tui.session import CONNECTION_LOST
 from axons_tui.widgets.home_totals import HomeTotals
 from axons_tui.widgets.monitor_table import COLUMNS, MonitorTable
 from axons_tui.widgets.status_bar import StatusBar
 from engine.errors import AxonError
 from engine.models import AxonView, Event
-
 
 if TYPE_CHECKING:
     from axons_tui.app import AxonsApp

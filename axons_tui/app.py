@@ -170,9 +170,9 @@ class AxonsApp(App[int]):
 
     def get_css_variables(self) -> dict[str, str]:
         """Textual's variables and ours, with our defaults' `$accent`-style references
-        resolved: Textual does not resolve a variable whose value names another, so until a
-        console theme applies (the first frames, where widgets may already mount) `$waiting`
-        would be a stylesheet error."""
+        resolved: Textual does not resolve a variable whose value names another, so on a
+        Textual theme (before a console theme applies, or the `textual-dark` fallback when
+        no theme file loads) `$waiting` would be a stylesheet error."""
         variables = super().get_css_variables()
         resolved = {
             name: variables.get(value[1:], value) if value.startswith("$") else value

@@ -97,7 +97,7 @@ async def play_the_demo(engine: Engine, runtime: RuntimeKind) -> None:
         )  # fmt: skip
         # deploy: the release asks, the agent sleeps, a yes wakes it and is recorded
         await asks_then_wakes(
-            engine, deploy, "deploy", "Deploy v1.4.2 to production? Reply yes or no.", "yes",
+            engine, deploy, "deploy", "Deploy v1.4.2 to production (yes or no)?", "yes",
             "Approved by",
         )  # fmt: skip
         decided = await rows(engine, ids["deploy"], "SELECT version, status FROM deployments")

@@ -3,7 +3,7 @@
 - A GitHub `deployment` webhook (EXTERNAL_EVENT, action `created`) asks for a release to go
   to an environment: the agent records it in `deployments(version, environment, status,
   requested_by, decided_by, decided_at)` as `awaiting_approval`, asks "Deploy v1.4.2 to
-  production? Reply yes or no." and goes idle: it sleeps until a human answers.
+  production (yes or no)?" and goes idle: it sleeps until a human answers.
 - A human message (USER_EVENT `message`, from the console or anywhere) answers the latest
   request that waits: yes approves it, no rejects it, each recorded with who decided and
   when, in one batch with the ack; anything else gets the question again.
@@ -33,7 +33,7 @@ NO = re.compile(r"^\s*(n|no|reject(ed)?|stop|cancel)\b", re.IGNORECASE)
 
 
 def question(version: str, environment: str) -> str:
-    return f"Deploy {version} to {environment}? Reply yes or no."
+    return f"Deploy {version} to {environment} (yes or no)?"
 
 
 def on_deployment(agent: Agent, event: Event, payload: dict[str, Any]) -> None:

@@ -67,7 +67,13 @@ async def seed_home(home: Path) -> dict[str, str]:
             ci,
             [
                 Draft("push", '{"ref": "main", "commits": 3}', "github", "EXTERNAL_EVENT"),
-                system("agent.resumed", "summariser", trigger_sequence=1, wake_ms=18.4),
+                system(
+                    "agent.resumed",
+                    "summariser",
+                    trigger_sequence=1,
+                    wake_ms=18.4,
+                    **{"from": "paused"},
+                ),
                 Draft("check_run", '{"conclusion": "failure"}', "github", "EXTERNAL_EVENT"),
                 system("turn.failed", "summariser", sequences=[3], reason="model timeout"),
                 system("agent.log", "summariser", lines=["retrying in 2 s"]),
@@ -320,6 +326,9 @@ def seeded(
 ) -> Callable[[], tuple[AxonsApp, dict[str, str]]]:
     """A console on the seeded home, with a home path and a clock the same on every run."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        "axons_tui.session.docker_available", lambda: False
+    )  # same on every machine
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     ids = asyncio.run(seed_home(Path("home")))
@@ -342,11 +351,15 @@ def settled(ready: Callable[[AxonsApp], bool]) -> Callable[[Pilot[Any]], Awaitab
 
 
 def dashboard_ready(app: AxonsApp) -> bool:
-    panes = list(app.screen.query(AxonPane))
+    """Every pane that fits is filled, and the support Axon (if shown) waits for a human."""
+    dashboard = app.screen
+    if not isinstance(dashboard, DashboardScreen):
+        return False
+    panes = list(dashboard.query(AxonPane))
     return (
-        len(panes) == 3
+        len(panes) == min(3, dashboard.per_page)
         and all(p.total > 0 for p in panes)
-        and any(p.has_class("-waiting") for p in panes)
+        and all(p.has_class("-waiting") == (p.title == "support") for p in panes)
     )
 
 

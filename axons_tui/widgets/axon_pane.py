@@ -98,7 +98,7 @@ class AxonPane(Vertical):
 
     def _show_title(self) -> None:
         title = Text(self.title, no_wrap=True)
-        title.append(f" · {self.total:,} events", "dim")
+        title.append(f" · {self.total:,} event{'' if self.total == 1 else 's'}", "dim")
         self.border_title = title
 
     def show_waiting(self, reason: str | None) -> None:

@@ -179,7 +179,7 @@ def system_summary(kind: str, fields_: dict[str, Any]) -> str:
     if kind.startswith("turn."):
         sequences = fields_.get("sequences") or []
         which = " ".join(f"#{s}" for s in sequences[:3]) + (" …" if len(sequences) > 3 else "")
-        verb = {"turn.started": "turn on", "turn.completed": "turn done"}.get(kind, kind)
+        verb = {"turn.started": "turn started", "turn.completed": "turn done"}.get(kind, kind)
         took = fields_.get("duration_ms")
         return f"{verb} {which}" + (f" in {took} ms" if took is not None else "")
     state = kind.removeprefix("agent.")

@@ -317,6 +317,22 @@ async def test_new_axons_appear_live_and_panes_page(tmp_path: Path) -> None:
         assert app.screen.axon_id == pane.axon_id  # type: ignore[attr-defined]
 
 
+async def test_slash_filters_the_axons_by_name_and_escape_clears_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    async with Engine(home) as eng:
+        for name in ("support", "ci", "deploy"):
+            await eng.create_axon(name)
+    app = console_app(home)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(lambda: len(app.screen.query(AxonPane)) == 3, what="three panes")
+        dashboard = app.screen
+        await pilot.press("slash", *"DEP")
+        await until(lambda: "1 match 'DEP'" in str(dashboard.query_one("#heading").render()))
+        assert [p.title for p in dashboard.query(AxonPane)] == ["deploy"]
+        await pilot.press("escape")
+        await until(lambda: len(dashboard.query(AxonPane)) == 3, what="the filter cleared")
+
+
 # -- snapshots ----------------------------------------------------------------------------
 
 

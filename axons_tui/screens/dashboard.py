@@ -2,6 +2,7 @@
 
 Panes fill a grid that adapts to the terminal (1 column at 80 columns, 2 from 110, 3 from
 160) and as many rows as fit; more Axons than fit are paged (pgup/pgdn, "page 1/3" above).
+`/` narrows them by name.
 New Axons appear as they come: the screen re-lists when the feed shows an Axon it does not
 know, and every few seconds for Axons that have no event yet.
 """
@@ -18,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 
 from axons_tui.widgets.axon_pane import AxonPane
 from axons_tui.widgets.event_log import EventLog
@@ -59,6 +60,8 @@ class DashboardScreen(Screen[None]):
         Binding("r", "replay", "Replay", id="dashboard.replay"),
         Binding("pagedown", "page(1)", "Next page", id="dashboard.next_page"),
         Binding("pageup", "page(-1)", "Previous page", id="dashboard.previous_page"),
+        Binding("slash", "filter", "Filter", id="dashboard.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="dashboard.clear_filter"),
         Binding("tab", "app.focus_next", "Next pane", show=False, id="dashboard.next_pane"),
         Binding(
             "shift+tab",
@@ -70,6 +73,7 @@ class DashboardScreen(Screen[None]):
     ]
 
     page: var[int] = var(0)
+    name_filter: var[str] = var("")
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,6 +89,7 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="heading", markup=False)
+        yield Input(placeholder="Filter Axons by name (enter keeps it, escape clears)", id="filter")
         yield Static(
             "No Axons yet. Create one with `axons new NAME` or publish to one; it appears here.",
             id="empty",
@@ -131,6 +136,14 @@ class DashboardScreen(Screen[None]):
         for axon_id in self.attention.feed(batch):
             self._show_waiting(axon_id)
 
+    @property
+    def matching(self) -> list[AxonView]:
+        """The Axons the filter lets through (all of them without one)."""
+        wanted = self.name_filter.casefold()
+        if not wanted:
+            return self.axons
+        return [a for a in self.axons if wanted in (a.name or a.id).casefold()]
+
     # -- layout and paging
 
     @property
@@ -139,7 +152,7 @@ class DashboardScreen(Screen[None]):
 
     @property
     def pages(self) -> int:
-        return max(1, -(-len(self.axons) // max(1, self.per_page)))
+        return max(1, -(-len(self.matching) // max(1, self.per_page)))
 
     def on_resize(self) -> None:
         self.call_later(self._show_page)
@@ -154,7 +167,7 @@ class DashboardScreen(Screen[None]):
         """Mount the panes of the current page (only those: hidden pages cost nothing)."""
         self.page = self.validate_page(self.page)
         first = self.page * self.per_page
-        visible = self.axons[first : first + self.per_page]
+        visible = self.matching[first : first + self.per_page]
         columns = grid_columns(self.size.width)
         grid = self.query_one("#panes", Grid)
         grid.styles.grid_size_columns = min(columns, max(1, len(visible)))
@@ -179,12 +192,41 @@ class DashboardScreen(Screen[None]):
     def _show_heading(self) -> None:
         heading = Text("Axons", style="bold")
         heading.append(f" · {len(self.axons):,}")
+        if self.name_filter:
+            heading.append(f" · {len(self.matching):,} match {self.name_filter!r}")
         if self.pages > 1:
             heading.append(f" · page {self.page + 1}/{self.pages} (pgup/pgdn)")
         self.query_one("#heading", Static).update(heading)
 
     def action_page(self, step: int) -> None:
         self.page = self.validate_page(self.page + step)
+
+    # -- the filter
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.display = False
+        self._focus_first_pane()
+
+    def on_input_changed(self, message: Input.Changed) -> None:
+        self.name_filter = message.value.strip()
+        self.page = 0
+        self.call_later(self._show_page)
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        message.input.display = bool(message.value.strip())
+        self._focus_first_pane()
+
+    def _focus_first_pane(self) -> None:
+        pane = next(iter(self.query(AxonPane)), None)
+        if pane is not None:
+            pane.query_one(EventLog).focus()
 
     # -- waiting for a human
 
@@ -239,3 +281,4 @@ class DashboardScreen(Screen[None]):
         yield ("Replay the focused Axon", "Step through its events", self.action_replay)
         yield ("Next page of Axons", "When more Axons than fit", lambda: self.action_page(1))
         yield ("Previous page of Axons", "Back one page", lambda: self.action_page(-1))
+        yield ("Filter Axons", "Show only Axons whose name holds some text", self.action_filter)

@@ -54,6 +54,7 @@ class DashboardScreen(Screen[None]):
     """Every Axon's pane; `enter` opens the focused one, `s`/`r` its state and its replay."""
 
     CSS_PATH = "dashboard.tcss"
+    AUTO_FOCUS = ""  # the first pane takes focus once it is there (not the hidden filter)
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", id="dashboard.open"),
         Binding("s", "inspect", "State", id="dashboard.inspect"),
@@ -183,10 +184,11 @@ class DashboardScreen(Screen[None]):
         await grid.mount_all(panes)
         for pane in panes:
             pane.show_waiting(self.attention.waiting(pane.axon_id))
-        again = next((p for p in panes if focused and p.axon_id == focused.axon_id), None)
-        target = again or (panes[0] if panes else None)
-        if target is not None:
-            target.query_one(EventLog).focus()
+        if self.focused is None or focused is not None:  # never take focus from the filter
+            again = next((p for p in panes if focused and p.axon_id == focused.axon_id), None)
+            target = again or (panes[0] if panes else None)
+            if target is not None:
+                target.query_one(EventLog).focus()
         self._prime([a.id for a in visible if a.id not in self._primed])
 
     def _show_heading(self) -> None:

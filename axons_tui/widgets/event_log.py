@@ -184,6 +184,8 @@ class EventLog(ScrollView, can_focus=True):
 
     def event_at(self, sequence: int) -> Event | None:
         """The event if its page is loaded; else None, and the page is asked for."""
+        if not 1 <= sequence <= self.total:
+            return None
         index, offset = divmod(sequence - 1, PAGE)
         page = self._pages.get(index)
         if page is not None and offset < len(page):
@@ -231,6 +233,13 @@ class EventLog(ScrollView, can_focus=True):
         self._strips.clear()
         if self.following:
             self._to_tail()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """A following log draws its tail, even in the frame before the scroll lands (the
+        first frame of a long Axon, which would otherwise show its top and read it)."""
+        if self.following and self.scroll_y < self.max_scroll_y:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
+        return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         sequence = int(self.scroll_y) + y + 1

@@ -19,10 +19,12 @@ from rich.text import Text
 
 from engine.models import Event
 
-try:  # the ACP renderer (console-acp); until it lands, an update shows its kind
-    from axons_tui.widgets.acp_text import session_update_text  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on which branches are merged
-    session_update_text = None
+try:  # the ACP renderer (console-acp branch); until it is merged, an update shows its kind
+    from axons_tui.widgets.acp_text import (  # type: ignore[import-not-found,unused-ignore]
+        session_update_text,
+    )
+except ImportError:
+    session_update_text = None  # type: ignore[assignment,unused-ignore]
 
 DAY_MS = 86_400_000
 

@@ -99,3 +99,29 @@ async def test_quit_without_running_agents_does_not_ask(tmp_path: Path) -> None:
         await until(lambda: app._session is not None)
         await pilot.press("q")
         await until(lambda: app.return_code == 0, what="the console quits")
+
+
+async def test_quit_asks_first_while_the_embedded_engine_runs_agents(tmp_path: Path) -> None:
+    from axons_tui.screens.quit import QuitScreen
+    from tests.agents_support import triage_spec
+
+    app = console_app(tmp_path / "home")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app._session is not None)
+        backend = app.session.backend
+        axon = await backend.create_axon("support")
+        await backend.agents.add(triage_spec(axon.id, "process"))
+
+        async def running() -> bool:
+            return (await backend.agents.get(axon.id, "triage")).state == "running"
+
+        await until(running, timeout=30, what="the agent runs")
+        await pilot.press("q")
+        await until(lambda: isinstance(app.screen, QuitScreen), what="the question")
+        await pilot.press("n")
+        await until(lambda: not isinstance(app.screen, QuitScreen), what="staying")
+        assert app.return_code is None
+        await pilot.press("q")
+        await until(lambda: isinstance(app.screen, QuitScreen), what="the question again")
+        await pilot.press("y")
+        await until(lambda: app.return_code == 0, what="the console quits")

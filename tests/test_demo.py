@@ -13,7 +13,9 @@ AXONS = Path(sys.executable).with_name("axons")
 
 def test_demo_plays_the_seed_session_and_leaves_nothing_behind() -> None:
     before = {c.name for c in docker.from_env().containers.list(all=True)}
-    run = subprocess.run([str(AXONS), "demo"], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [str(AXONS), "demo", "--headless"], capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     for step in (

@@ -18,12 +18,12 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.agent_panel import AgentPanel
 from axons_tui.widgets.composer import Composer
 from axons_tui.widgets.event_detail import EventDetail
 from axons_tui.widgets.event_log import EventLog
 from axons_tui.widgets.status_bar import StatusBar
-from engine.errors import AxonError
 from engine.models import Event
 
 if TYPE_CHECKING:
@@ -86,8 +86,8 @@ class AxonScreen(Screen[None]):
     async def _load_heading(self) -> None:
         try:
             axon = await self.console_app.session.backend.get_axon(self.axon_id)
-        except AxonError as e:
-            self.query_one("#heading", Static).update(Text(f"{self.axon_id}: {e.message}"))
+        except BACKEND_ERRORS as e:
+            self.query_one("#heading", Static).update(Text(f"{self.axon_id}: {describe(e)}"))
             return
         heading = Text(axon.name or axon.id, style="bold")
         heading.append(f"  {axon.id}", style="dim")

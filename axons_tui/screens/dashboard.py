@@ -21,6 +21,7 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.axon_pane import AxonPane
 from axons_tui.widgets.event_log import EventLog
 from axons_tui.widgets.status_bar import StatusBar
@@ -123,8 +124,9 @@ class DashboardScreen(Screen[None]):
                 if not page.has_more or not page.axons:
                     break
                 after = page.axons[-1].id
-        except AxonError as e:
-            self.notify(f"cannot list the Axons: {e.message}", severity="error")
+        except BACKEND_ERRORS as e:
+            if isinstance(e, AxonError):  # a lost engine is the status bar's to say
+                self.notify(f"cannot list the Axons: {describe(e)}", severity="error")
             return
         if [a.id for a in axons] != [a.id for a in self.axons]:
             self.axons = axons
@@ -239,7 +241,7 @@ class DashboardScreen(Screen[None]):
         self._primed.update(axon_ids)
         try:
             changed = await self.attention.prime(self.console_app.session.backend, axon_ids)
-        except AxonError:
+        except BACKEND_ERRORS:
             return
         for axon_id in changed:
             self._show_waiting(axon_id)

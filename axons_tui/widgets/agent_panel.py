@@ -13,8 +13,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Static
 
+from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.event_text import clock, payload_of
-from engine.errors import AxonError
 from engine.models import AgentView, Event
 
 if TYPE_CHECKING:
@@ -159,8 +159,8 @@ class AgentPanel(VerticalScroll):
                 a.name: await backend.agents.logs(self.axon_id, a.name, LOG_LINES_SHOWN)
                 for a in agents
             }
-        except AxonError as e:
-            self.notify(f"cannot read the agents: {e.message}", severity="error")
+        except BACKEND_ERRORS as e:
+            self.notify(f"cannot read the agents: {describe(e)}", severity="error")
             return
         await self._show(agents, logs)
 
@@ -206,9 +206,9 @@ class AgentPanel(VerticalScroll):
             view = await self.console_app.session.backend.agents.command(
                 self.axon_id, agent, action
             )
-        except AxonError as e:
+        except BACKEND_ERRORS as e:
             if card is not None:
-                card.show_error(f"{action} refused: {e.message}")
+                card.show_error(f"{action} refused: {describe(e)}")
             return
         if card is not None:
             card.show_error(None)

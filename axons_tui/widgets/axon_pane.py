@@ -14,9 +14,9 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
+from axons_tui.failures import BACKEND_ERRORS
 from axons_tui.widgets.agent_badges import AgentBadges
 from axons_tui.widgets.event_log import EventLog
-from engine.errors import AxonError
 from engine.models import AxonView, Event
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class AxonPane(Vertical):
         super().__init__(id=id)
         self.axon = axon
         self.total = 0
+        self.reason: str | None = None  # why the Axon waits for a human, if it does
         self._unwatch: Callable[[], None] | None = None
 
     @property
@@ -65,7 +66,7 @@ class AxonPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield AgentBadges()
-        yield Static(classes="waiting-reason", markup=False)
+        yield Static(self._reason_text(), classes="waiting-reason", markup=False)
         yield EventLog(self.axon_id, compact=True)
 
     def on_mount(self) -> None:
@@ -83,7 +84,7 @@ class AxonPane(Vertical):
         app = cast("AxonsApp", self.app)
         try:
             agents = await app.session.backend.agents.list(self.axon_id)
-        except AxonError:
+        except BACKEND_ERRORS:
             return  # the badges say "no agents"; the stream still shows what happens
         self.query_one(AgentBadges).show_agents(agents)
 
@@ -102,9 +103,15 @@ class AxonPane(Vertical):
         self.border_title = title
 
     def show_waiting(self, reason: str | None) -> None:
-        """Stand out while the Axon waits for a human (`reason`), and stop when it doesn't."""
+        """Stand out while the Axon waits for a human (`reason`), and stop when it doesn't
+        (also before the pane is composed, or while it is being removed)."""
+        self.reason = reason
         self.set_class(reason is not None, "-waiting")
-        self.query_one(".waiting-reason", Static).update(f"⚑ waiting: {reason or ''}")
+        for line in self.query(".waiting-reason").results(Static):
+            line.update(self._reason_text())
+
+    def _reason_text(self) -> Text:
+        return Text(f"⚑ waiting: {self.reason or ''}")
 
     def on_click(self, event: events.Click) -> None:
         if event.chain >= 2:

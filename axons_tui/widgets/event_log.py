@@ -22,6 +22,7 @@ from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.event_text import (
     EVENT_COMPONENT_CLASSES,
     EventStyles,
@@ -29,7 +30,6 @@ from axons_tui.widgets.event_text import (
     event_line,
     event_styles,
 )
-from engine.errors import AxonError
 from engine.models import Event
 
 if TYPE_CHECKING:
@@ -139,8 +139,8 @@ class EventLog(ScrollView, can_focus=True):
     async def _load_total(self) -> None:
         try:
             total = await self.console_app.session.backend.last_sequence(self.axon_id)
-        except AxonError as e:
-            self.border_subtitle = Text(f"cannot read the log: {e.message}")
+        except BACKEND_ERRORS as e:
+            self.border_subtitle = Text(f"cannot read the log: {describe(e)}")
             return
         self._grow(total)
 
@@ -205,9 +205,9 @@ class EventLog(ScrollView, can_focus=True):
             page = await self.console_app.session.backend.read_events(
                 self.axon_id, after=index * PAGE, limit=PAGE
             )
-        except (AxonError, OSError) as e:
+        except BACKEND_ERRORS as e:
             self.log.warning(f"page {index} of {self.axon_id}: {e}")
-            self.set_timer(RETRY_S, lambda: self._loading.discard(index))
+            self.set_timer(RETRY_S, lambda: self._retry(index))
             return
         self._loading.discard(index)
         known = self._pages.get(index)
@@ -215,6 +215,10 @@ class EventLog(ScrollView, can_focus=True):
             self._pages[index] = page
         self.refresh()
         self._announce_selection()
+
+    def _retry(self, index: int) -> None:
+        self._loading.discard(index)
+        self.refresh()  # rows still waiting for that page ask for it again
 
     def _page_visible(self, index: int) -> bool:
         """Whether the page is on screen, or a page away from it."""

@@ -238,6 +238,21 @@ async def test_a_hundred_thousand_events_open_at_the_end_and_jump_to_the_top(
         assert len(log._pages) <= PAGES_KEPT, "the page cache stays bounded"
 
 
+async def test_a_click_selects_an_event_and_a_double_click_opens_a_pane(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    axon_id = await publish_many(home, "clicked", 5)
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(lambda: any(p.region.height for p in app.screen.query(AxonPane)))
+        await pilot.double_click(AxonPane, offset=(10, 3))
+        log = await axon_view_log(app)
+        assert app.screen.axon_id == axon_id  # type: ignore[attr-defined]
+        await until(lambda: "event number 5" in row_text(log, 4), what="the rows")
+        await pilot.click(EventLog, offset=(3, 2))  # inside the border: the row of event 2
+        await until(lambda: log.cursor == 2, what="the click selects")
+        await until(lambda: "event number 2" in _detail_text(app), what="its detail")
+
+
 # -- the agent panel ----------------------------------------------------------------------
 
 
@@ -349,8 +364,9 @@ def seeded(
     time.tzset()
     ids = asyncio.run(seed_home(Path("home")))
 
-    def make() -> tuple[AxonsApp, dict[str, str]]:
-        return console_app(Path("home"), frozen, tmp_config=tmp_path / "config"), ids
+    def make(theme: str = "dark") -> tuple[AxonsApp, dict[str, str]]:
+        config = tmp_path / "config"
+        return console_app(Path("home"), frozen, tmp_config=config, theme=theme), ids
 
     return make
 
@@ -379,9 +395,12 @@ def dashboard_ready(app: AxonsApp) -> bool:
     )
 
 
+@pytest.mark.parametrize("theme", ["dark", "light", "high-contrast"])
 @pytest.mark.parametrize("size", [(100, 30), (80, 24)])
-def test_dashboard_snapshot(snap_compare: Any, seeded: Any, size: tuple[int, int]) -> None:
-    app, _ = seeded()
+def test_dashboard_snapshot(
+    snap_compare: Any, seeded: Any, size: tuple[int, int], theme: str
+) -> None:
+    app, _ = seeded(theme)
     assert snap_compare(app, terminal_size=size, run_before=settled(dashboard_ready))
 
 

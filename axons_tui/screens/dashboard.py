@@ -9,6 +9,7 @@ know, and every few seconds for Axons that have no event yet.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -84,6 +85,7 @@ class DashboardScreen(Screen[None]):
         self._primed: set[str] = set()
         self._unwatch: Callable[[], None] | None = None
         self._shown: list[str] = []
+        self._layout = asyncio.Lock()
 
     @property
     def console_app(self) -> AxonsApp:
@@ -167,7 +169,12 @@ class DashboardScreen(Screen[None]):
         self.call_later(self._show_page)
 
     async def _show_page(self) -> None:
-        """Mount the panes of the current page (only those: hidden pages cost nothing)."""
+        """Mount the panes of the current page (only those: hidden pages cost nothing).
+        One at a time: a resize, a new Axon and a key can all ask at once."""
+        async with self._layout:
+            await self._mount_page()
+
+    async def _mount_page(self) -> None:
         self.page = self.validate_page(self.page)
         first = self.page * self.per_page
         visible = self.matching[first : first + self.per_page]

@@ -390,7 +390,7 @@ def dashboard_ready(app: AxonsApp) -> bool:
     panes = list(dashboard.query(AxonPane))
     return (
         len(panes) == min(3, dashboard.per_page)
-        and all(p.total > 0 for p in panes)
+        and all(p.total > 0 and f"{p.total} event" in str(p.border_title) for p in panes)
         and all(p.has_class("-waiting") == (p.title == "support") for p in panes)
     )
 

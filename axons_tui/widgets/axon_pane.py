@@ -19,6 +19,8 @@ from axons_tui.widgets.agent_badges import AgentBadges
 from axons_tui.widgets.event_log import EventLog
 from engine.models import AxonView, Event
 
+TITLE_EVERY_S = 0.25
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -54,6 +56,9 @@ class AxonPane(Vertical):
         self.axon = axon
         self.total = 0
         self.reason: str | None = None  # why the Axon waits for a human, if it does
+        self._badges = AgentBadges()
+        self._status = ""  # the stream's follow state, as the border shows it
+        self._title_due = False
         self._unwatch: Callable[[], None] | None = None
 
     @property
@@ -65,7 +70,7 @@ class AxonPane(Vertical):
         return self.axon.name or self.axon.id
 
     def compose(self) -> ComposeResult:
-        yield AgentBadges()
+        yield self._badges
         yield Static(self._reason_text(), classes="waiting-reason", markup=False)
         yield EventLog(self.axon_id, compact=True)
 
@@ -86,18 +91,25 @@ class AxonPane(Vertical):
             agents = await app.session.backend.agents.list(self.axon_id)
         except BACKEND_ERRORS:
             return  # the badges say "no agents"; the stream still shows what happens
-        self.query_one(AgentBadges).show_agents(agents)
+        self._badges.show_agents(agents)
 
     def _on_events(self, batch: Sequence[Event]) -> None:
-        self.query_one(AgentBadges).learn(batch)
+        self._badges.learn(batch)
 
     def on_event_log_status_changed(self, message: EventLog.StatusChanged) -> None:
+        """The count goes into the title a few times a second at most: under a flood of
+        events, redrawing the whole pane for each batch would cost more than the stream."""
         message.stop()
         self.total = message.total
-        self._show_title()
-        self.border_subtitle = Text(message.text)
+        if message.text != self._status:
+            self._status = message.text
+            self.border_subtitle = Text(message.text)
+        if not self._title_due:
+            self._title_due = True
+            self.set_timer(TITLE_EVERY_S, self._show_title)
 
     def _show_title(self) -> None:
+        self._title_due = False
         title = Text(self.title, no_wrap=True)
         title.append(f" · {self.total:,} event{'' if self.total == 1 else 's'}", "dim")
         self.border_title = title

@@ -120,6 +120,7 @@ class EventLog(ScrollView, can_focus=True):
         self._styles: EventStyles | None = None
         self._unwatch: Callable[[], None] | None = None
         self._announce: int | None = None  # a selected sequence whose page is on its way
+        self._status = ""  # the border's follow state, set only when it changes
 
     @property
     def console_app(self) -> AxonsApp:
@@ -176,7 +177,8 @@ class EventLog(ScrollView, can_focus=True):
     def _post_status(self) -> None:
         unseen = 0 if self.following else self.total - self._paused_at
         status = self.StatusChanged(self, self.total, self.following, unseen)
-        if not self.compact:
+        if not self.compact and status.text != self._status:
+            self._status = status.text
             self.border_subtitle = Text(status.text)
         self.post_message(status)
 

@@ -19,12 +19,10 @@ from rich.text import Text
 
 from engine.models import Event
 
-try:  # the ACP renderer (console-acp branch); until it is merged, an update shows its kind
-    from axons_tui.widgets.acp_text import (  # type: ignore[import-not-found,unused-ignore]
-        session_update_text,
-    )
-except ImportError:
-    session_update_text = None  # type: ignore[assignment,unused-ignore]
+try:  # the ACP renderer (console-acp); until it lands, an update shows its kind
+    from axons_tui.widgets.acp_text import session_update_text  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on which branches are merged
+    session_update_text = None
 
 DAY_MS = 86_400_000
 
@@ -181,7 +179,7 @@ def system_summary(kind: str, fields_: dict[str, Any]) -> str:
     if kind.startswith("turn."):
         sequences = fields_.get("sequences") or []
         which = " ".join(f"#{s}" for s in sequences[:3]) + (" …" if len(sequences) > 3 else "")
-        verb = {"turn.started": "turn started", "turn.completed": "turn done"}.get(kind, kind)
+        verb = {"turn.started": "turn on", "turn.completed": "turn done"}.get(kind, kind)
         took = fields_.get("duration_ms")
         return f"{verb} {which}" + (f" in {took} ms" if took is not None else "")
     state = kind.removeprefix("agent.")

@@ -8,6 +8,7 @@ own folder, so the pictures are the same on every run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from axons_tui.widgets.event_detail import EventDetail
 from axons_tui.widgets.event_log import PAGES_KEPT, EventLog
 from axons_tui.widgets.event_text import event_line
 from engine import Draft, Engine
-from engine.models import Event
+from engine.models import AgentSpec, Event
 from tests.agents_support import triage_spec
 from tests.console_support import FrozenClock, console_app, until
 
@@ -290,6 +291,35 @@ async def test_the_agent_panel_pauses_resumes_and_stops_a_process_agent(tmp_path
         assert (await backend.agents.get(axon_id, "triage")).state == "stopped"
         await pilot.click("#agent-start")
         await until(lambda: state() == "running", timeout=60, what="the start button")
+
+
+async def test_the_agent_panel_shows_a_failing_agents_log_lines(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    crash = "import sys; print('cannot find the model', file=sys.stderr); sys.exit(3)"
+    app = console_app(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        backend = app.session.backend
+        axon_id = (await backend.create_axon("crashy")).id
+        spec = AgentSpec(
+            name="noisy", axon=axon_id, runtime="process", command=[sys.executable, "-c", crash]
+        )
+        await backend.agents.add(spec)
+        app.open_axon(axon_id)
+        log = await axon_view_log(app)
+        await pilot.press("a")
+        panel = app.screen.query_one(AgentPanel)
+        await until(
+            lambda: "cannot find the model" in _card_text(panel, ".agent-logs"), what="the log"
+        )
+        assert "failed" in _card_text(panel, ".agent-state")
+        await until(lambda: log.total >= 3 and "agent failed" in _all_rows(log), what="the failure")
+        await pilot.click("#agent-stop")
+        await until(lambda: "stopped" in _card_text(panel, ".agent-state"), timeout=30, what="stop")
+
+
+def _all_rows(log: EventLog) -> str:
+    return "\n".join(row_text(log, y) for y in range(log.scrollable_content_region.height))
 
 
 def _card_text(panel: AgentPanel, selector: str) -> str:

@@ -19,11 +19,8 @@ from rich.table import Table
 from axons_tui.backend import load_toml, open_backend, resolve_home
 from axons_tui.render import event_line, result_table, timestamp
 from engine.backend import Backend
-from engine.catalog import Catalog
 from engine.errors import ErrorCode, InvalidInput
-from engine.home import Home
 from engine.models import AgentSpec, AgentView, Draft, Event
-from engine.tokens import TokenStore
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -273,38 +270,11 @@ async def fork(opts: Options, axon: str, *, at: int, name: str | None) -> int:
 # -- tokens -----------------------------------------------------------------------------
 
 
-def _tokens(opts: Options) -> TokenStore:
-    home = resolve_home(opts.home)
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # the home is private
-    return TokenStore(Home(home).catalog)
-
-
-def _live_axon_ids(opts: Options, refs: list[str]) -> list[str]:
-    """Each `--axon` (an id or a name) as the id of a live Axon: a token holds ids, so a
-    name that matched nothing would silently make a token for no Axon at all."""
-    catalog = Catalog(Home(resolve_home(opts.home)).catalog)
-    try:
-        views = [catalog.get(ref) for ref in refs]
-    finally:
-        catalog.close()
-    deleted = [v.id for v in views if v.deleted_at_ms is not None]
-    if deleted:
-        raise InvalidInput(
-            f"Axon {deleted[0]} is deleted; a token for it would reach nothing",
-            code=ErrorCode.AXON_DELETED,
-        )
-    return [v.id for v in views]
-
-
 async def token_create(opts: Options, name: str, *, scope: str, axons: list[str]) -> int:
-    store = _tokens(opts)
-    try:
-        ids = _live_axon_ids(opts, axons) if axons else None
-        token = store.create(name, scope, ids)
-    finally:
-        store.close()
+    async with open_backend(opts.home, opts.connect) as backend:
+        view, token = await backend.tokens.create(name, scope, axons or None)
     if opts.json:
-        _print_json({"name": name, "scope": scope, "axons": ids, "token": token})
+        _print_json({"name": name, "scope": scope, "axons": view.axons, "token": token})
     else:
         sys.stdout.write(token + "\n")
         sys.stderr.write("store it now: it is not shown again\n")
@@ -312,13 +282,10 @@ async def token_create(opts: Options, name: str, *, scope: str, axons: list[str]
 
 
 async def token_ls(opts: Options) -> int:
-    store = _tokens(opts)
-    try:
-        tokens = store.list()
-    finally:
-        store.close()
+    async with open_backend(opts.home, opts.connect) as backend:
+        tokens = await backend.tokens.list()
     if opts.json:
-        _print_json([t.__dict__ for t in tokens])
+        _print_json(tokens)
         return ExitCode.OK
     table = Table(title=f"{len(tokens)} tokens", title_justify="left")
     for column in ("name", "scope", "axons", "created"):
@@ -332,11 +299,8 @@ async def token_ls(opts: Options) -> int:
 
 
 async def token_revoke(opts: Options, name: str) -> int:
-    store = _tokens(opts)
-    try:
-        store.revoke(name)
-    finally:
-        store.close()
+    async with open_backend(opts.home, opts.connect) as backend:
+        await backend.tokens.revoke(name)
     if not opts.json:
         out.print(f"revoked {name}")
     return ExitCode.OK

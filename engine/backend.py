@@ -25,6 +25,7 @@ from engine.models import (
     RowChange,
     VerifyReport,
 )
+from engine.tokens import TokenView
 
 
 class AgentsBackend(Protocol):
@@ -49,11 +50,30 @@ class AgentsBackend(Protocol):
         ...
 
 
+class TokensBackend(Protocol):
+    """API tokens for TCP clients (`Engine.tokens`); over HTTP they need an unlimited admin
+    token, on the unix socket the file's mode guards them as it does everything else."""
+
+    async def create(
+        self, name: str, scope: str, axons: Sequence[str] | None = None
+    ) -> tuple[TokenView, str]:
+        """The new token and its secret, shown this once; `axons` are ids or names of live
+        Axons (None: every Axon)."""
+        ...
+
+    async def list(self) -> builtins.list[TokenView]: ...
+
+    async def revoke(self, name: str) -> TokenView: ...
+
+
 class Backend(Protocol):
-    """The engine's API: Axons, events, live streams, SQL state, records and agents."""
+    """The engine's API: Axons, events, live streams, SQL state, records, agents, tokens."""
 
     @property
     def agents(self) -> AgentsBackend: ...
+
+    @property
+    def tokens(self) -> TokensBackend: ...
 
     # -- Axons
     async def create_axon(

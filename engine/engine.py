@@ -48,6 +48,7 @@ from engine.models import (
 )
 from engine.policy import OperatorConfig, load_config
 from engine.supervisor import Supervisor
+from engine.token_admin import TokenAdmin
 
 T = TypeVar("T")
 CATCH_UP_PAGE = 1000
@@ -93,6 +94,7 @@ class Engine:
         self._closing = False
         self.config = OperatorConfig()  # HOME/config.toml, read by `start`
         self.agents = Supervisor(self, runtime=agent_runtime)
+        self.tokens = TokenAdmin(self.paths.catalog, self.get_axon)
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -107,6 +109,7 @@ class Engine:
             self.limits.sql_threads, thread_name_prefix="axons-user-sql"
         )
         self._catalog = await self._run(Catalog, self.paths.catalog)
+        await self.tokens.open()
         self._anchoring = asyncio.get_running_loop().create_task(self._anchor_tips())
         await self.agents.start()
         return self
@@ -127,6 +130,7 @@ class Engine:
             await self._flush_anchors()
             await self._run(self._catalog.close)
             self._catalog = None
+        self.tokens.close()
         for pool in (self._sql_executor, self._executor):
             if pool is not None:
                 pool.shutdown(wait=True)

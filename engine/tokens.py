@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from pydantic import BaseModel
 
 from engine.errors import ErrorCode, Forbidden, InvalidInput, NotFound, Unauthorized
 from engine.log import check_label, connect
@@ -70,12 +71,25 @@ class Principal:
             )
 
 
-@dataclass(frozen=True)
-class TokenInfo:
+class TokenView(BaseModel):
+    """A token as listed: never its secret, which only `create` returns, once."""
+
     name: str
     scope: str
-    axons: list[str] | None
+    axons: list[str] | None  # None: every Axon
     created_at_ms: int
+
+
+SELECT_VIEW = "SELECT name, scope, axons, created_at_ms FROM tokens"
+
+
+def _view(name: str, scope: str, axons: str | None, created_at_ms: int) -> TokenView:
+    return TokenView(
+        name=name,
+        scope=scope,
+        axons=orjson.loads(axons) if axons else None,
+        created_at_ms=created_at_ms,
+    )
 
 
 def _digest(token: str) -> str:
@@ -127,19 +141,27 @@ class TokenStore:
             )
         return token
 
-    def list(self) -> list[TokenInfo]:
+    def list(self) -> list[TokenView]:
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT name, scope, axons, created_at_ms FROM tokens ORDER BY name"
-            ).fetchall()
-        return [TokenInfo(n, s, orjson.loads(a) if a else None, c) for n, s, a, c in rows]
+            rows = self._conn.execute(f"{SELECT_VIEW} ORDER BY name").fetchall()
+        return [_view(*row) for row in rows]
 
-    def revoke(self, name: str) -> None:
+    def get(self, name: str) -> TokenView:
         with self._lock:
+            rows = self._conn.execute(f"{SELECT_VIEW} WHERE name = ?", (name,)).fetchall()
+        if not rows:
+            raise NotFound(f"no token named {name!r}", code=ErrorCode.TOKEN_NOT_FOUND)
+        return _view(*rows[0])
+
+    def revoke(self, name: str) -> TokenView:
+        """Remove the token (its requests fail from now on) and return what it was."""
+        with self._lock:
+            rows = self._conn.execute(f"{SELECT_VIEW} WHERE name = ?", (name,)).fetchall()
             self._conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
-            if self._conn.changes() == 0:
+            if not rows:
                 raise NotFound(f"no token named {name!r}", code=ErrorCode.TOKEN_NOT_FOUND)
             self._cache.clear()
+        return _view(*rows[0])
 
     def authenticate(self, token: str) -> Principal:
         digest = _digest(token)

@@ -13,23 +13,36 @@ from pathlib import Path
 import pytest
 
 from engine import Draft, Engine
-from engine.api.client import Client, RemoteAgents
-from engine.backend import AgentsBackend, Backend
-from engine.errors import BatchFailed, Conflict, InvalidInput, NotFound
+from engine.api.client import Client, RemoteAgents, RemoteTokens
+from engine.backend import AgentsBackend, Backend, TokensBackend
+from engine.errors import (
+    BatchFailed,
+    Conflict,
+    ErrorCode,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
 from engine.supervisor import Supervisor
+from engine.token_admin import TokenAdmin
 from tests.agents_support import triage_spec
-from tests.http_support import ServerProcess
+from tests.http_support import ServerProcess, make_token
 
 WAIT_ROUNDS = 400  # x 50 ms: a generous deadline, reached only when something is broken
 
 
 def _members(protocol: type) -> list[str]:
-    return [n for n in dir(protocol) if not n.startswith("_") and n != "agents"]
+    return [n for n in dir(protocol) if not n.startswith("_") and n not in ("agents", "tokens")]
 
 
 @pytest.mark.parametrize(
     ("protocol", "implementations"),
-    [(Backend, (Engine, Client)), (AgentsBackend, (Supervisor, RemoteAgents))],
+    [
+        (Backend, (Engine, Client)),
+        (AgentsBackend, (Supervisor, RemoteAgents)),
+        (TokensBackend, (TokenAdmin, RemoteTokens)),
+    ],
 )
 def test_both_implement_the_protocol_with_the_same_signatures(
     protocol: type, implementations: tuple[type, ...]
@@ -190,3 +203,55 @@ async def test_agents_and_their_cursor(backend: Backend) -> None:
     assert await backend.ack(axon, "observer", 0) == 1  # never back
     assert await backend.agent_cursor(axon, "observer") == 1
     assert await backend.agent_cursor(axon, "nobody") == 0
+
+
+async def test_tokens_are_created_listed_and_revoked(backend: Backend) -> None:
+    axon = await new_axon(backend, "token-parity")
+    view, secret = await backend.tokens.create("ci-parity", "publish", ["token-parity"])
+    assert secret.startswith("axt_")
+    assert (view.name, view.scope, view.axons) == ("ci-parity", "publish", [axon])
+    listed = await backend.tokens.list()
+    assert view in listed
+    assert all(secret not in t.model_dump_json() for t in listed)  # shown once, never again
+    with pytest.raises(InvalidInput) as taken:
+        await backend.tokens.create("ci-parity", "read")
+    assert taken.value.code == ErrorCode.TOKEN_EXISTS
+    with pytest.raises(InvalidInput) as scope:
+        await backend.tokens.create("root-parity", "root")
+    assert scope.value.code == ErrorCode.INVALID_SCOPE
+    assert await backend.tokens.revoke("ci-parity") == view
+    assert view not in await backend.tokens.list()
+    with pytest.raises(NotFound):
+        await backend.tokens.revoke("ci-parity")
+    await backend.delete_axon(axon)
+    with pytest.raises(InvalidInput) as deleted:
+        await backend.tokens.create("late-parity", "read", [axon])
+    assert deleted.value.code == ErrorCode.AXON_DELETED
+
+
+async def test_over_tcp_only_an_unlimited_admin_token_manages_tokens(
+    server: ServerProcess,
+) -> None:
+    async with Client(socket_path=server.socket_path) as local:
+        axon = await new_axon(local, "token-reach")
+    weaker = {
+        "tcp-read": make_token(server.home, "tcp-read", "read"),
+        "tcp-limited": make_token(server.home, "tcp-limited", "admin", [axon]),
+    }
+    for name, token in weaker.items():
+        async with Client(server.url, token=token) as client:
+            with pytest.raises(Forbidden):
+                await client.tokens.create(f"{name}-wider", "admin")
+            with pytest.raises(Forbidden):
+                await client.tokens.list()
+            with pytest.raises(Forbidden):
+                await client.tokens.revoke(name)
+    admin = make_token(server.home, "tcp-admin", "admin")
+    async with Client(server.url, token=admin) as client:
+        made, secret = await client.tokens.create("tcp-made", "read")
+        async with Client(server.url, token=secret) as reader:
+            assert (await reader.get_axon(axon)).id == axon
+        assert await client.tokens.revoke("tcp-made") == made
+        async with Client(server.url, token=secret) as revoked:
+            with pytest.raises(Unauthorized):
+                await revoked.get_axon(axon)

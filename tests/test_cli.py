@@ -240,6 +240,28 @@ def test_a_token_made_by_the_cli_works_over_tcp(tmp_path: Path) -> None:
         assert http.get("/v1/axons").status_code == 401
 
 
+def test_token_commands_reach_a_remote_engine_with_connect(tmp_path: Path) -> None:
+    """`--connect URL` manages the tokens of the engine there, with an admin token; a
+    weaker token is refused in one line."""
+    home = tmp_path / "home"
+    admin = make_token(home, "operator", "admin")
+    reader = make_token(home, "reader", "read")
+    with running_server(home) as server:
+        remote = ("--connect", server.url)
+        as_admin = {"AXONS_TOKEN": admin}
+        made = axons_json(
+            "token", "create", "remote-ci", "--scope", "publish", *remote, env=as_admin
+        )
+        assert made["token"].startswith("axt_")
+        listed = axons_json("token", "ls", *remote, env=as_admin)
+        assert [t["name"] for t in listed] == ["operator", "reader", "remote-ci"]
+        refused = axons("token", "ls", *remote, env={"AXONS_TOKEN": reader})
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+        assert axons("token", "revoke", "remote-ci", *remote, env=as_admin).returncode == 0
+        listed = axons_json("token", "ls", *remote, env=as_admin)
+        assert [t["name"] for t in listed] == ["operator", "reader"]
+
+
 # -- exit codes -------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -35,6 +36,7 @@ from engine.models import (
     VerifyReport,
 )
 from engine.state import DEFAULT_MAX_ROWS
+from engine.tokens import TokenView
 
 T = TypeVar("T")
 
@@ -110,6 +112,28 @@ class RemoteAgents:
         return list(data["lines"])
 
 
+class RemoteTokens:
+    """The engine's token administration (`Engine.tokens`) over HTTP."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def create(
+        self, name: str, scope: str, axons: Sequence[str] | None = None
+    ) -> tuple[TokenView, str]:
+        body = {"name": name, "scope": scope, "axons": list(axons) if axons else None}
+        data = await self._client._call("POST", "/v1/tokens", json=body)
+        return TokenView.model_validate(data), data["token"]
+
+    async def list(self) -> builtins.list[TokenView]:
+        data = await self._client._call("GET", "/v1/tokens")
+        return [TokenView.model_validate(t) for t in data["tokens"]]
+
+    async def revoke(self, name: str) -> TokenView:
+        data = await self._client._call("DELETE", f"/v1/tokens/{quote(name, safe='')}")
+        return TokenView.model_validate(data)
+
+
 class Client:
     """Async client. Errors come back as the `AxonError` subclass the engine raised, with the
     server's code and status (`errors.error_from`)."""
@@ -132,6 +156,7 @@ class Client:
         )
         self.target = str(socket_path or base_url)
         self.agents = RemoteAgents(self)
+        self.tokens = RemoteTokens(self)
 
     @classmethod
     def for_home(cls, home: Path | str) -> Client:

@@ -17,6 +17,7 @@ from engine.models import (
     VerifyReport,
 )
 from engine.state import DEFAULT_MAX_ROWS
+from engine.tokens import TokenView
 
 __all__ = [
     "AxonPage",
@@ -192,3 +193,20 @@ class PermissionDecision(BaseModel):
         if (self.option_id is None) == (not self.cancelled):
             raise ValueError('give "option_id" or "cancelled": true (one of them)')
         return self
+
+
+class CreateToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    scope: str = Field(description="read, publish, sql-write or admin")
+    axons: list[str] | None = Field(
+        None, description="ids or names of the Axons it may reach; null: every Axon"
+    )
+
+
+class CreatedToken(TokenView):
+    token: str = Field(description="the secret: shown this once, stored only as a hash")
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenView]

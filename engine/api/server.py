@@ -1,63 +1,34 @@
 """The HTTP API (contract §4) as a FastAPI app over one Engine: the Runloop-compatible core
-plus the extensions. `create_app(engine, require_token=...)` builds one; `engine.api.serve`
-runs it on the home's unix socket and, optionally, TCP.
+plus the extensions. `create_app(engine, require_token=...)` assembles one from the routers
+in `engine.api.routes`; `engine.api.serve` runs it on the home's unix socket and, optionally,
+TCP.
 """
 
-import asyncio
-import json
-import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
-import orjson
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
-from pydantic import BeforeValidator
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from engine.api import schemas as s
-from engine.api import webhooks
-from engine.api.fastpath import PARSE_IN_THREAD_BYTES, FastPublish
+from engine.api.fastpath import FastPublish
 from engine.api.gate import TokenGate
 from engine.api.limits import BodyLimit, BodyPace
-from engine.api.sse import EventStream, StreamLimits
+from engine.api.routes import agents, axons, events, records, sql, webhooks
+from engine.api.routes import tokens as token_routes
+from engine.api.routes.deps import ApiContext, OffLoopJSONRoute, ORJSONResponse
+from engine.api.sse import StreamLimits
 from engine.engine import Engine
-from engine.errors import (
-    AxonError,
-    ErrorCode,
-    InvalidInput,
-    NotFound,
-    Unauthorized,
-)
-from engine.models import AgentSpec, AgentView, Draft, Event, PublishResult
-from engine.state import BatchFailed
-from engine.tokens import Principal, TokenStore
+from engine.errors import AxonError
+from engine.tokens import TokenStore
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": s.ErrorBody} for status in (400, 401, 403, 404, 408, 409, 413, 422, 503)
 }
 MAX_IMPORT_BYTES = 512 << 20
-T = TypeVar("T")
-SEQUENCE = re.compile(r"[0-9]{1,100}")
-
-
-def plain_digits(value: Any) -> Any:
-    """A sequence sent as text must be plain digits: int() and lax validation would also take
-    "1_0" (as 10), "+5" or " 7", and resume a stream somewhere the client never was."""
-    if isinstance(value, str) and not SEQUENCE.fullmatch(value):
-        raise ValueError(f"a sequence number is plain digits (an `id:` line's), got {value!r:.40}")
-    return int(value) if isinstance(value, str) else value
-
-
-SequenceNumber = Annotated[int, BeforeValidator(plain_digits)]
-
-
-class ORJSONResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+ROUTERS = (axons, events, sql, records, agents, webhooks, token_routes)  # the document order
 
 
 def create_asgi(
@@ -67,15 +38,20 @@ def create_asgi(
     require_token: bool,
     public_docs: bool = False,
     body_pace: BodyPace | None = None,
+    fast_publish: bool = True,
     **options: Any,
 ) -> ASGIApp:
     """What the server runs: over TCP the token gate (headers only, before any body is read),
     then body limits, then the publish fast path, then the app. They sit outside FastAPI's own
-    middleware, which costs more than a publish itself."""
+    middleware, which costs more than a publish itself. Without `fast_publish` every publish
+    takes the FastAPI route (tests/test_http_publish_parity.py compares the two)."""
     app = create_app(engine, tokens, require_token=require_token, **options)
-    fast = FastPublish(app, authenticate=app.state.authenticate, publish=app.state.publish)
+    api: ApiContext = app.state.context
+    inner: ASGIApp = app
+    if fast_publish:
+        inner = FastPublish(app, authenticate=api.authenticate, publish=api.publish_drafts)
     limited = BodyLimit(
-        fast,
+        inner,
         default=engine.max_payload * 4 + (64 << 10),
         larger={
             "/v1/axons/import": MAX_IMPORT_BYTES,
@@ -86,33 +62,7 @@ def create_asgi(
     )
     if not require_token:
         return limited
-    return TokenGate(limited, app.state.authenticate, public_docs=public_docs)
-
-
-class OffLoopJSONRequest(Request):
-    """A request whose large JSON body is parsed in a worker thread: a 64 MiB batch takes
-    the standard parser about half a second, which the event loop must not spend."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            body = await self.body()
-            if len(body) < PARSE_IN_THREAD_BYTES:
-                self._json = json.loads(body)
-            else:
-                self._json = await asyncio.to_thread(json.loads, body)
-        return self._json
-
-
-class OffLoopJSONRoute(APIRoute):
-    """FastAPI's documented way to give its routes a custom Request class."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def with_off_loop_json(request: Request) -> Response:
-            return await handler(OffLoopJSONRequest(request.scope, request.receive))
-
-        return with_off_loop_json
+    return TokenGate(limited, api.authenticate, public_docs=public_docs)
 
 
 def create_app(
@@ -133,65 +83,22 @@ def create_app(
         responses=ERRORS,
     )
     app.router.route_class = OffLoopJSONRoute
-    secrets = webhooks.normalise_secrets(webhook_secrets)
-    replays = webhooks.ReplayGuard(engine.config.webhooks.replay_window_s)
-    local = Principal(engine.local_user)
+    app.state.context = ApiContext(
+        engine, tokens, require_token, webhook_secrets or {}, stream_limits
+    )
+    add_error_handlers(app)
+    for area in ROUTERS:
+        app.include_router(area.router)
+    return app
 
-    def authenticate(authorization: str | None) -> Principal:
-        if not require_token:
-            return local
-        if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthorized(
-                "send `Authorization: Bearer <token>`; create a token with "
-                "`axons token create NAME --scope SCOPE`"
-            )
-        return tokens.authenticate(authorization[7:].strip())
 
-    app.state.authenticate = authenticate
-
-    async def publish_drafts(axon_id: str, drafts: Sequence[Draft]) -> list[PublishResult]:
-        """Every client publish (the fast path's too). Over TCP a token may not pass for a
-        signed webhook; on the socket the operator may."""
-        if require_token:
-            webhooks.check_client_drafts(drafts, secrets)
-        return await engine.publish_batch(axon_id, drafts)
-
-    app.state.publish = publish_drafts
-
-    async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        return authenticate(authorization)  # async: FastAPI would run a plain def in a thread
-
-    Caller = Annotated[Principal, Depends(principal)]
-    AxonId = Annotated[str, Path(alias="id", min_length=1, max_length=200)]
-
-    async def axon_for(caller: Principal, ref: str, scope: str) -> str:
-        """The Axon's id, once the caller may act on it (404 before 403: a token limited to
-        other Axons learns nothing about this one)."""
-        axon_id = ref if ref.startswith("axn_") else (await engine.get_axon(ref)).id
-        try:
-            caller.require(scope, axon_id)
-        except NotFound:  # quote what was sent: a name must not reveal another Axon's id
-            raise NotFound(
-                f"no Axon {ref!r:.80}; `axons ls` lists them", code=ErrorCode.AXON_NOT_FOUND
-            ) from None
-        return axon_id
-
-    # -- errors -------------------------------------------------------------------------
+def add_error_handlers(app: FastAPI) -> None:
+    """Every refusal as `{"error": {"code", "message"}}`: the engine's own errors, request
+    validation, malformed JSON, and routing's 404 and 405."""
 
     @app.exception_handler(AxonError)
     async def axon_error(_request: Request, exc: AxonError) -> Response:
         return ORJSONResponse(exc.to_dict(), status_code=exc.status)
-
-    def malformed_json() -> Response:
-        return ORJSONResponse(
-            {
-                "error": {
-                    "code": "malformed_json",
-                    "message": "the body is not valid JSON (UTF-8); check quoting and encoding",
-                }
-            },
-            status_code=400,
-        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
@@ -220,435 +127,14 @@ def create_app(
             {"error": {"code": code, "message": message}}, status_code=exc.status_code
         )
 
-    # -- Axons --------------------------------------------------------------------------
 
-    @app.get("/healthz", response_model=s.Health, tags=["engine"])
-    async def healthz() -> s.Health:
-        return s.Health(ok=True, axons_open=engine.open_axons)
-
-    @app.post("/v1/axons", response_model=s.AxonView, tags=["axons"])
-    async def create_axon(caller: Caller, body: s.CreateAxon | None = None) -> s.AxonView:
-        caller.require_unlimited("create Axons")
-        body = body or s.CreateAxon()
-        return await engine.create_axon(body.name, body.metadata)
-
-    @app.post(
-        "/v1/axons/import",
-        response_model=s.AxonView,
-        tags=["records"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+def malformed_json() -> Response:
+    return ORJSONResponse(
+        {
+            "error": {
+                "code": "malformed_json",
+                "message": "the body is not valid JSON (UTF-8); check quoting and encoding",
             }
         },
+        status_code=400,
     )
-    async def import_axon(caller: Caller, request: Request, name: str | None = None) -> s.AxonView:
-        """Registered before `/v1/axons/{id}`, which would otherwise match "import"."""
-        caller.require_unlimited("import Axons")
-        body = await request.body()
-        lines = await asyncio.to_thread(body.splitlines)  # up to 512 MiB: not on the loop
-        return await engine.import_axon(lines, name=name)
-
-    @app.get("/v1/axons", response_model=s.AxonPage, tags=["axons"])
-    async def list_axons(
-        caller: Caller,
-        limit: Annotated[int, Query(ge=1, le=5000)] = 20,
-        starting_after: str | None = None,
-        name: str | None = None,
-        search: str | None = None,
-        id: str | None = None,
-        include_total_count: bool = False,
-        include_deleted: bool = False,
-    ) -> s.AxonPage:
-        caller.require("read")
-        ids = [i for i in (id or "").split(",") if i] or None
-        if caller.axons is not None:
-            ids = sorted(caller.axons & set(ids)) if ids else sorted(caller.axons)
-            if not ids:
-                return s.AxonPage(axons=[], has_more=False, total_count=0)
-        return await engine.list_axons(
-            limit=limit,
-            starting_after=starting_after,
-            name=name,
-            search=search,
-            ids=ids,
-            include_total_count=include_total_count,
-            include_deleted=include_deleted,
-        )
-
-    @app.get("/v1/axons/{id}", response_model=s.AxonView, tags=["axons"])
-    async def get_axon(caller: Caller, ref: AxonId) -> s.AxonView:
-        return await engine.get_axon(await axon_for(caller, ref, "read"))
-
-    @app.post("/v1/axons/{id}", response_model=s.AxonView, tags=["axons"])
-    async def update_axon(caller: Caller, ref: AxonId, body: s.UpdateAxon) -> s.AxonView:
-        axon_id = await axon_for(caller, ref, "admin")
-        if body.metadata is None:
-            return await engine.get_axon(axon_id)
-        return await engine.update_axon(axon_id, body.metadata)
-
-    @app.delete("/v1/axons/{id}", response_model=s.AxonView, tags=["axons"])
-    async def delete_axon(caller: Caller, ref: AxonId) -> s.AxonView:
-        return await engine.delete_axon(await axon_for(caller, ref, "admin"))
-
-    # -- events -------------------------------------------------------------------------
-
-    def draft_of(body: s.PublishRequest, caller: Principal, key: str | None) -> Draft:
-        return Draft(
-            body.event_type,
-            body.payload,
-            body.source,
-            body.origin,
-            key or body.idempotency_key,
-            caller.name,
-        )
-
-    @app.post("/v1/axons/{id}/publish", response_model=s.PublishResultView, tags=["events"])
-    async def publish(
-        caller: Caller,
-        ref: AxonId,
-        body: s.PublishRequest,
-        idempotency_key: Annotated[str | None, Header()] = None,
-        x_request_id: Annotated[str | None, Header()] = None,
-    ) -> Response:
-        axon_id = await axon_for(caller, ref, "publish")
-        [result] = await publish_drafts(
-            axon_id, [draft_of(body, caller, idempotency_key or x_request_id)]
-        )
-        return Response(orjson.dumps(result.to_dict()), media_type="application/json")
-
-    @app.post("/v1/axons/{id}/publish/batch", response_model=s.PublishBatchResult, tags=["events"])
-    async def publish_batch(caller: Caller, ref: AxonId, body: s.PublishBatchRequest) -> Response:
-        axon_id = await axon_for(caller, ref, "publish")
-        results = await publish_drafts(axon_id, [draft_of(e, caller, None) for e in body.events])
-        return Response(
-            orjson.dumps({"results": [r.to_dict() for r in results]}), media_type="application/json"
-        )
-
-    @app.get("/v1/axons/{id}/events", response_model=s.EventsPage, tags=["events"])
-    async def list_events(
-        caller: Caller,
-        ref: AxonId,
-        limit: Annotated[int, Query(ge=1, le=5000)] = 20,
-        starting_after: Annotated[SequenceNumber | None, Query(ge=0)] = None,
-        include_total_count: bool = False,
-        after_sequence: Annotated[
-            SequenceNumber | None,
-            Query(ge=0, description="extension: oldest first, the events after this sequence"),
-        ] = None,
-    ) -> Response:
-        """Newest first (Runloop's paging), or oldest first with `after_sequence`."""
-        axon_id = await axon_for(caller, ref, "read")
-        if after_sequence is not None:
-            events = await engine.read_events(axon_id, after_sequence, limit)
-            last = await engine.last_sequence(axon_id)  # gapless: more iff the page ends before it
-            page = {
-                "events": [e.to_dict() for e in events],
-                "has_more": bool(events) and events[-1].sequence < last,
-                "total_count": last if include_total_count else None,
-            }
-            return Response(orjson.dumps(page), media_type="application/json")
-        page_view = await engine.list_events(
-            axon_id,
-            limit=limit,
-            starting_after=starting_after,
-            include_total_count=include_total_count,
-        )
-        return Response(orjson.dumps(page_view.model_dump()), media_type="application/json")
-
-    def start_after(after_sequence: int | None, last_event_id: str | None) -> int:
-        if after_sequence is not None:
-            return after_sequence
-        if last_event_id:
-            try:
-                return plain_digits(last_event_id)
-            except ValueError as e:
-                raise InvalidInput(f"Last-Event-ID: {e}", code=ErrorCode.INVALID_SEQUENCE) from None
-        return 0
-
-    @app.get(
-        "/v1/axons/{id}/subscribe/sse",
-        tags=["events"],
-        response_class=StreamingResponse,
-        responses={
-            200: {
-                "content": {"text/event-stream": {}},
-                "description": "`id: <sequence>` and `data: <event JSON>` per event",
-            }
-        },
-    )
-    async def subscribe(
-        caller: Caller,
-        ref: AxonId,
-        after_sequence: Annotated[SequenceNumber | None, Query(ge=0)] = None,
-        last_event_id: Annotated[str | None, Header()] = None,
-    ) -> Any:
-        axon_id = await axon_for(caller, ref, "read")
-        await engine.get_axon(axon_id)  # a missing Axon is a 404, not an empty stream
-        after = start_after(after_sequence, last_event_id)
-        return EventStream(engine.subscribe(axon_id, after), stream_limits)
-
-    @app.get(
-        "/v1/subscribe/sse",
-        tags=["events"],
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
-    )
-    async def subscribe_many(caller: Caller, axons: str | None = None) -> Any:
-        """Live events of several Axons (comma-separated ids), or of all of them."""
-        caller.require("read")
-        wanted = [a for a in (axons or "").split(",") if a] or None
-        if caller.axons is not None:
-            wanted = [a for a in (wanted or caller.axons) if a in caller.axons] or ["-"]
-        stream: AsyncIterator[Event] = engine.subscribe_all(wanted)
-        return EventStream(stream, stream_limits)
-
-    # -- state --------------------------------------------------------------------------
-
-    @app.post("/v1/axons/{id}/sql/query", response_model=s.QueryResult, tags=["sql"])
-    async def sql_query(
-        caller: Caller, ref: AxonId, body: s.QueryRequest, request: Request
-    ) -> Response:
-        axon_id = await axon_for(caller, ref, "read")
-        write = body.at_sequence is None and not body.read_only and caller.allows("sql-write")
-        result = await until_disconnected(
-            request,
-            engine.query(
-                axon_id,
-                body.sql,
-                body.params,
-                write=write,
-                at_sequence=body.at_sequence,
-                max_rows=body.max_rows,
-            ),
-        )
-        return Response(result.model_dump_json(), media_type="application/json")
-
-    @app.post("/v1/axons/{id}/sql/batch", response_model=s.SqlBatchResult, tags=["sql"])
-    async def sql_batch(
-        caller: Caller, ref: AxonId, body: s.SqlBatchRequest, request: Request
-    ) -> Any:
-        axon_id = await axon_for(caller, ref, "admin" if body.ack else "sql-write")
-        ack = (body.ack.agent, body.ack.sequence) if body.ack else None
-        try:
-            results = await until_disconnected(
-                request,
-                engine.batch(axon_id, [st.model_dump() for st in body.statements], ack=ack),
-            )
-        except BatchFailed as failed:
-            steps: list[dict[str, Any]] = [
-                {"error": {"message": f"rolled back: statement {failed.index + 1} failed"}}
-                for _ in failed.completed
-            ]
-            steps.append(
-                {"error": {"message": failed.cause.args[0] if failed.cause.args else str(failed)}}
-            )
-            steps += [
-                {"error": {"message": "not run: an earlier statement failed"}}
-                for _ in body.statements[failed.index + 1 :]
-            ]
-            return ORJSONResponse({"results": steps})
-        return s.SqlBatchResult(results=[s.BatchStep(success=r) for r in results])
-
-    @app.get("/v1/axons/{id}/changes/{sequence}", response_model=s.ChangesView, tags=["sql"])
-    async def changes(
-        caller: Caller, ref: AxonId, sequence: Annotated[int, Path(ge=0)]
-    ) -> s.ChangesView:
-        """The row changes made while `sequence` was the latest event (time travel)."""
-        axon_id = await axon_for(caller, ref, "read")
-        return s.ChangesView(changes=await engine.changes(axon_id, sequence))
-
-    # -- records ------------------------------------------------------------------------
-
-    @app.get("/v1/axons/{id}/verify", response_model=s.VerifyReport, tags=["records"])
-    async def verify(caller: Caller, ref: AxonId) -> s.VerifyReport:
-        return await engine.verify(await axon_for(caller, ref, "read"))
-
-    @app.get(
-        "/v1/axons/{id}/export",
-        tags=["records"],
-        response_class=StreamingResponse,
-        responses={200: {"content": {"application/x-ndjson": {}}}},
-    )
-    async def export(caller: Caller, ref: AxonId) -> Any:
-        axon_id = await axon_for(caller, ref, "read")
-        lines = engine.export(axon_id)
-        first = await anext(lines)  # a missing Axon is a JSON 404 before the stream starts
-
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                yield first + b"\n"
-                async for line in lines:
-                    yield line + b"\n"
-            finally:
-                if isinstance(lines, AsyncGenerator):  # end the engine's read now, not at GC
-                    await lines.aclose()
-
-        return StreamingResponse(stream(), media_type="application/x-ndjson")
-
-    @app.post("/v1/axons/{id}/fork", response_model=s.AxonView, tags=["records"])
-    async def fork(caller: Caller, ref: AxonId, body: s.ForkRequest) -> s.AxonView:
-        axon_id = await axon_for(caller, ref, "read")
-        caller.require_unlimited("fork Axons")
-        return await engine.fork(axon_id, body.at_sequence, name=body.name)
-
-    # -- agents -------------------------------------------------------------------------
-
-    @app.get("/v1/axons/{id}/agents", response_model=s.AgentList, tags=["agents"])
-    async def list_agents(caller: Caller, ref: AxonId) -> s.AgentList:
-        axon_id = await axon_for(caller, ref, "read")
-        views = await engine.agents.list(axon_id)
-        if not caller.allows("admin"):
-            views = [_without_env_values(v) for v in views]
-        return s.AgentList(agents=views)
-
-    @app.post("/v1/axons/{id}/agents", response_model=s.AgentView, tags=["agents"])
-    async def add_agent(caller: Caller, ref: AxonId, body: s.AgentSpecBody) -> s.AgentView:
-        """Declare an agent on this Axon (replacing one of the same name) and start it."""
-        axon_id = await axon_for(caller, ref, "admin")
-        spec = AgentSpec.model_validate({**body.model_dump(), "axon": axon_id})
-        if require_token:  # a token's spec keeps to the operator's policy (engine/policy.py)
-            return await engine.agents.add_remote(spec, caller)
-        return await engine.agents.add(spec)
-
-    @app.get("/v1/axons/{id}/agents/{name}/logs", response_model=s.AgentLogs, tags=["agents"])
-    async def agent_logs(
-        caller: Caller, ref: AxonId, name: str, tail: Annotated[int, Query(ge=1, le=10_000)] = 100
-    ) -> s.AgentLogs:
-        """Admins only: an agent's stderr may say more than its events do."""
-        axon_id = await axon_for(caller, ref, "admin")
-        return s.AgentLogs(lines=await engine.agents.logs(axon_id, name, tail))
-
-    @app.get("/v1/axons/{id}/agents/{name}/cursor", response_model=s.Cursor, tags=["agents"])
-    async def agent_cursor(caller: Caller, ref: AxonId, name: str) -> s.Cursor:
-        """The last sequence the agent acknowledged (0: none)."""
-        axon_id = await axon_for(caller, ref, "read")
-        return s.Cursor(sequence=await engine.agent_cursor(axon_id, name))
-
-    @app.post("/v1/axons/{id}/agents/{name}/ack", response_model=s.Cursor, tags=["agents"])
-    async def agent_ack(caller: Caller, ref: AxonId, name: str, body: s.Cursor) -> s.Cursor:
-        """Move the agent's durable cursor forward (never back)."""
-        axon_id = await axon_for(caller, ref, "admin")
-        return s.Cursor(sequence=await engine.ack(axon_id, name, body.sequence))
-
-    @app.post("/v1/axons/{id}/agents/{name}/{action}", response_model=s.AgentView, tags=["agents"])
-    async def agent_action(
-        caller: Caller,
-        ref: AxonId,
-        name: str,
-        action: Annotated[str, Path(pattern="^(start|pause|resume|stop)$")],
-    ) -> s.AgentView:
-        axon_id = await axon_for(caller, ref, "admin")
-        return await engine.agents.command(axon_id, name, action)
-
-    @app.post(
-        "/v1/axons/{id}/permissions/{sequence}",
-        response_model=s.PublishResultView,
-        tags=["agents"],
-    )
-    async def permit(
-        caller: Caller,
-        ref: AxonId,
-        sequence: Annotated[int, Path(ge=1)],
-        body: s.PermissionDecision,
-    ) -> s.PublishResultView:
-        """Answer an ACP agent's `permission.requested` event #sequence: publishes the
-        `permission.decision` event. 409 when nothing waits for that answer."""
-        axon_id = await axon_for(caller, ref, "publish")
-        result = await engine.agents.answer(
-            axon_id, sequence, body.option_id, source=body.source, author=caller.name
-        )
-        return s.PublishResultView(**result.to_dict())
-
-    # -- webhooks -----------------------------------------------------------------------
-
-    @app.post(
-        "/v1/axons/{id}/webhook/{source}",
-        response_model=s.PublishResultView,
-        tags=["events"],
-        openapi_extra={
-            "requestBody": {"content": {"application/json": {"schema": {}}}},
-        },
-    )
-    async def webhook(
-        ref: AxonId,
-        source: Annotated[str, Path(min_length=1, max_length=200)],
-        request: Request,
-        event_type: str | None = None,
-        authorization: Annotated[str | None, Header()] = None,
-        x_github_event: Annotated[str | None, Header()] = None,
-        x_hub_signature_256: Annotated[str | None, Header()] = None,
-        x_github_delivery: Annotated[str | None, Header()] = None,
-    ) -> Response:
-        """Any JSON body becomes an EXTERNAL_EVENT from `source`. A source with a secret is
-        authenticated by its signature alone; any other needs a publish token."""
-        source = webhooks.normalise_source(source)
-        secret = secrets.get(source)
-        if secret is None:  # the token is checked before the body is read
-            caller = authenticate(authorization)
-            axon_id = await axon_for(caller, ref, "publish")
-            author = caller.name
-            raw = await request.body()
-        else:
-            raw = await request.body()
-            webhooks.check_signature(secret, raw, x_hub_signature_256, source)
-            axon_id = ref if ref.startswith("axn_") else (await engine.get_axon(ref)).id
-            author = webhooks.verified_author(source)
-        payload, body = webhooks.parse_body(raw)
-        kind = event_type or x_github_event or _body_type(body) or "webhook"
-        key = webhooks.delivery_key(source, x_github_delivery)
-        draft = Draft(kind[:200], payload, source, "EXTERNAL_EVENT", key, author)
-        if secret is None:
-            result = await engine.publish(axon_id, draft)
-        else:
-            result = await publish_signed(axon_id, draft, raw, x_github_delivery)
-        return Response(orjson.dumps(result.to_dict()), media_type="application/json")
-
-    async def publish_signed(
-        axon_id: str, draft: Draft, raw: bytes, delivery: str | None
-    ) -> PublishResult:
-        replays.admit(axon_id, draft.source, raw, delivery)
-        try:
-            return await engine.publish(axon_id, draft)
-        except BaseException:
-            replays.forget(axon_id, draft.source, raw)
-            raise
-
-    return app
-
-
-def _without_env_values(view: AgentView) -> AgentView:
-    """An agent as a token below admin sees it: the names of its `env`, not the values."""
-    env = {name: "<redacted>" for name in view.spec.env}
-    return view.model_copy(update={"spec": view.spec.model_copy(update={"env": env})})
-
-
-async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """`work`, cancelled if the client hangs up first: the engine then interrupts the SQL it
-    runs at once instead of letting it run to its deadline for nobody."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()  # the client is gone (or this handler was cancelled)
-    return await task
-
-
-def _body_type(body: Any) -> str | None:
-    """Slack's event callbacks say what they are in `type` (and `event.type`)."""
-    if isinstance(body, dict):
-        inner = body.get("event")
-        if isinstance(inner, dict) and isinstance(inner.get("type"), str):
-            return inner["type"]
-        if isinstance(body.get("type"), str):
-            return body["type"]
-    return None

@@ -87,14 +87,19 @@ class AxonScreen(Screen[None]):
         try:
             axon = await self.console_app.session.backend.get_axon(self.axon_id)
         except BACKEND_ERRORS as e:
-            self.query_one("#heading", Static).update(Text(f"{self.axon_id}: {describe(e)}"))
+            self._show_heading(Text(f"{self.axon_id}: {describe(e)}"))
             return
         heading = Text(axon.name or axon.id, style="bold")
         heading.append(f"  {axon.id}", style="dim")
-        self.query_one("#heading", Static).update(heading)
+        self._show_heading(heading)
+
+    def _show_heading(self, heading: Text) -> None:
+        for line in self.query("#heading").results(Static):  # none once the view closes
+            line.update(heading)
 
     def _on_events(self, batch: Sequence[Event]) -> None:
-        self.query_one(AgentPanel).learn(batch)
+        for panel in self.query(AgentPanel).results(AgentPanel):  # none once the view closes
+            panel.learn(batch)
 
     # -- the panes talking to each other
 

@@ -18,8 +18,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
+from textual.css.query import NoMatches
 from textual.reactive import var
 from textual.screen import Screen
+from textual.widget import MountError
 from textual.widgets import Footer, Input, Static
 
 from axons_tui.failures import BACKEND_ERRORS, describe
@@ -172,7 +174,10 @@ class DashboardScreen(Screen[None]):
         """Mount the panes of the current page (only those: hidden pages cost nothing).
         One at a time: a resize, a new Axon and a key can all ask at once."""
         async with self._layout:
-            await self._mount_page()
+            try:
+                await self._mount_page()
+            except (NoMatches, MountError):  # the screen closed while its panes were made
+                return
 
     async def _mount_page(self) -> None:
         self.page = self.validate_page(self.page)

@@ -29,6 +29,7 @@ from engine.models import Event
 from engine.runtime.docker import docker_available
 
 RETRY_S = 1.0  # how often a lost engine is tried again
+RESUME_S = 0.05  # before an embedded engine's overflowed stream is resumed
 CATCH_UP_PAGE = 1000
 
 # What breaks when an attached engine goes away (or is not back yet).
@@ -76,7 +77,11 @@ class Session:
                     raise
             else:
                 if self.embedded:
-                    return  # the engine closed: the console is ending
+                    # The engine ends a live stream that fell too far behind (engine.bus), as
+                    # well as on closing: resume from the file. Closing cancels this worker.
+                    resuming = True
+                    await asyncio.sleep(RESUME_S)
+                    continue
             self._set_connected(False)
             resuming = True
             await asyncio.sleep(RETRY_S)
@@ -84,35 +89,52 @@ class Session:
     async def _stream(self, resuming: bool) -> AsyncIterator[list[Event]]:
         """One connection's worth: the live stream, preceded (after a reconnect) by what each
         known Axon committed while we were away. The stream opens before the catch-up, and a
-        second sweep a moment later covers what committed while it was still connecting."""
-        live = self.backend.subscribe_all()
-        pending = asyncio.ensure_future(anext(live))
-        sweep_at = asyncio.get_running_loop().time() + RETRY_S if resuming else None
+        second sweep a moment later covers what committed while it was still connecting.
+        Events are read by a task of their own and handed on in batches of whatever arrived
+        meanwhile, so a flood costs one step per batch, not one per event."""
+        arrived: asyncio.Queue[Event | None] = asyncio.Queue()  # None: the stream ended
+        reader = asyncio.create_task(self._read(self.backend.subscribe_all(), arrived))
+        loop = asyncio.get_running_loop()
+        sweep_at = loop.time() + RETRY_S if resuming else None
         try:
             if resuming:
                 yield await self._catch_up_all()
             while True:
-                timeout = None
-                if sweep_at is not None:
-                    timeout = max(0.0, sweep_at - asyncio.get_running_loop().time())
-                done, _ = await asyncio.wait([pending], timeout=timeout)
-                if not done:
+                timeout = None if sweep_at is None else max(0.0, sweep_at - loop.time())
+                try:
+                    first = await asyncio.wait_for(arrived.get(), timeout)
+                except TimeoutError:
                     sweep_at = None
                     yield await self._catch_up_all()
                     continue
-                try:
-                    event = pending.result()
-                except StopAsyncIteration:
+                batch = [first]
+                while not arrived.empty():
+                    batch.append(arrived.get_nowait())
+                accepted: list[Event] = []
+                for event in batch:
+                    if event is not None:
+                        accepted.extend(await self._accept(event))
+                if accepted:
+                    yield accepted
+                if batch[-1] is None:
+                    await reader  # raises the reader's error, if it ended on one
                     return
-                yield await self._accept(event)
-                pending = asyncio.ensure_future(anext(live))
         finally:
-            pending.cancel()
+            reader.cancel()
             with contextlib.suppress(BaseException):
-                await pending
+                await reader
+
+    @staticmethod
+    async def _read(live: AsyncIterator[Event], into: asyncio.Queue[Event | None]) -> None:
+        try:
+            async for event in live:
+                into.put_nowait(event)
+        finally:
+            into.put_nowait(None)
             aclose = getattr(live, "aclose", None)  # both backends give async generators
             if aclose is not None:
-                await aclose()
+                with contextlib.suppress(BaseException):
+                    await aclose()
 
     async def _accept(self, event: Event) -> list[Event]:
         """The event, after whatever of its Axon went missing before it; [] for a repeat."""

@@ -21,6 +21,13 @@ from bench.paused_agents import paused_agents_100
 from bench.publish import publish_batch_eps, publish_durable_eps
 from bench.sse import sse_deliveries_per_s, sse_fanout_p99_ms
 from bench.time_travel import time_travel_ms
+from bench.tui import (
+    tui_loop_lag_p99_ms,
+    tui_monitor_1k_ms,
+    tui_open_1m_ms,
+    tui_rss_mb,
+    tui_scroll_top_ms,
+)
 from bench.wake import wake_hibernated_ms, wake_paused_p50_ms, wake_paused_p99_ms
 
 Measure = Callable[[Sizes, Path | None], Figure]
@@ -48,4 +55,10 @@ FIGURES: dict[str, Measure] = {
     # ACP: the deterministic sample agent (sample_agents/acp_agent).
     "acp_first_update_overhead_ms": acp_first_update_overhead_ms,
     "acp_permission_wake_ms": acp_permission_wake_ms,
+    # The console, headless (Textual's run_test), on an embedded engine.
+    "tui_loop_lag_p99_ms": tui_loop_lag_p99_ms,
+    "tui_rss_mb": tui_rss_mb,
+    "tui_open_1m_ms": tui_open_1m_ms,
+    "tui_scroll_top_ms": tui_scroll_top_ms,
+    "tui_monitor_1k_ms": tui_monitor_1k_ms,
 }

@@ -92,6 +92,15 @@ class Sizes:
     hibernated_wakes: int = 5  # each beside a bare docker start
     paused_agents: int = 100  # one agent on each of this many Axons
     crowd_wakes: int = 100  # single wakes among them
+    # The console (bench/tui.py), headless.
+    tui_monitor_axons: int = 1_000
+    tui_monitor_events: int = 10  # events in each of them
+    tui_panes: int = 8  # visible dashboard panes under load
+    tui_rate: int = 10_000  # events per second, in total
+    tui_tick_ms: float = 10.0
+    tui_seconds: float = 30.0
+    tui_warmup_seconds: float = 3.0  # start-up, left out of the lag figure
+    tui_log_events: int = 1_000_000  # the long Axon the Axon view opens
     quick: bool = False
 
     @classmethod
@@ -110,6 +119,8 @@ class Sizes:
             hibernated_wakes=3,
             paused_agents=20,
             crowd_wakes=30,
+            tui_seconds=8.0,
+            tui_log_events=100_000,
             quick=True,
         )
 

@@ -189,6 +189,8 @@ async def test_agents_and_their_cursor(backend: Backend) -> None:
     view = await backend.agents.add(triage_spec(axon, "process", idle_pause_s=0.2))
     assert (view.name, view.runtime) == ("triage", "process")
     assert [a.name for a in await backend.agents.list(axon)] == ["triage"]
+    every = await backend.agents.list()  # every Axon's agents at once (GET /v1/agents)
+    assert [(a.axon_id, a.name) for a in every] == [(axon, "triage")]
     assert (await backend.agents.get(axon, "triage")).axon_id == axon
     with pytest.raises(NotFound):
         await backend.agents.get(axon, "nobody")

@@ -458,9 +458,13 @@ def test_axon_view_snapshot(snap_compare: Any, seeded: Any, size: tuple[int, int
         log = await axon_view_log(app)
         await eventually(lambda: log.total == 8, what="the log")
         await pilot.press("up", "up", "up")
-        await settled(lambda a: "#6\n" in _detail_text(a))(pilot)
+        await settled(lambda a: "#6\n" in _detail_text(a) and _says_it_waits(a))(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=open_support)
+
+
+def _says_it_waits(app: AxonsApp) -> bool:
+    return "asked: Can someone confirm" in str(app.screen.query_one("#waiting").render())
 
 
 def _detail_text(app: AxonsApp) -> str:

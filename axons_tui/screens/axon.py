@@ -18,11 +18,13 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from axons_tui.attention import Attention
 from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.agent_panel import AgentPanel
 from axons_tui.widgets.composer import Composer
 from axons_tui.widgets.event_detail import EventDetail
 from axons_tui.widgets.event_log import EventLog
+from axons_tui.widgets.permission import ask_permission
 from axons_tui.widgets.status_bar import StatusBar
 from engine.models import Event
 
@@ -39,6 +41,7 @@ class AxonScreen(Screen[None]):
         Binding("i", "compose", "Write", id="axon.compose"),
         Binding("s", "inspect", "State", id="axon.inspect"),
         Binding("r", "replay", "Replay", id="axon.replay"),
+        Binding("y", "permit", "Answer permission", show=False, id="axon.permit"),
         Binding("d", "side('detail')", "Detail", id="axon.detail"),
         Binding("a", "side('agents')", "Agents", id="axon.agents"),
         Binding("t", "agent('start')", "Start agent", show=False, id="axon.agent_start"),
@@ -55,6 +58,7 @@ class AxonScreen(Screen[None]):
         super().__init__()
         self.axon_id = axon_id
         self._unwatch: Callable[[], None] | None = None
+        self.attention = Attention()  # whether this Axon waits for a human, and why
 
     @property
     def console_app(self) -> AxonsApp:
@@ -62,6 +66,7 @@ class AxonScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.axon_id), id="heading")
+        yield Static(id="waiting", markup=False)
         with Horizontal(id="body"):
             yield EventLog(self.axon_id, id="events")
             with TabbedContent(id="side", initial="detail"):
@@ -76,6 +81,7 @@ class AxonScreen(Screen[None]):
     def on_mount(self) -> None:
         self._unwatch = self.console_app.feed.watch(self._on_events, axon_id=self.axon_id)
         self._load_heading()
+        self._prime_waiting()
         self.query_one(EventLog).focus()
 
     def on_unmount(self) -> None:
@@ -100,6 +106,25 @@ class AxonScreen(Screen[None]):
     def _on_events(self, batch: Sequence[Event]) -> None:
         for panel in self.query(AgentPanel).results(AgentPanel):  # none once the view closes
             panel.learn(batch)
+        if self.attention.feed(batch):
+            self._show_waiting()
+
+    @work(group="axon-waiting", exclusive=True)
+    async def _prime_waiting(self) -> None:
+        try:
+            await self.attention.prime(self.console_app.session.backend, [self.axon_id])
+        except BACKEND_ERRORS:
+            return  # the live feed still tells, and the status bar says the engine is away
+        self._show_waiting()
+
+    def _show_waiting(self) -> None:
+        """A line under the heading while the Axon waits for a human, saying why."""
+        reason = self.attention.waiting(self.axon_id)
+        for line in self.query("#waiting").results(Static):  # none once the view closes
+            line.set_class(reason is not None, "-shown")
+            if reason is not None:
+                answer = " · y answers" if self.attention.open_requests(self.axon_id) else ""
+                line.update(Text(f"⚑ waiting: {reason}{answer}"))
 
     # -- the panes talking to each other
 
@@ -141,12 +166,17 @@ class AxonScreen(Screen[None]):
     def action_replay(self) -> None:
         self.console_app.open_replay(self.axon_id, at_sequence=self._selected_sequence())
 
+    def action_permit(self) -> None:
+        """The prompt for this Axon's oldest open permission request."""
+        self.run_worker(ask_permission(self.app, self.axon_id), group="permit", exclusive=True)
+
     def get_commands(self) -> Iterable[tuple[str, str, Callable[[], Any]]]:
         """The Axon view's own actions, for the command palette."""
         yield ("Write to this Axon", "Focus the composer", self.action_compose)
         yield ("State inspector", "This Axon's tables at the selected event", self.action_inspect)
         yield ("Replay viewer", "Step through it from the selected event", self.action_replay)
         yield ("Follow the newest events", "Jump to the end and follow", self._follow)
+        yield ("Answer a permission request", "This Axon's oldest", self.action_permit)
         for action in AgentPanel.ACTIONS:
             yield (f"Agent: {action}", f"{action.title()} the selected agent", _bind(self, action))
 

@@ -24,17 +24,14 @@ from textual.screen import Screen
 from textual.widget import MountError
 from textual.widgets import Footer, Input, Static
 
+from axons_tui.attention import Attention
 from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.axon_pane import AxonPane
 from axons_tui.widgets.event_log import EventLog
+from axons_tui.widgets.permission import ask_permission
 from axons_tui.widgets.status_bar import StatusBar
 from engine.errors import AxonError
 from engine.models import AxonView, Event
-
-try:
-    from axons_tui.attention import Attention  # the console-acp branch
-except ImportError:  # until it is merged: the same questions, answered plainly
-    from axons_tui.screens._waiting import PlainAttention as Attention  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from axons_tui.app import AxonsApp
@@ -63,6 +60,8 @@ class DashboardScreen(Screen[None]):
         Binding("enter", "open", "Open", id="dashboard.open"),
         Binding("s", "inspect", "State", id="dashboard.inspect"),
         Binding("r", "replay", "Replay", id="dashboard.replay"),
+        # shown in a waiting pane's reason, not the footer (it fits 80 columns)
+        Binding("y", "permit", "Answer permission", show=False, id="dashboard.permit"),
         Binding("pagedown", "page(1)", "Next page", id="dashboard.next_page"),
         Binding("pageup", "page(-1)", "Previous page", id="dashboard.previous_page"),
         Binding("slash", "filter", "Filter", id="dashboard.filter"),
@@ -197,7 +196,7 @@ class DashboardScreen(Screen[None]):
         panes = [AxonPane(axon) for axon in visible]
         await grid.mount_all(panes)
         for pane in panes:
-            pane.show_waiting(self.attention.waiting(pane.axon_id))
+            pane.show_waiting(self._waiting_reason(pane.axon_id))
         if self.focused is None or focused is not None:  # never take focus from the filter
             again = next((p for p in panes if focused and p.axon_id == focused.axon_id), None)
             target = again or (panes[0] if panes else None)
@@ -261,7 +260,14 @@ class DashboardScreen(Screen[None]):
     def _show_waiting(self, axon_id: str) -> None:
         for pane in self.query(AxonPane):
             if pane.axon_id == axon_id:
-                pane.show_waiting(self.attention.waiting(axon_id))
+                pane.show_waiting(self._waiting_reason(axon_id))
+
+    def _waiting_reason(self, axon_id: str) -> str | None:
+        """Why the Axon waits, and the key that answers when it is a permission request."""
+        reason = self.attention.waiting(axon_id)
+        if reason is not None and self.attention.open_requests(axon_id):
+            return f"{reason} · y answers"
+        return reason
 
     # -- opening
 
@@ -287,6 +293,13 @@ class DashboardScreen(Screen[None]):
     def action_replay(self) -> None:
         self._with_focused(self.console_app.open_replay)
 
+    def action_permit(self) -> None:
+        self._with_focused(self._ask_permission)
+
+    def _ask_permission(self, axon_id: str) -> None:
+        """The prompt for the Axon's oldest open request (it waits for the answer)."""
+        self.run_worker(ask_permission(self.app, axon_id), group="permit", exclusive=True)
+
     def on_axon_pane_open_requested(self, message: AxonPane.OpenRequested) -> None:
         self.console_app.open_axon(message.axon_id)
 
@@ -295,6 +308,11 @@ class DashboardScreen(Screen[None]):
         yield ("Open the focused Axon", "Its whole history, composer and agents", self.action_open)
         yield ("State of the focused Axon", "Its tables, as of any event", self.action_inspect)
         yield ("Replay the focused Axon", "Step through its events", self.action_replay)
+        yield (
+            "Answer a permission request",
+            "The focused Axon's oldest request from an ACP agent",
+            self.action_permit,
+        )
         yield ("Next page of Axons", "When more Axons than fit", lambda: self.action_page(1))
         yield ("Previous page of Axons", "Back one page", lambda: self.action_page(-1))
         yield ("Filter Axons", "Show only Axons whose name holds some text", self.action_filter)

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from axons_tui.widgets.acp_detail import session_update_detail
 from engine.models import Event
 
 
@@ -58,6 +59,22 @@ class EventDetail(VerticalScroll):
         ):
             text.append(f"{name:<12}", label)
             text.append(f"{value}\n")
+        readable = acp_update(event)
+        if readable is not None:
+            text.append("update\n", label)
+            text.append_text(readable)
+            text.append("\n")
         text.append("payload\n", label)
         text.append(pretty_payload(event.payload))
         return text
+
+
+def acp_update(event: Event) -> Text | None:
+    """An ACP `session/update` in full (diffs, plans, tool input), above its raw payload."""
+    if event.event_type != "session/update":
+        return None
+    try:
+        body = orjson.loads(event.payload)
+    except orjson.JSONDecodeError:
+        return None
+    return session_update_detail(body) if isinstance(body, dict) else None

@@ -11,18 +11,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from rich.style import Style
 from rich.text import Text
 
+from axons_tui.widgets.acp_text import AcpStyles, session_update_text, usage_text
 from engine.models import Event
-
-try:  # the ACP renderer (console-acp); until it lands, an update shows its kind
-    from axons_tui.widgets.acp_text import session_update_text  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on which branches are merged
-    session_update_text = None
 
 DAY_MS = 86_400_000
 
@@ -145,14 +142,27 @@ def event_body(e: Event, styles: EventStyles = PLAIN) -> Text:
 
 
 def update_text(body: dict[str, Any], styles: EventStyles) -> Text:
-    """An ACP `session/update`: the console-acp helper's rendering when present, else its kind."""
-    if session_update_text is not None:
-        rendered: Text | None = session_update_text(body)
-        if rendered is not None:
-            return rendered
+    """An ACP `session/update` as `acp_text` renders it; a payload with no update, its kind."""
+    rendered = session_update_text(body, acp_styles(styles))
+    if rendered is not None:
+        return rendered
     update = body.get("update") if isinstance(body.get("update"), dict) else body
     kind = update.get("sessionUpdate") if isinstance(update, dict) else None
     return Text(str(kind or "session/update"), styles.system)
+
+
+@lru_cache(maxsize=16)
+def acp_styles(styles: EventStyles) -> AcpStyles:
+    """An ACP line in the event colours: thoughts and quiet kinds as system events, tool
+    calls as the agent, a completed one as a wake, a failed one as a problem."""
+    return AcpStyles(
+        thought=styles.system + Style(italic=True),
+        tool=styles.agent + Style(bold=True),
+        done=styles.wake,
+        failed=styles.problem + Style(bold=True),
+        quiet=styles.system,
+        user=styles.user,
+    )
 
 
 def system_text(e: Event, body: Any, styles: EventStyles) -> Text:
@@ -181,7 +191,12 @@ def system_summary(kind: str, fields_: dict[str, Any]) -> str:
         which = " ".join(f"#{s}" for s in sequences[:3]) + (" …" if len(sequences) > 3 else "")
         verb = {"turn.started": "turn on", "turn.completed": "turn done"}.get(kind, kind)
         took = fields_.get("duration_ms")
-        return f"{verb} {which}" + (f" in {took} ms" if took is not None else "")
+        usage = usage_text(fields_.get("usage"))  # an ACP turn's tokens
+        return (
+            f"{verb} {which}"
+            + (f" in {took} ms" if took is not None else "")
+            + (f" · {usage}" if usage else "")
+        )
     state = kind.removeprefix("agent.")
     reason = fields_.get("reason")
     return f"{state} ({one_line(str(reason))})" if reason else state

@@ -81,7 +81,8 @@ class RemoteAgents:
         return AgentView.model_validate(data)
 
     async def list(self, axon_id: str | None = None) -> builtins.list[AgentView]:
-        data = await self._client._call("GET", f"/v1/axons/{axon_id}/agents")
+        path = "/v1/agents" if axon_id is None else f"/v1/axons/{axon_id}/agents"
+        data = await self._client._call("GET", path)
         return [AgentView.model_validate(a) for a in data["agents"]]
 
     async def get(self, axon_id: str, name: str) -> AgentView:

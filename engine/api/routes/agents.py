@@ -23,6 +23,20 @@ async def list_agents(api: Context, caller: Caller, ref: AxonId) -> s.AgentList:
     return s.AgentList(agents=views)
 
 
+@router.get("/v1/agents", response_model=s.AgentList, tags=["agents"])
+async def list_all_agents(api: Context, caller: Caller) -> s.AgentList:
+    """Every agent of every Axon the caller can read (the monitor's one call)."""
+    caller.require("read")
+    views = [
+        v
+        for v in await api.engine.agents.list()
+        if caller.axons is None or v.axon_id in caller.axons
+    ]
+    if not caller.allows("admin"):
+        views = [without_env_values(v) for v in views]
+    return s.AgentList(agents=views)
+
+
 def without_env_values(view: AgentView) -> AgentView:
     """An agent as a token below admin sees it: the names of its `env`, not the values."""
     env = {name: "<redacted>" for name in view.spec.env}

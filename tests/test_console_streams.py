@@ -321,11 +321,8 @@ async def test_the_agent_panel_shows_a_failing_agents_log_lines(tmp_path: Path) 
         await eventually(
             lambda: "cannot find the model" in _card_text(panel, ".agent-logs"), what="the log"
         )
-        # it is restarted with a backoff: starting and failed take turns
-        await eventually(lambda: "failed" in _card_text(panel, ".agent-state"), what="failed")
-        await eventually(
-            lambda: log.total >= 3 and "agent failed" in _all_rows(log), what="the failure"
-        )
+        # (its state: starting and failed take turns as it is restarted with a backoff)
+        await eventually(lambda: "noisy log: cannot" in _all_rows(log), what="the row")
         await pilot.click("#agent-stop")
         await eventually(
             lambda: "stopped" in _card_text(panel, ".agent-state"), timeout=30, what="stop"

@@ -168,6 +168,19 @@ class AxonsApp(App[int]):
     def get_theme_variable_defaults(self) -> dict[str, str]:
         return dict(CONSOLE_VARIABLES)
 
+    def get_css_variables(self) -> dict[str, str]:
+        """Textual's variables and ours, with our defaults' `$accent`-style references
+        resolved: Textual does not resolve a variable whose value names another, so on a
+        Textual theme (before a console theme applies, or the `textual-dark` fallback when
+        no theme file loads) `$waiting` would be a stylesheet error."""
+        variables = super().get_css_variables()
+        resolved = {
+            name: variables.get(value[1:], value) if value.startswith("$") else value
+            for name, value in variables.items()
+        }
+        self.theme_variables = resolved
+        return resolved
+
     def _load_themes(self) -> None:
         loaded = load_themes(SHIPPED_THEMES, self.config.themes_dir or user_themes_dir())
         self.notices.extend(loaded.problems)
@@ -178,6 +191,9 @@ class AxonsApp(App[int]):
             self.notices.append(f"no theme named {wanted!r}; using {DEFAULT_THEME}")
             wanted = DEFAULT_THEME
         self.theme = wanted if wanted in loaded.themes else "textual-dark"
+        # Now, not after on_mount: a screen pushed during start-up (`axons replay`) reparses
+        # every widget's CSS, and the defaults' `$accent`-style values are not colours.
+        self.refresh_css(animate=False)
 
     def _load_keys(self) -> None:
         keymap: Keymap = load_keymap(self.config.keys_file or user_keys_file(), known_binding_ids())

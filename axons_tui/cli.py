@@ -335,10 +335,11 @@ def agent() -> None:
 
 @agent.command("add")
 @click.argument("file", type=click.Path(path_type=Path))
+@click.option("--axon", metavar="AXON", help="Put the agents on this Axon (not the file's).")
 @global_options
-def agent_add(file: Path) -> None:
+def agent_add(file: Path, axon: str | None) -> None:
     """Declare the agents of a TOML file."""
-    run(commands.agent_add(opts(), file))
+    run(commands.agent_add(opts(), file, axon=axon))
 
 
 @agent.command("ls")

@@ -82,7 +82,7 @@ async def tui(
 
 
 async def demo_console(opts: Options, *, keep: bool, theme: str | None) -> int:
-    from axons_tui.demo_home import run_demo_console
+    from axons_tui.demo_console import run_demo_console  # Textual loads for the console only
 
     return await run_demo_console(opts.home, keep=keep, theme=theme)
 
@@ -344,8 +344,12 @@ def _agent_table(views: list[AgentView]) -> Table:
     return table
 
 
-async def agent_add(opts: Options, file: Path) -> int:
+async def agent_add(opts: Options, file: Path, *, axon: str | None = None) -> int:
+    """The file's agents, on the Axon each names or, with `axon`, all on that one: a sample
+    agent's TOML then serves any Axon."""
     specs = load_agent_specs(file)
+    if axon is not None:
+        specs = [spec.model_copy(update={"axon": axon}) for spec in specs]
     async with open_backend(opts.home, opts.connect) as backend:
         views = [await backend.agents.add(spec) for spec in specs]
     return _emit(opts, views, _agent_table(views))

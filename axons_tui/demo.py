@@ -1,4 +1,5 @@
-"""`axons demo` until the console lands: the seed's support-triage session, for real.
+"""`axons demo --headless`: the seed's support-triage session, for real, printed for scripts
+and tests (`axons demo` opens the console on it and two more Axons: demo_console.py).
 
 A customer writes from the web; the triage agent (in a Docker container, or a local process
 when no Docker engine answers) records a ticket in the Axon's own tables, asks a human and
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,15 +20,14 @@ from pathlib import Path
 import orjson
 from rich.console import Console
 
+from axons_tui.demo_home import DEMO_AXONS, demo_spec, prepare_runtime
 from axons_tui.render import event_line, result_table
 from engine import Draft, Engine, Event
 from engine.errors import AxonError
-from engine.images import ensure_image
 from engine.models import AgentSpec
-from engine.runtime.docker import docker_available
 
 console = Console()
-ROOT = Path(__file__).resolve().parent.parent
+SUPPORT = DEMO_AXONS[0]  # the console demo's support Axon: the same agent, the same TOML
 
 
 def _show_event(e: Event) -> None:
@@ -40,36 +39,16 @@ def _progress(line: str) -> None:
 
 
 async def _triage_spec() -> AgentSpec:
-    """In a container when Docker answers (its image built offline on the first run), else
-    as a local process; either way the user is told which."""
-    reason = "no Docker engine answers"
-    if docker_available():
-        console.print(
-            "[dim]preparing the triage agent's image (the first run builds it offline: "
-            "about a minute)[/dim]"
-        )
-        try:
-            await asyncio.to_thread(ensure_image, "axons/triage:latest", _progress)
-            return AgentSpec(
-                name="triage",
-                axon="support-1024",
-                image="axons/triage:latest",
-                runtime="docker",
-                idle_pause_s=10,
-                idle_hibernate_s=120,
-            )
-        except AxonError as e:
-            reason = f"the agent image cannot be built here ({e.message})"
-    console.print(f"[yellow]{reason}: the agent runs as a local process[/yellow]")
-    return AgentSpec(
-        name="triage",
-        axon="support-1024",
-        runtime="process",
-        idle_pause_s=10,
-        idle_hibernate_s=120,
-        env={"PYTHONPATH": str(ROOT / "sample_agents")},
-        command=[sys.executable, "-u", str(ROOT / "sample_agents" / "triage" / "agent.py")],
+    """The triage agent as its TOML declares it: in a container when Docker answers (its
+    image built offline on the first run), else as a local process; the user is told which."""
+    console.print(
+        "[dim]preparing the triage agent (the first run builds its image offline: "
+        "about a minute)[/dim]"
     )
+    choice = await asyncio.to_thread(prepare_runtime, _progress, [SUPPORT])
+    if choice.kind == "process":
+        console.print(choice.reason, style="yellow", markup=False)
+    return demo_spec(SUPPORT, choice.kind).model_copy(update={"axon": "support-1024"})
 
 
 async def _session(engine: Engine) -> None:

@@ -36,6 +36,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import IO, Any
 
 PROTOCOL_VERSION = 1
@@ -60,6 +61,13 @@ def payload_of(event: Event) -> Any:
         return json.loads(raw)
     except ValueError:
         return {}
+
+
+def committed_at(event: Event) -> str:
+    """The event's commit time as ISO 8601 (UTC, ms): rows stamped with it, rather than with
+    the clock, come out the same when the log is replayed."""
+    ms = int(event.get("timestamp_ms") or 0)
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def log(*parts: object) -> None:

@@ -1,12 +1,12 @@
 """triage: the support-triage sample agent (native protocol, stdlib only, no model).
 
-- A customer message (USER_EVENT "message" from any source but slack) opens a ticket:
+- A customer message (USER_EVENT "message" from any source but slack or tui) opens a ticket:
   in one batch acknowledged with the event's sequence it creates the tables, inserts
   ticket TCK-<sequence> (status awaiting_human, priority from keywords) and a note of what
   it checked. Then it publishes what it checked, asks a human to confirm, and goes idle.
-- A human reply ("message" from slack) resumes the open ticket: status investigating, the
-  reply appended to the summary as a constraint, a note; one batch with the ack. Then it
-  publishes its next step and goes idle.
+- A human reply ("message" from slack, or typed into the console: tui) resumes the open
+  ticket: status investigating, the reply appended to the summary as a constraint, a note;
+  one batch with the ack. Then it publishes its next step and goes idle.
 - Anything else is acknowledged and ignored.
 
 Deterministic: timestamps come from the event, not the clock, so a replay gives the same rows.
@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 try:
-    from axon_agent import Agent, AxonError, Event, log, payload_of
+    from axon_agent import Agent, AxonError, Event, committed_at, log, payload_of
 except ImportError:  # run from a checkout: the helper is in sample_agents/, one level up
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from axon_agent import Agent, AxonError, Event, log, payload_of
+    from axon_agent import Agent, AxonError, Event, committed_at, log, payload_of
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS tickets(id TEXT PRIMARY KEY, customer_id TEXT NOT NULL,"
@@ -36,17 +35,13 @@ SCHEMA = [
 ]
 HIGH = ("fails", "failed", "failing", "down", "error", "outage", "crash", "timeout", "broken")
 LOW = ("question", "how do", "how can", "feature", "typo")
+REPLY_CHANNELS = ("slack", "tui")  # where the support team answers; customers write elsewhere
 NEXT_STEPS = [  # (keywords, next step), first match wins
     (("export", "csv", "download"), "inspect the export worker timeouts"),
     (("login", "password", "sso", "auth"), "check the auth service logs"),
     (("billing", "invoice", "payment", "charge"), "review the billing job runs"),
     (("slow", "timeout", "latency"), "profile the slow request path"),
 ]
-
-
-def iso(event: Event) -> str:
-    ms = int(event.get("timestamp_ms") or 0)
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def words_in(text: str, words: tuple[str, ...]) -> list[str]:
@@ -65,7 +60,7 @@ def open_tickets(agent: Agent) -> int:
 
 def on_customer_message(agent: Agent, event: Event, payload: dict[str, Any]) -> None:
     text = str(payload.get("text", "")).strip()
-    seq, now = int(event["sequence"]), iso(event)
+    seq, now = int(event["sequence"]), committed_at(event)
     ticket = f"TCK-{seq}"
     customer = str(payload.get("customer_id") or event.get("author") or event.get("source"))
     signals = words_in(text, HIGH)
@@ -112,7 +107,7 @@ def on_customer_message(agent: Agent, event: Event, payload: dict[str, Any]) -> 
 
 def on_human_reply(agent: Agent, event: Event, payload: dict[str, Any]) -> None:
     reply = str(payload.get("text", "")).strip()
-    seq, now = int(event["sequence"]), iso(event)
+    seq, now = int(event["sequence"]), committed_at(event)
     try:
         if payload.get("ticket"):
             found = agent.sql("SELECT id, summary FROM tickets WHERE id = ?", [payload["ticket"]])
@@ -125,7 +120,7 @@ def on_human_reply(agent: Agent, event: Event, payload: dict[str, Any]) -> None:
         log(f"triage: no ticket to resume ({exc.message})")
         found = {"rows": []}
     if not found["rows"]:
-        log(f"triage: a slack message at {seq} but no ticket awaits a human; ignored")
+        log(f"triage: a reply at {seq} but no ticket awaits a human; ignored")
         agent.ack(seq)
         return
     ticket, summary = found["rows"][0]
@@ -161,7 +156,7 @@ def handle(agent: Agent, event: Event) -> None:
     if not isinstance(payload, dict):
         payload = {}
     kind, source, origin = event.get("event_type"), event.get("source"), event.get("origin")
-    if kind == "message" and source == "slack":
+    if kind == "message" and source in REPLY_CHANNELS:
         on_human_reply(agent, event, payload)
     elif kind == "message" and origin == "USER_EVENT":
         on_customer_message(agent, event, payload)

@@ -173,14 +173,14 @@ async def test_a_message_typed_in_the_composer_reaches_the_axon_with_source_tui(
         log = await axon_view_log(app)
         await pilot.press("i")
         composer = app.screen.query_one(Composer)
-        assert composer.has_focus
+        await eventually(lambda: composer.has_focus, what="i focuses the composer")
         await pilot.press(*"Yes [b]here[/b]", "enter")
         await eventually(lambda: log.total == 2, what="the message in the live log")
-        assert composer.value == ""
+        await eventually(lambda: composer.value == "", what="the composer emptied")
         await pilot.press("enter")  # nothing typed: refused in place, nothing sent
         await eventually(lambda: composer.has_class("-error"), what="the empty message refused")
         await pilot.press("escape")
-        assert log.has_focus
+        await eventually(lambda: log.has_focus, what="escape leaves the composer")
         await pilot.press("escape")
         await eventually(lambda: isinstance(app.screen, DashboardScreen), what="escape goes back")
     async with Engine(home) as fresh:

@@ -8,6 +8,7 @@ own folder, so the pictures are the same on every run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,9 +28,18 @@ from axons_tui.widgets.event_detail import EventDetail
 from axons_tui.widgets.event_log import PAGES_KEPT, EventLog
 from axons_tui.widgets.event_text import event_line
 from engine import Draft, Engine
-from engine.models import Event
+from engine.models import AgentSpec, Event
 from tests.agents_support import triage_spec
 from tests.console_support import FrozenClock, console_app, until
+
+WAIT_S = 30.0  # a bound for a broken run on a busy machine, never part of a pass condition
+
+
+async def eventually(
+    condition: Callable[[], bool], what: str = "", timeout: float = WAIT_S
+) -> None:
+    await until(condition, timeout=timeout, what=what)
+
 
 # -- data ---------------------------------------------------------------------------------
 
@@ -67,7 +77,13 @@ async def seed_home(home: Path) -> dict[str, str]:
             ci,
             [
                 Draft("push", '{"ref": "main", "commits": 3}', "github", "EXTERNAL_EVENT"),
-                system("agent.resumed", "summariser", trigger_sequence=1, wake_ms=18.4),
+                system(
+                    "agent.resumed",
+                    "summariser",
+                    trigger_sequence=1,
+                    wake_ms=18.4,
+                    **{"from": "paused"},
+                ),
                 Draft("check_run", '{"conclusion": "failure"}', "github", "EXTERNAL_EVENT"),
                 system("turn.failed", "summariser", sequences=[3], reason="model timeout"),
                 system("agent.log", "summariser", lines=["retrying in 2 s"]),
@@ -93,19 +109,19 @@ async def publish_many(home: Path, name: str, count: int) -> str:
 
 
 async def open_axon_view(app: AxonsApp, pilot: Pilot[Any], axon_id: str) -> EventLog:
-    await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+    await eventually(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
     app.open_axon(axon_id)
     return await axon_view_log(app)
 
 
 async def axon_view_log(app: AxonsApp) -> EventLog:
     """The Axon view's log, once the view is composed and the log knows its length."""
-    await until(
+    await eventually(
         lambda: isinstance(app.screen, AxonScreen) and bool(app.screen.query(EventLog)),
         what="the Axon view",
     )
     log = app.screen.query_one(EventLog)
-    await until(lambda: log.total > 0, what="the log's length")
+    await eventually(lambda: log.total > 0, what="the log's length")
     return log
 
 
@@ -152,21 +168,21 @@ async def test_a_message_typed_in_the_composer_reaches_the_axon_with_source_tui(
         await eng.publish(axon_id, Draft.message("Is anyone there?", source="web"))
     app = console_app(home)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(lambda: len(app.screen.query(AxonPane)) == 1, what="the pane")
+        await eventually(lambda: len(app.screen.query(AxonPane)) == 1, what="the pane")
         await pilot.press("enter")
         log = await axon_view_log(app)
         await pilot.press("i")
         composer = app.screen.query_one(Composer)
-        assert composer.has_focus
+        await eventually(lambda: composer.has_focus, what="i focuses the composer")
         await pilot.press(*"Yes [b]here[/b]", "enter")
-        await until(lambda: log.total == 2, what="the message in the live log")
-        assert composer.value == ""
+        await eventually(lambda: log.total == 2, what="the message in the live log")
+        await eventually(lambda: composer.value == "", what="the composer emptied")
         await pilot.press("enter")  # nothing typed: refused in place, nothing sent
-        await until(lambda: composer.has_class("-error"), what="the empty message refused")
+        await eventually(lambda: composer.has_class("-error"), what="the empty message refused")
         await pilot.press("escape")
-        assert log.has_focus
+        await eventually(lambda: log.has_focus, what="escape leaves the composer")
         await pilot.press("escape")
-        await until(lambda: isinstance(app.screen, DashboardScreen), what="escape goes back")
+        await eventually(lambda: isinstance(app.screen, DashboardScreen), what="escape goes back")
     async with Engine(home) as fresh:
         events = await fresh.read_events(axon_id)
     sent = events[-1]
@@ -186,24 +202,24 @@ async def test_follow_tail_pauses_on_scroll_up_counts_new_events_and_resumes(
     app = console_app(home)
     async with app.run_test(size=(100, 30)) as pilot:
         log = await open_axon_view(app, pilot, axon_id)
-        await until(lambda: log.total == 300 and log.scroll_y == log.max_scroll_y > 0)
+        await eventually(lambda: log.total == 300 and log.scroll_y == log.max_scroll_y > 0)
         assert log.following and "following" in str(log.border_subtitle)
-        await until(lambda: "event number 300" in last_row_text(log), what="the tail")
+        await eventually(lambda: "event number 300" in last_row_text(log), what="the tail")
 
         await pilot.press("up", "pageup", "pageup")
-        await until(lambda: not log.following, what="scrolling up pauses follow-tail")
+        await eventually(lambda: not log.following, what="scrolling up pauses follow-tail")
         paused_at = log.scroll_y
         for n in range(3):
             await app.session.backend.publish(axon_id, Draft.message(f"late {n}", source="web"))
-        await until(lambda: log.total == 303, what="the new events")
-        await until(lambda: "paused · 3 new · end to follow" in str(log.border_subtitle))
+        await eventually(lambda: log.total == 303, what="the new events")
+        await eventually(lambda: "paused · 3 new · end to follow" in str(log.border_subtitle))
         assert log.scroll_y == paused_at, "a paused log must not move"
 
         await pilot.press("end")
-        await until(lambda: log.following and log.scroll_y == log.max_scroll_y)
-        await until(lambda: "late 2" in last_row_text(log), what="the newest event")
+        await eventually(lambda: log.following and log.scroll_y == log.max_scroll_y)
+        await eventually(lambda: "late 2" in last_row_text(log), what="the newest event")
         await app.session.backend.publish(axon_id, Draft.message("after", source="web"))
-        await until(lambda: log.total == 304 and log.scroll_y == log.max_scroll_y)
+        await eventually(lambda: log.total == 304 and log.scroll_y == log.max_scroll_y)
         assert "following" in str(log.border_subtitle)
 
 
@@ -218,18 +234,33 @@ async def test_a_hundred_thousand_events_open_at_the_end_and_jump_to_the_top(
     app = console_app(home)
     async with app.run_test(size=(100, 30)) as pilot:
         log = await open_axon_view(app, pilot, axon_id)
-        await until(lambda: log.total == 100_000, what="the length")
-        await until(lambda: "event number 100000" in last_row_text(log), what="the tail")
+        await eventually(lambda: log.total == 100_000, what="the length")
+        await eventually(lambda: "event number 100000" in last_row_text(log), what="the tail")
 
         await pilot.press("home")
-        await until(lambda: log.scroll_y == 0 and log.cursor == 1, what="the jump")
-        await until(lambda: "event number 1" in row_text(log, 0), what="the first event")
+        await eventually(lambda: log.scroll_y == 0 and log.cursor == 1, what="the jump")
+        await eventually(lambda: "event number 1" in row_text(log, 0), what="the first event")
         assert "event number 2" in row_text(log, 1)
-        await until(lambda: "#1\n" in _detail_text(app), what="the first event in detail")
+        await eventually(lambda: "#1\n" in _detail_text(app), what="the first event in detail")
 
         await pilot.press("end")
-        await until(lambda: "event number 100000" in last_row_text(log), what="back down")
+        await eventually(lambda: "event number 100000" in last_row_text(log), what="back down")
         assert len(log._pages) <= PAGES_KEPT, "the page cache stays bounded"
+
+
+async def test_a_click_selects_an_event_and_a_double_click_opens_a_pane(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    axon_id = await publish_many(home, "clicked", 5)
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await eventually(lambda: any(p.region.height for p in app.screen.query(AxonPane)))
+        await pilot.double_click(AxonPane, offset=(10, 3))
+        log = await axon_view_log(app)
+        assert app.screen.axon_id == axon_id  # type: ignore[attr-defined]
+        await eventually(lambda: "event number 5" in row_text(log, 4), what="the rows")
+        await pilot.click(EventLog, offset=(3, 2))  # inside the border: the row of event 2
+        await eventually(lambda: log.cursor == 2, what="the click selects")
+        await eventually(lambda: "event number 2" in _detail_text(app), what="its detail")
 
 
 # -- the agent panel ----------------------------------------------------------------------
@@ -239,12 +270,12 @@ async def test_the_agent_panel_pauses_resumes_and_stops_a_process_agent(tmp_path
     home = tmp_path / "home"
     app = console_app(home)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        await eventually(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
         backend = app.session.backend
         axon_id = (await backend.create_axon("support")).id
         await backend.agents.add(triage_spec(axon_id, "process"))
         app.open_axon(axon_id)
-        await until(
+        await eventually(
             lambda: isinstance(app.screen, AxonScreen) and bool(app.screen.query(AgentPanel)),
             what="the Axon view",
         )
@@ -255,20 +286,51 @@ async def test_the_agent_panel_pauses_resumes_and_stops_a_process_agent(tmp_path
             cards = list(panel.query(AgentCard))
             return cards[0].view.state if cards else None
 
-        await until(lambda: state() == "running", timeout=60, what="the agent running")
+        await eventually(lambda: state() == "running", timeout=60, what="the agent running")
         await pilot.press("p")
-        await until(lambda: state() == "paused", timeout=60, what="p pauses it")
+        await eventually(lambda: state() == "paused", timeout=60, what="p pauses it")
         assert (await backend.agents.get(axon_id, "triage")).state == "paused"
 
         await pilot.press("u")
-        await until(lambda: state() == "running", timeout=60, what="u resumes it")
-        await until(lambda: "woke" in _card_text(panel, ".agent-wakes"), what="the wake shown")
+        await eventually(lambda: state() == "running", timeout=60, what="u resumes it")
+        await eventually(lambda: "woke" in _card_text(panel, ".agent-wakes"), what="the wake shown")
 
         await pilot.click("#agent-stop")
-        await until(lambda: state() == "stopped", timeout=60, what="the stop button")
+        await eventually(lambda: state() == "stopped", timeout=60, what="the stop button")
         assert (await backend.agents.get(axon_id, "triage")).state == "stopped"
         await pilot.click("#agent-start")
-        await until(lambda: state() == "running", timeout=60, what="the start button")
+        await eventually(lambda: state() == "running", timeout=60, what="the start button")
+
+
+async def test_the_agent_panel_shows_a_failing_agents_log_lines(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    crash = "import sys; print('cannot find the model', file=sys.stderr); sys.exit(3)"
+    app = console_app(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await eventually(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        backend = app.session.backend
+        axon_id = (await backend.create_axon("crashy")).id
+        spec = AgentSpec(
+            name="noisy", axon=axon_id, runtime="process", command=[sys.executable, "-c", crash]
+        )
+        await backend.agents.add(spec)
+        app.open_axon(axon_id)
+        log = await axon_view_log(app)
+        await pilot.press("a")
+        panel = app.screen.query_one(AgentPanel)
+        await eventually(
+            lambda: "cannot find the model" in _card_text(panel, ".agent-logs"), what="the log"
+        )
+        # (its state: starting and failed take turns as it is restarted with a backoff)
+        await eventually(lambda: "noisy log: cannot" in _all_rows(log), what="the row")
+        await pilot.click("#agent-stop")
+        await eventually(
+            lambda: "stopped" in _card_text(panel, ".agent-state"), timeout=30, what="stop"
+        )
+
+
+def _all_rows(log: EventLog) -> str:
+    return "\n".join(row_text(log, y) for y in range(log.scrollable_content_region.height))
 
 
 def _card_text(panel: AgentPanel, selector: str) -> str:
@@ -289,26 +351,42 @@ async def test_new_axons_appear_live_and_panes_page(tmp_path: Path) -> None:
             await eng.create_axon(f"axon-{n}")
     app = console_app(home)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        await eventually(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
         dashboard = app.screen
         assert isinstance(dashboard, DashboardScreen)
-        await until(lambda: len(dashboard.axons) == 4, what="the Axons listed")
+        await eventually(lambda: len(dashboard.axons) == 4, what="the Axons listed")
         assert dashboard.pages == 2 and len(dashboard.query(AxonPane)) == 2
         heading = dashboard.query_one("#heading").render()
         assert "page 1/2" in str(heading)
 
         created = await app.session.backend.create_axon("newcomer")
         await app.session.backend.publish(created.id, Draft.message("hello", source="web"))
-        await until(lambda: len(dashboard.axons) == 5, what="the new Axon listed")
+        await eventually(lambda: len(dashboard.axons) == 5, what="the new Axon listed")
         assert dashboard.pages == 3
         await pilot.press("pagedown", "pagedown")
-        await until(lambda: dashboard.page == 2 and len(dashboard.query(AxonPane)) == 1)
+        await eventually(lambda: dashboard.page == 2 and len(dashboard.query(AxonPane)) == 1)
         await pilot.press("tab")
         pane = dashboard.query_one(AxonPane)
         assert dashboard.focused_pane() is pane
         await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, AxonScreen), what="enter opens it")
+        await eventually(lambda: isinstance(app.screen, AxonScreen), what="enter opens it")
         assert app.screen.axon_id == pane.axon_id  # type: ignore[attr-defined]
+
+
+async def test_slash_filters_the_axons_by_name_and_escape_clears_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    async with Engine(home) as eng:
+        for name in ("support", "ci", "deploy"):
+            await eng.create_axon(name)
+    app = console_app(home)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await eventually(lambda: len(app.screen.query(AxonPane)) == 3, what="three panes")
+        dashboard = app.screen
+        await pilot.press("slash", *"DEP")
+        await eventually(lambda: "1 match 'DEP'" in str(dashboard.query_one("#heading").render()))
+        assert [p.title for p in dashboard.query(AxonPane)] == ["deploy"]
+        await pilot.press("escape")
+        await eventually(lambda: len(dashboard.query(AxonPane)) == 3, what="the filter cleared")
 
 
 # -- snapshots ----------------------------------------------------------------------------
@@ -320,12 +398,16 @@ def seeded(
 ) -> Callable[[], tuple[AxonsApp, dict[str, str]]]:
     """A console on the seeded home, with a home path and a clock the same on every run."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        "axons_tui.session.docker_available", lambda: False
+    )  # same on every machine
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     ids = asyncio.run(seed_home(Path("home")))
 
-    def make() -> tuple[AxonsApp, dict[str, str]]:
-        return console_app(Path("home"), frozen, tmp_config=tmp_path / "config"), ids
+    def make(theme: str = "dark") -> tuple[AxonsApp, dict[str, str]]:
+        config = tmp_path / "config"
+        return console_app(Path("home"), frozen, tmp_config=config, theme=theme), ids
 
     return make
 
@@ -334,7 +416,7 @@ def settled(ready: Callable[[AxonsApp], bool]) -> Callable[[Pilot[Any]], Awaitab
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         assert isinstance(app, AxonsApp)
-        await until(lambda: ready(app), what="the screen settled")
+        await eventually(lambda: ready(app), what="the screen settled")
         await pilot.wait_for_scheduled_animations()
         await pilot.pause()
 
@@ -342,17 +424,24 @@ def settled(ready: Callable[[AxonsApp], bool]) -> Callable[[Pilot[Any]], Awaitab
 
 
 def dashboard_ready(app: AxonsApp) -> bool:
-    panes = list(app.screen.query(AxonPane))
+    """Every pane that fits is filled, and the support Axon (if shown) waits for a human."""
+    dashboard = app.screen
+    if not isinstance(dashboard, DashboardScreen):
+        return False
+    panes = list(dashboard.query(AxonPane))
     return (
-        len(panes) == 3
-        and all(p.total > 0 for p in panes)
-        and any(p.has_class("-waiting") for p in panes)
+        len(panes) == min(3, dashboard.per_page)
+        and all(p.total > 0 and f"{p.total} event" in str(p.border_title) for p in panes)
+        and all(p.has_class("-waiting") == (p.title == "support") for p in panes)
     )
 
 
+@pytest.mark.parametrize("theme", ["dark", "light", "high-contrast"])
 @pytest.mark.parametrize("size", [(100, 30), (80, 24)])
-def test_dashboard_snapshot(snap_compare: Any, seeded: Any, size: tuple[int, int]) -> None:
-    app, _ = seeded()
+def test_dashboard_snapshot(
+    snap_compare: Any, seeded: Any, size: tuple[int, int], theme: str
+) -> None:
+    app, _ = seeded(theme)
     assert snap_compare(app, terminal_size=size, run_before=settled(dashboard_ready))
 
 
@@ -361,14 +450,18 @@ def test_axon_view_snapshot(snap_compare: Any, seeded: Any, size: tuple[int, int
     app, ids = seeded()
 
     async def open_support(pilot: Pilot[Any]) -> None:
-        await until(lambda: dashboard_ready(app), what="the dashboard")
+        await eventually(lambda: dashboard_ready(app), what="the dashboard")
         app.open_axon(ids["support"])
         log = await axon_view_log(app)
-        await until(lambda: log.total == 8, what="the log")
+        await eventually(lambda: log.total == 8, what="the log")
         await pilot.press("up", "up", "up")
-        await settled(lambda a: "#6\n" in _detail_text(a))(pilot)
+        await settled(lambda a: "#6\n" in _detail_text(a) and _says_it_waits(a))(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=open_support)
+
+
+def _says_it_waits(app: AxonsApp) -> bool:
+    return "asked: Can someone confirm" in str(app.screen.query_one("#waiting").render())
 
 
 def _detail_text(app: AxonsApp) -> str:

@@ -19,14 +19,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from axons_tui.attention import Attention
-from axons_tui.session import CONNECTION_LOST
+from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.agent_panel import AgentPanel
 from axons_tui.widgets.composer import Composer
 from axons_tui.widgets.event_detail import EventDetail
 from axons_tui.widgets.event_log import EventLog
 from axons_tui.widgets.permission import ask_permission
 from axons_tui.widgets.status_bar import StatusBar
-from engine.errors import AxonError
 from engine.models import Event
 
 if TYPE_CHECKING:
@@ -93,15 +92,20 @@ class AxonScreen(Screen[None]):
     async def _load_heading(self) -> None:
         try:
             axon = await self.console_app.session.backend.get_axon(self.axon_id)
-        except AxonError as e:
-            self.query_one("#heading", Static).update(Text(f"{self.axon_id}: {e.message}"))
+        except BACKEND_ERRORS as e:
+            self._show_heading(Text(f"{self.axon_id}: {describe(e)}"))
             return
         heading = Text(axon.name or axon.id, style="bold")
         heading.append(f"  {axon.id}", style="dim")
-        self.query_one("#heading", Static).update(heading)
+        self._show_heading(heading)
+
+    def _show_heading(self, heading: Text) -> None:
+        for line in self.query("#heading").results(Static):  # none once the view closes
+            line.update(heading)
 
     def _on_events(self, batch: Sequence[Event]) -> None:
-        self.query_one(AgentPanel).learn(batch)
+        for panel in self.query(AgentPanel).results(AgentPanel):  # none once the view closes
+            panel.learn(batch)
         if self.attention.feed(batch):
             self._show_waiting()
 
@@ -109,18 +113,18 @@ class AxonScreen(Screen[None]):
     async def _prime_waiting(self) -> None:
         try:
             await self.attention.prime(self.console_app.session.backend, [self.axon_id])
-        except (AxonError, *CONNECTION_LOST):
+        except BACKEND_ERRORS:
             return  # the live feed still tells, and the status bar says the engine is away
         self._show_waiting()
 
     def _show_waiting(self) -> None:
         """A line under the heading while the Axon waits for a human, saying why."""
         reason = self.attention.waiting(self.axon_id)
-        line = self.query_one("#waiting", Static)
-        line.set_class(reason is not None, "-shown")
-        if reason is not None:
-            answer = " · y answers" if self.attention.open_requests(self.axon_id) else ""
-            line.update(Text(f"⚑ waiting: {reason}{answer}"))
+        for line in self.query("#waiting").results(Static):  # none once the view closes
+            line.set_class(reason is not None, "-shown")
+            if reason is not None:
+                answer = " · y answers" if self.attention.open_requests(self.axon_id) else ""
+                line.update(Text(f"⚑ waiting: {reason}{answer}"))
 
     # -- the panes talking to each other
 

@@ -2,12 +2,14 @@
 
 Panes fill a grid that adapts to the terminal (1 column at 80 columns, 2 from 110, 3 from
 160) and as many rows as fit; more Axons than fit are paged (pgup/pgdn, "page 1/3" above).
+`/` narrows them by name.
 New Axons appear as they come: the screen re-lists when the feed shows an Axon it does not
 know, and every few seconds for Axons that have no event yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -16,11 +18,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
+from textual.css.query import NoMatches
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widget import MountError
+from textual.widgets import Footer, Input, Static
 
 from axons_tui.attention import Attention
+from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.axon_pane import AxonPane
 from axons_tui.widgets.event_log import EventLog
 from axons_tui.widgets.permission import ask_permission
@@ -50,6 +55,7 @@ class DashboardScreen(Screen[None]):
     """Every Axon's pane; `enter` opens the focused one, `s`/`r` its state and its replay."""
 
     CSS_PATH = "dashboard.tcss"
+    AUTO_FOCUS = ""  # the first pane takes focus once it is there (not the hidden filter)
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", id="dashboard.open"),
         Binding("s", "inspect", "State", id="dashboard.inspect"),
@@ -58,6 +64,8 @@ class DashboardScreen(Screen[None]):
         Binding("y", "permit", "Answer permission", show=False, id="dashboard.permit"),
         Binding("pagedown", "page(1)", "Next page", id="dashboard.next_page"),
         Binding("pageup", "page(-1)", "Previous page", id="dashboard.previous_page"),
+        Binding("slash", "filter", "Filter", id="dashboard.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="dashboard.clear_filter"),
         Binding("tab", "app.focus_next", "Next pane", show=False, id="dashboard.next_pane"),
         Binding(
             "shift+tab",
@@ -69,6 +77,7 @@ class DashboardScreen(Screen[None]):
     ]
 
     page: var[int] = var(0)
+    name_filter: var[str] = var("")
 
     def __init__(self) -> None:
         super().__init__()
@@ -77,6 +86,7 @@ class DashboardScreen(Screen[None]):
         self._primed: set[str] = set()
         self._unwatch: Callable[[], None] | None = None
         self._shown: list[str] = []
+        self._layout = asyncio.Lock()
 
     @property
     def console_app(self) -> AxonsApp:
@@ -84,6 +94,7 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="heading", markup=False)
+        yield Input(placeholder="Filter Axons by name (enter keeps it, escape clears)", id="filter")
         yield Static(
             "No Axons yet. Create one with `axons new NAME` or publish to one; it appears here.",
             id="empty",
@@ -116,8 +127,9 @@ class DashboardScreen(Screen[None]):
                 if not page.has_more or not page.axons:
                     break
                 after = page.axons[-1].id
-        except AxonError as e:
-            self.notify(f"cannot list the Axons: {e.message}", severity="error")
+        except BACKEND_ERRORS as e:
+            if isinstance(e, AxonError):  # a lost engine is the status bar's to say
+                self.notify(f"cannot list the Axons: {describe(e)}", severity="error")
             return
         if [a.id for a in axons] != [a.id for a in self.axons]:
             self.axons = axons
@@ -130,6 +142,14 @@ class DashboardScreen(Screen[None]):
         for axon_id in self.attention.feed(batch):
             self._show_waiting(axon_id)
 
+    @property
+    def matching(self) -> list[AxonView]:
+        """The Axons the filter lets through (all of them without one)."""
+        wanted = self.name_filter.casefold()
+        if not wanted:
+            return self.axons
+        return [a for a in self.axons if wanted in (a.name or a.id).casefold()]
+
     # -- layout and paging
 
     @property
@@ -138,7 +158,7 @@ class DashboardScreen(Screen[None]):
 
     @property
     def pages(self) -> int:
-        return max(1, -(-len(self.axons) // max(1, self.per_page)))
+        return max(1, -(-len(self.matching) // max(1, self.per_page)))
 
     def on_resize(self) -> None:
         self.call_later(self._show_page)
@@ -150,10 +170,18 @@ class DashboardScreen(Screen[None]):
         self.call_later(self._show_page)
 
     async def _show_page(self) -> None:
-        """Mount the panes of the current page (only those: hidden pages cost nothing)."""
+        """Mount the panes of the current page (only those: hidden pages cost nothing).
+        One at a time: a resize, a new Axon and a key can all ask at once."""
+        async with self._layout:
+            try:
+                await self._mount_page()
+            except (NoMatches, MountError):  # the screen closed while its panes were made
+                return
+
+    async def _mount_page(self) -> None:
         self.page = self.validate_page(self.page)
         first = self.page * self.per_page
-        visible = self.axons[first : first + self.per_page]
+        visible = self.matching[first : first + self.per_page]
         columns = grid_columns(self.size.width)
         grid = self.query_one("#panes", Grid)
         grid.styles.grid_size_columns = min(columns, max(1, len(visible)))
@@ -169,21 +197,51 @@ class DashboardScreen(Screen[None]):
         await grid.mount_all(panes)
         for pane in panes:
             pane.show_waiting(self._waiting_reason(pane.axon_id))
-        again = next((p for p in panes if focused and p.axon_id == focused.axon_id), None)
-        target = again or (panes[0] if panes else None)
-        if target is not None:
-            target.query_one(EventLog).focus()
+        if self.focused is None or focused is not None:  # never take focus from the filter
+            again = next((p for p in panes if focused and p.axon_id == focused.axon_id), None)
+            target = again or (panes[0] if panes else None)
+            if target is not None:
+                target.query_one(EventLog).focus()
         self._prime([a.id for a in visible if a.id not in self._primed])
 
     def _show_heading(self) -> None:
         heading = Text("Axons", style="bold")
         heading.append(f" · {len(self.axons):,}")
+        if self.name_filter:
+            heading.append(f" · {len(self.matching):,} match {self.name_filter!r}")
         if self.pages > 1:
             heading.append(f" · page {self.page + 1}/{self.pages} (pgup/pgdn)")
         self.query_one("#heading", Static).update(heading)
 
     def action_page(self, step: int) -> None:
         self.page = self.validate_page(self.page + step)
+
+    # -- the filter
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.display = False
+        self._focus_first_pane()
+
+    def on_input_changed(self, message: Input.Changed) -> None:
+        self.name_filter = message.value.strip()
+        self.page = 0
+        self.call_later(self._show_page)
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        message.input.display = bool(message.value.strip())
+        self._focus_first_pane()
+
+    def _focus_first_pane(self) -> None:
+        pane = next(iter(self.query(AxonPane)), None)
+        if pane is not None:
+            pane.query_one(EventLog).focus()
 
     # -- waiting for a human
 
@@ -194,7 +252,7 @@ class DashboardScreen(Screen[None]):
         self._primed.update(axon_ids)
         try:
             changed = await self.attention.prime(self.console_app.session.backend, axon_ids)
-        except AxonError:
+        except BACKEND_ERRORS:
             return
         for axon_id in changed:
             self._show_waiting(axon_id)
@@ -257,3 +315,4 @@ class DashboardScreen(Screen[None]):
         )
         yield ("Next page of Axons", "When more Axons than fit", lambda: self.action_page(1))
         yield ("Previous page of Axons", "Back one page", lambda: self.action_page(-1))
+        yield ("Filter Axons", "Show only Axons whose name holds some text", self.action_filter)

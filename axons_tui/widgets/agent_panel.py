@@ -11,10 +11,11 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import MountError
 from textual.widgets import Button, Static
 
+from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.event_text import clock, payload_of
-from engine.errors import AxonError
 from engine.models import AgentView, Event
 
 if TYPE_CHECKING:
@@ -65,41 +66,38 @@ class AgentCard(Vertical):
         self.view = view
         self.wakes: list[str] = []
         self.logs: list[str] = []
+        self._state = Static(classes="agent-state", markup=False)
+        self._wakes = Static(classes="agent-wakes", markup=False)
+        self._logs = Static(classes="agent-logs", markup=False)
+        self._error = Static(classes="agent-error", markup=False)
 
     @property
     def agent(self) -> str:
         return self.view.name
 
     def compose(self) -> ComposeResult:
-        yield Static(classes="agent-state", markup=False)
+        yield self._state
         with Horizontal():
             for action in ACTIONS:
                 yield Button(action, id=f"agent-{action}", compact=True)
-        yield Static(classes="agent-wakes", markup=False)
-        yield Static(classes="agent-logs", markup=False)
-        yield Static(classes="agent-error", markup=False)
+        yield self._wakes
+        yield self._logs
+        yield self._error
 
     def on_mount(self) -> None:
         self.show()
 
     def show(self) -> None:
         view = self.view
-        self.set_classes(f"-{view.state}")
-        self.query_one(".agent-state", Static).update(
-            Text(f"● {view.name} {view.state} · {view.runtime}")
-        )
         wakes = self.wakes[-WAKES_SHOWN:]
-        self.query_one(".agent-wakes", Static).update(
-            Text("\n".join(f"woke {w}" for w in reversed(wakes)) or "no wakes yet")
-        )
-        self.query_one(".agent-logs", Static).update(
-            Text("\n".join(self.logs[-LOG_LINES_SHOWN:]) or "no log lines")
-        )
+        self.set_classes(f"-{view.state}")
+        self._state.update(Text(f"● {view.name} {view.state} · {view.runtime}"))
+        self._wakes.update(Text("\n".join(f"woke {w}" for w in reversed(wakes)) or "no wakes yet"))
+        self._logs.update(Text("\n".join(self.logs[-LOG_LINES_SHOWN:]) or "no log lines"))
 
     def show_error(self, error: str | None) -> None:
-        line = self.query_one(".agent-error", Static)
-        line.set_class(error is not None, "-shown")
-        line.update(Text(error or ""))
+        self._error.set_class(error is not None, "-shown")
+        self._error.update(Text(error or ""))
 
 
 class AgentPanel(VerticalScroll):
@@ -159,19 +157,23 @@ class AgentPanel(VerticalScroll):
                 a.name: await backend.agents.logs(self.axon_id, a.name, LOG_LINES_SHOWN)
                 for a in agents
             }
-        except AxonError as e:
-            self.notify(f"cannot read the agents: {e.message}", severity="error")
+        except BACKEND_ERRORS as e:
+            self.notify(f"cannot read the agents: {describe(e)}", severity="error")
             return
         await self._show(agents, logs)
 
     async def _show(self, agents: list[AgentView], logs: dict[str, list[str]]) -> None:
         cards = {card.agent: card for card in self.query(AgentCard)}
-        self.query_one(".agents-none").display = not agents
+        for hint in self.query(".agents-none"):
+            hint.display = not agents
         for view in agents:
             card = cards.pop(view.name, None)
             if card is None:
                 card = AgentCard(view)
-                await self.mount(card)
+                try:
+                    await self.mount(card)
+                except MountError:
+                    return  # the view closed while the agents were read
             card.view = view
             card.wakes = self._wakes.get(view.name, [])
             card.logs = logs.get(view.name, [])
@@ -206,9 +208,9 @@ class AgentPanel(VerticalScroll):
             view = await self.console_app.session.backend.agents.command(
                 self.axon_id, agent, action
             )
-        except AxonError as e:
+        except BACKEND_ERRORS as e:
             if card is not None:
-                card.show_error(f"{action} refused: {e.message}")
+                card.show_error(f"{action} refused: {describe(e)}")
             return
         if card is not None:
             card.show_error(None)

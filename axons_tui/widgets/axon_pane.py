@@ -14,10 +14,12 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
+from axons_tui.failures import BACKEND_ERRORS
 from axons_tui.widgets.agent_badges import AgentBadges
 from axons_tui.widgets.event_log import EventLog
-from engine.errors import AxonError
 from engine.models import AxonView, Event
+
+TITLE_EVERY_S = 0.25
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,6 +55,10 @@ class AxonPane(Vertical):
         super().__init__(id=id)
         self.axon = axon
         self.total = 0
+        self.reason: str | None = None  # why the Axon waits for a human, if it does
+        self._badges = AgentBadges()
+        self._status = ""  # the stream's follow state, as the border shows it
+        self._title_due = False
         self._unwatch: Callable[[], None] | None = None
 
     @property
@@ -64,8 +70,8 @@ class AxonPane(Vertical):
         return self.axon.name or self.axon.id
 
     def compose(self) -> ComposeResult:
-        yield AgentBadges()
-        yield Static(classes="waiting-reason", markup=False)
+        yield self._badges
+        yield Static(self._reason_text(), classes="waiting-reason", markup=False)
         yield EventLog(self.axon_id, compact=True)
 
     def on_mount(self) -> None:
@@ -83,28 +89,41 @@ class AxonPane(Vertical):
         app = cast("AxonsApp", self.app)
         try:
             agents = await app.session.backend.agents.list(self.axon_id)
-        except AxonError:
+        except BACKEND_ERRORS:
             return  # the badges say "no agents"; the stream still shows what happens
-        self.query_one(AgentBadges).show_agents(agents)
+        self._badges.show_agents(agents)
 
     def _on_events(self, batch: Sequence[Event]) -> None:
-        self.query_one(AgentBadges).learn(batch)
+        self._badges.learn(batch)
 
     def on_event_log_status_changed(self, message: EventLog.StatusChanged) -> None:
+        """The count goes into the title a few times a second at most: under a flood of
+        events, redrawing the whole pane for each batch would cost more than the stream."""
         message.stop()
         self.total = message.total
-        self._show_title()
-        self.border_subtitle = Text(message.text)
+        if message.text != self._status:
+            self._status = message.text
+            self.border_subtitle = Text(message.text)
+        if not self._title_due:
+            self._title_due = True
+            self.set_timer(TITLE_EVERY_S, self._show_title)
 
     def _show_title(self) -> None:
+        self._title_due = False
         title = Text(self.title, no_wrap=True)
-        title.append(f" · {self.total:,} events", "dim")
+        title.append(f" · {self.total:,} event{'' if self.total == 1 else 's'}", "dim")
         self.border_title = title
 
     def show_waiting(self, reason: str | None) -> None:
-        """Stand out while the Axon waits for a human (`reason`), and stop when it doesn't."""
+        """Stand out while the Axon waits for a human (`reason`), and stop when it doesn't
+        (also before the pane is composed, or while it is being removed)."""
+        self.reason = reason
         self.set_class(reason is not None, "-waiting")
-        self.query_one(".waiting-reason", Static).update(f"⚑ waiting: {reason or ''}")
+        for line in self.query(".waiting-reason").results(Static):
+            line.update(self._reason_text())
+
+    def _reason_text(self) -> Text:
+        return Text(f"⚑ waiting: {self.reason or ''}")
 
     def on_click(self, event: events.Click) -> None:
         if event.chain >= 2:

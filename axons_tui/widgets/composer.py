@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Input
 
-from engine.errors import AxonError
+from axons_tui.failures import BACKEND_ERRORS, describe
 from engine.models import Draft
 
 if TYPE_CHECKING:
@@ -59,8 +59,8 @@ class Composer(Input):
         backend = cast("AxonsApp", self.app).session.backend
         try:
             result = await backend.publish(self.axon_id, Draft.message(text, source="tui"))
-        except (AxonError, OSError) as e:
-            self.show_error(f"Not sent: {getattr(e, 'message', e)}")
+        except BACKEND_ERRORS as e:
+            self.show_error(f"Not sent: {describe(e)}")
             return
         if self.value.strip() == text:
             self.value = ""

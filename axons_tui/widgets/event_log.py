@@ -22,6 +22,7 @@ from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from axons_tui.failures import BACKEND_ERRORS, describe
 from axons_tui.widgets.event_text import (
     EVENT_COMPONENT_CLASSES,
     EventStyles,
@@ -29,7 +30,6 @@ from axons_tui.widgets.event_text import (
     event_line,
     event_styles,
 )
-from engine.errors import AxonError
 from engine.models import Event
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ class EventLog(ScrollView, can_focus=True):
         self._styles: EventStyles | None = None
         self._unwatch: Callable[[], None] | None = None
         self._announce: int | None = None  # a selected sequence whose page is on its way
+        self._status = ""  # the border's follow state, set only when it changes
 
     @property
     def console_app(self) -> AxonsApp:
@@ -139,8 +140,8 @@ class EventLog(ScrollView, can_focus=True):
     async def _load_total(self) -> None:
         try:
             total = await self.console_app.session.backend.last_sequence(self.axon_id)
-        except AxonError as e:
-            self.border_subtitle = Text(f"cannot read the log: {e.message}")
+        except BACKEND_ERRORS as e:
+            self.border_subtitle = Text(f"cannot read the log: {describe(e)}")
             return
         self._grow(total)
 
@@ -176,7 +177,8 @@ class EventLog(ScrollView, can_focus=True):
     def _post_status(self) -> None:
         unseen = 0 if self.following else self.total - self._paused_at
         status = self.StatusChanged(self, self.total, self.following, unseen)
-        if not self.compact:
+        if not self.compact and status.text != self._status:
+            self._status = status.text
             self.border_subtitle = Text(status.text)
         self.post_message(status)
 
@@ -184,6 +186,8 @@ class EventLog(ScrollView, can_focus=True):
 
     def event_at(self, sequence: int) -> Event | None:
         """The event if its page is loaded; else None, and the page is asked for."""
+        if not 1 <= sequence <= self.total:
+            return None
         index, offset = divmod(sequence - 1, PAGE)
         page = self._pages.get(index)
         if page is not None and offset < len(page):
@@ -203,9 +207,9 @@ class EventLog(ScrollView, can_focus=True):
             page = await self.console_app.session.backend.read_events(
                 self.axon_id, after=index * PAGE, limit=PAGE
             )
-        except (AxonError, OSError) as e:
+        except BACKEND_ERRORS as e:
             self.log.warning(f"page {index} of {self.axon_id}: {e}")
-            self.set_timer(RETRY_S, lambda: self._loading.discard(index))
+            self.set_timer(RETRY_S, lambda: self._retry(index))
             return
         self._loading.discard(index)
         known = self._pages.get(index)
@@ -213,6 +217,10 @@ class EventLog(ScrollView, can_focus=True):
             self._pages[index] = page
         self.refresh()
         self._announce_selection()
+
+    def _retry(self, index: int) -> None:
+        self._loading.discard(index)
+        self.refresh()  # rows still waiting for that page ask for it again
 
     def _page_visible(self, index: int) -> bool:
         """Whether the page is on screen, or a page away from it."""
@@ -231,6 +239,13 @@ class EventLog(ScrollView, can_focus=True):
         self._strips.clear()
         if self.following:
             self._to_tail()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """A following log draws its tail, even in the frame before the scroll lands (the
+        first frame of a long Axon, which would otherwise show its top and read it)."""
+        if self.following and self.scroll_y < self.max_scroll_y:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
+        return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         sequence = int(self.scroll_y) + y + 1

@@ -145,7 +145,7 @@ async def test_killed_container_fails_restarts_and_loses_nothing(
         # A reply with no ticket waiting: the agent logs a line on stderr and stays running.
         stray = await publish(engine, axon_id, "anyone there?", "slack")
         await watch.turn_completed("triage", stray, after=stray)
-        logged = f"triage: a slack message at {stray} but no ticket awaits a human; ignored"
+        logged = f"triage: a reply at {stray} but no ticket awaits a human; ignored"
         await watch.system("agent.log", "triage", where=lambda b: logged in b["lines"])
         assert container_state(docker_client, engine, axon_id, "triage")["Running"] is True
 

@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 class AxonScreen(Screen[None]):
     """The Axon view of `axon_id`."""
 
+    TITLE = "Axon"
+    HELP = """
+One Axon's whole history, read from its file a page at a time. up/down select an event and
+the Event tab shows it in full (payload, author, hash); the Agents tab shows each agent's
+state, its recent wakes and log lines, with start (t), pause (p), resume (u) and stop (x).
+
+i writes to the Axon: enter publishes your text as a message from tui (a human), which
+wakes the agents that wait for one; escape leaves the composer.
+"""
     CSS_PATH = "axon.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="axon.back"),

@@ -54,6 +54,15 @@ def grid_rows(height: int) -> int:
 class DashboardScreen(Screen[None]):
     """Every Axon's pane; `enter` opens the focused one, `s`/`r` its state and its replay."""
 
+    TITLE = "Dashboard"
+    HELP = """
+Every Axon of the home side by side, live: its agents' states as badges and its stream, newest
+at the bottom. A pane whose Axon waits for a human (an agent asked a question, or a permission
+request is open) has a heavy border and says why; y answers a permission request.
+
+Scrolling up in a pane stops following its tail and counts what arrives; end follows again.
+tab moves between panes, enter opens one, pgup/pgdn page when there are more than fit.
+"""
     CSS_PATH = "dashboard.tcss"
     AUTO_FOCUS = ""  # the first pane takes focus once it is there (not the hidden filter)
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -13,6 +13,17 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 
+# Keys every scrolling widget has, which say nothing about the screen.
+PLUMBING = {
+    "scroll_left",
+    "scroll_right",
+    "page_left",
+    "page_right",
+    "screen.copy_text",
+    "command_palette",
+}
+
+
 class HelpScreen(ModalScreen[None]):
     CSS_PATH = "help.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -40,9 +51,10 @@ class HelpScreen(ModalScreen[None]):
         rows: dict[str, str] = {}
         for active in self.about.active_bindings.values():
             binding = active.binding
-            if binding.description and binding.description not in rows:
-                rows[binding.description] = self.app.get_key_display(binding)
-        rows.setdefault("every action, searchable", "ctrl+p")
+            if binding.system or binding.action in PLUMBING or not binding.description:
+                continue
+            rows.setdefault(binding.description, self.app.get_key_display(binding))
+        rows["Command palette: every action, searchable"] = "ctrl+p"
         return [(keys, what) for what, keys in rows.items()]
 
     def _keys(self) -> Table:

@@ -199,4 +199,6 @@ def system_summary(kind: str, fields_: dict[str, Any]) -> str:
         )
     state = kind.removeprefix("agent.")
     reason = fields_.get("reason")
+    if isinstance(reason, str) and reason.startswith("agent asked"):
+        reason = "idle"  # the agent said it has nothing to do until the next event
     return f"{state} ({one_line(str(reason))})" if reason else state

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 class StatusBar(Static):
     DEFAULT_CSS = """
-    StatusBar {
-        dock: bottom;
+    StatusBar {  /* in the flow at the end of a screen, above its docked footer */
         height: 1;
         padding: 0 1;
         background: $panel;

@@ -12,7 +12,6 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
-
 # Keys every scrolling widget has, which say nothing about the screen.
 PLUMBING = {
     "scroll_left",

@@ -304,6 +304,29 @@ def test_read_tokens_see_no_env_values_and_no_logs(dockerless: ServerProcess) ->
             refused(http.get(f"/v1/axons/{axon_id}/agents/helper/logs"), 403, "forbidden")
 
 
+def test_every_agent_at_once_shows_only_the_axons_a_token_reaches(
+    dockerless: ServerProcess,
+) -> None:
+    """`GET /v1/agents` (the monitor's one call) keeps to a token's Axons and scope."""
+    home = dockerless.home
+    admin = make_token(home, "admin", "admin")
+    dockerless.start()
+    with dockerless.http(admin) as http:
+        mine, theirs = admin_axon(http, "mine"), admin_axon(http, "theirs")
+        for axon_id in (mine, theirs):
+            spec = agent_spec("helper", env={"DATABASE_URL": "postgres://u:hunter2@db/x"})
+            assert http.post(f"/v1/axons/{axon_id}/agents", json=spec).status_code == 200
+        every = http.get("/v1/agents").json()["agents"]
+        assert sorted(a["axon_id"] for a in every) == sorted([mine, theirs])
+        assert "hunter2" in json.dumps(every)  # an admin of every Axon sees the values
+    limited = make_token(home, "limited", "read", [mine])
+    with dockerless.http(limited) as http:
+        r = http.get("/v1/agents")
+        assert r.status_code == 200, r.text
+        assert [a["axon_id"] for a in r.json()["agents"]] == [mine]
+        assert "hunter2" not in r.text and theirs not in r.text
+
+
 def test_a_broken_config_stops_the_engine_with_a_clear_line(tmp_path: Path) -> None:
     """A policy silently ignored would open what the operator meant to close."""
     home = tmp_path / "home"

@@ -195,9 +195,6 @@ class AxonsApp(App[int]):
             self.notices.append(f"no theme named {wanted!r}; using {DEFAULT_THEME}")
             wanted = DEFAULT_THEME
         self.theme = wanted if wanted in loaded.themes else "textual-dark"
-        # Now, not after on_mount: a screen pushed during start-up (`axons replay`) reparses
-        # every widget's CSS, and the defaults' `$accent`-style values are not colours.
-        self.refresh_css(animate=False)
 
     def _load_keys(self) -> None:
         keymap: Keymap = load_keymap(self.config.keys_file or user_keys_file(), known_binding_ids())

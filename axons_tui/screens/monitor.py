@@ -127,9 +127,9 @@ Click a column header (or press o) to sort by it; the same header again flips th
         self.post_message(self.CatalogLoaded(axons, await self._all_agents()))
 
     async def _all_agents(self) -> dict[str, dict[str, str]]:
-        """Every agent's state, in one call. The HTTP client cannot list the agents of every
-        Axon at once (the API lists them per Axon); then each row's state comes from its
-        Axon's history instead (activity.SEED_SQL), a moment later."""
+        """Every agent's state, in one call (`GET /v1/agents` when attached). When that
+        fails, each row's states come from its Axon's history (activity.SEED_SQL), which
+        also names agents seen in the log that no longer run here."""
         try:
             return agents_by_axon(await self.axons_app.session.backend.agents.list())
         except (AxonError, *CONNECTION_LOST):

@@ -3,8 +3,10 @@ publishers awaiting one event per call. Every Axon commits a handful of events a
 what this measures is group commit across Axons: whether the flush to disk is shared.
 
 Beside it, from the same run: raw SQLite writing the same rows into as many files, one
-transaction per file (WAL + synchronous=FULL, serially), and the disk's own rate of
-`write` + `fsync` of one file in a loop.
+transaction per file (WAL + synchronous=FULL, serially: the issue's ceiling); raw SQLite at
+this load's own transaction size (a transaction of `many_publishers` rows in every file per
+round, synchronous=NORMAL, then one flush of them all: the honest ceiling for 4 events per
+commit); and the disk's own rate of `write` + `fsync` of one file in a loop.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def publish_many_axons_eps(sizes: Sizes, base: Path | None) -> Figure:
     with fresh_home(base, "publish_many_axons_eps") as home:
         eps, seconds, _ = run(_engine_eps(home / "engine", sizes))
         ceiling = rawsqlite.insert_files_eps(home, split(sizes.many_events, sizes.many_axons))
+        per_txn = sizes.many_publishers
+        rounds = sizes.many_events // (sizes.many_axons * per_txn)
+        at_txn_size = rawsqlite.insert_rounds_eps(home, sizes.many_axons, per_txn, rounds)
         fsyncs = disk_fsyncs_per_s(home, sizes.disk_fsyncs)
     fig = Figure(
         name="publish_many_axons_eps",
@@ -92,6 +97,8 @@ def publish_many_axons_eps(sizes: Sizes, base: Path | None) -> Figure:
             "seconds": seconds,
             "publish_durable_eps": one_hot.value or 0.0,
             "vs_publish_durable": eps / one_hot.value if one_hot.value else 0.0,
+            f"raw_{per_txn}_rows_per_txn_eps": at_txn_size,
+            f"vs_raw_{per_txn}_rows_per_txn": eps / at_txn_size,
             "disk_fsyncs_per_s": fsyncs,
         },
     )

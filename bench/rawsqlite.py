@@ -5,10 +5,14 @@ here except the schema text, so the ceiling has the same table and index as an A
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import getpass
 import hashlib
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +80,69 @@ def insert_files_eps(directory: Path, rows_per_file: Sequence[int]) -> float:
         finally:
             conn.close()
     return sum(rows_per_file) / seconds
+
+
+def insert_rounds_eps(directory: Path, files: int, rows_per_txn: int, rounds: int) -> float:
+    """Events per second of the many-Axons load at its own transaction size, bare: `files`
+    fresh Axon-shaped files (WAL, synchronous=NORMAL); each round commits one transaction of
+    `rows_per_txn` rows in every file, serially in one thread, then makes them all durable
+    at once, with one `syncfs` of the file system (else `fdatasync` of every WAL in 8
+    threads). No Python event loop, no hashing, no answers: only SQLite and the flush."""
+    rows = event_rows(rows_per_txn * rounds)
+    conns = []
+    flush = _FlushAll(directory, [directory / f"ceiling-rounds-{i}.db-wal" for i in range(files)])
+    try:
+        for i in range(files):
+            conn = apsw.Connection(str(directory / f"ceiling-rounds-{i}.db"))
+            conns.append(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(ENGINE_SCHEMA)
+        started = time.perf_counter()
+        for r in range(rounds):
+            batch = rows[r * rows_per_txn : (r + 1) * rows_per_txn]
+            for conn in conns:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(_INSERT, batch)
+                conn.execute("COMMIT")
+            flush()
+        return files * rows_per_txn * rounds / (time.perf_counter() - started)
+    finally:
+        for conn in conns:
+            conn.close()
+        flush.close()
+
+
+class _FlushAll:
+    """One flush of a directory's files: `syncfs` of its file system where the C library
+    has it (Linux), else `fdatasync` of each of `paths` in 8 threads."""
+
+    def __init__(self, directory: Path, paths: list[Path]) -> None:
+        self._paths = paths
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._syncfs = getattr(libc, "syncfs", None)
+        self._dir = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._pool = ThreadPoolExecutor(8)
+
+    def __call__(self) -> None:
+        if self._syncfs is not None:
+            if self._syncfs(self._dir) != 0:
+                raise OSError(ctypes.get_errno(), "syncfs failed")
+            return
+        list(self._pool.map(_fdatasync_each, [self._paths[i::8] for i in range(8)]))
+
+    def close(self) -> None:
+        os.close(self._dir)
+        self._pool.shutdown()
+
+
+def _fdatasync_each(paths: list[Path]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
 
 def commit_ms(directory: Path, commits: int) -> tuple[float, float]:

@@ -30,7 +30,7 @@ from engine import records, state
 from engine.budget import Budget, StoreLimits
 from engine.bus import DEFAULT_BUFFER, Bus
 from engine.catalog import Catalog, check_metadata, new_axon_id
-from engine.durability import WalSync
+from engine.durability import GroupCommit
 from engine.errors import Conflict, ErrorCode, InvalidInput, Unavailable
 from engine.home import Home
 from engine.log import DEFAULT_MAX_PAYLOAD, AxonFile, WriteContext, check_draft, check_label
@@ -80,7 +80,7 @@ class Engine:
         self._threads = threads
         self.limits = limits or StoreLimits.from_env()
         self._executor: ThreadPoolExecutor | None = None
-        self._durability: WalSync | None = None
+        self._durability: GroupCommit | None = None
         self._sql_executor: ThreadPoolExecutor | None = None
         # Writing SQL holds an engine thread: never more than half of them.
         self._sql_writes = asyncio.Semaphore(max(1, min(self.limits.sql_threads, threads // 2)))
@@ -104,7 +104,7 @@ class Engine:
         self._lock_fd = _lock_home(self.paths)
         _allow_open_files(self.max_open_axons)
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
-        self._durability = WalSync()
+        self._durability = GroupCommit(self._executor)
         self._sql_executor = ThreadPoolExecutor(
             self.limits.sql_threads, thread_name_prefix="axons-user-sql"
         )

@@ -22,7 +22,7 @@ from typing import Any
 import apsw
 import orjson
 
-from engine.durability import FlushFailed, WalFile, WalSync
+from engine.durability import FlushFailed, GroupCommit, WalFile
 from engine.errors import AxonError, ErrorCode, InvalidInput, PayloadTooLarge, Unavailable
 from engine.models import CLIENT_ORIGINS, ORIGINS, Draft, Event, PublishResult
 
@@ -240,6 +240,21 @@ class WriteContext:
         return None
 
 
+class _Transaction:
+    """A run of one Axon's publishes in one transaction: a `Commit` for `GroupCommit`."""
+
+    __slots__ = ("ctx", "file", "jobs", "wal")
+
+    def __init__(self, file: AxonFile, jobs: list[_Job], ctx: WriteContext) -> None:
+        self.file, self.jobs, self.ctx, self.wal = file, jobs, ctx, file.wal
+
+    def write(self) -> None:
+        self.file._write(self.ctx)
+
+    def settle(self, error: BaseException | None) -> None:
+        self.file._settle(self.jobs, self.ctx, error)
+
+
 class AxonFile:
     """One open Axon file: a writer connection behind a group-commit queue, and a pool of
     reader connections for the executor's threads."""
@@ -250,7 +265,7 @@ class AxonFile:
         path: Path,
         executor: Executor,
         on_commit: Callable[[str, list[Event]], None],
-        durability: WalSync,
+        durability: GroupCommit,
         *,
         create: bool = False,
     ) -> None:
@@ -259,7 +274,7 @@ class AxonFile:
         self._executor = executor
         self._on_commit = on_commit
         self._durability = durability
-        self._wal = WalFile(path)
+        self.wal = WalFile(path)
         self._broken: AxonError | None = None  # a failed flush: refuse writes until restart
         self._writer = connect(path, create=create, synchronous="NORMAL")
         try:
@@ -272,7 +287,8 @@ class AxonFile:
         self._readers: queue.SimpleQueue[apsw.Connection] = queue.SimpleQueue()
         self._all_readers: list[apsw.Connection] = []
         self._pending: list[_Job] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._active = False  # a transaction of this Axon is queued in a batch or running
+        self._idle: asyncio.Future[None] | None = None  # resolved when it stops being active
         self._closed = False
         self.users = 0  # subscribers and other holders that keep this file from eviction
 
@@ -284,7 +300,7 @@ class AxonFile:
 
     @property
     def busy(self) -> bool:
-        return bool(self._pending) or self._flushing is not None or self.users > 0
+        return bool(self._pending) or self._active or self.users > 0
 
     def append(self, drafts: list[Draft]) -> asyncio.Future[list[PublishResult]]:
         """Queue drafts (already checked); the future resolves once they are durable."""
@@ -300,57 +316,87 @@ class AxonFile:
         if self._broken is not None:
             raise self._broken
         self._pending.append(job)
-        if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        if not self._active:
+            self._next()
         return job.future
 
-    async def _flush(self) -> None:
-        """Drain the queue. Publishes are staged here on the loop (sequences, hashes) and
-        only the SQLite work goes to a thread: while one transaction is flushed, publishers
-        woken by the previous one already queue the next. Nobody is answered before the
-        transaction's WAL frames are on disk."""
-        try:
-            while self._pending:
-                await asyncio.sleep(0)  # let publishers woken by the last commit queue too
-                jobs = self._take_run()
-                ctx = WriteContext(self._writer, self, self._tip.copy())
-                try:
-                    await self._commit_durably(ctx, jobs)
-                except BaseException as e:
-                    self._fail(jobs, _storage_error(e))
-                    if isinstance(e, FlushFailed):  # committed, but maybe not on disk
-                        self._break(e)
-                    if not isinstance(e, Exception):
-                        raise
-                    continue
-                self._tip = ctx.tip
-                for job in jobs:
-                    if not job.future.done():  # a caller that gave up: the write stands
-                        job.future.set_result(job.result)
-                if ctx.events:
-                    self._on_commit(self.axon_id, ctx.events)
-        finally:
-            self._flushing = None
+    def _next(self) -> None:
+        """Start the next transaction, one at a time so answers stay in sequence order: a
+        run of publishes joins the engine's next batch (`GroupCommit`); an operation, which
+        may run long (user SQL), gets a thread call and a flush of its own."""
+        if self._broken is not None:  # nothing more may be committed on top of a hole
+            self._fail(self._pending, self._broken)
+            self._pending = []
+        if not self._pending:
+            self._active = False
+            if self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
+            return
+        self._active = True
+        if self._pending[0].op is None:
+            self._durability.schedule(self)
+        else:
+            job = self._pending.pop(0)
+            asyncio.get_running_loop().create_task(self._run_op(job))
 
-    async def _commit_durably(self, ctx: WriteContext, jobs: list[_Job]) -> None:
-        """Commit `jobs` in one transaction and return once its WAL frames are on disk:
-        flushed by the committing thread itself when no other Axon is committing, else in
-        the next round of the engine's `WalSync`, shared with every Axon that committed."""
-        loop = asyncio.get_running_loop()
-        flush_here = self._durability.begin()
+    def take_commit(self) -> _Transaction | None:
+        """Event loop, as a batch forms: stage every publish queued now (sequences, hashes)
+        into one transaction. While it is written, publishers woken by the previous batch
+        queue the next one. None when there was nothing to write (repeated keys only)."""
+        pending = self._pending
+        end = next((i for i, job in enumerate(pending) if job.op is not None), len(pending))
+        jobs, self._pending = pending[:end], pending[end:]
+        ctx = WriteContext(self._writer, self, self._tip.copy())
         try:
-            if jobs[0].op is not None:
-                await loop.run_in_executor(self._executor, self._run_op, ctx, jobs[0], flush_here)
-            else:
-                for job in jobs:
-                    job.result = ctx.stage(job.drafts or ())
-                if not ctx.rows:
-                    return  # only repeated idempotency keys: nothing was written
-                await loop.run_in_executor(self._executor, self._insert, ctx.rows, flush_here)
-            if not flush_here:
-                await self._durability.flush(self._wal)
-        finally:
-            self._durability.end()
+            for job in jobs:
+                job.result = ctx.stage(job.drafts or ())
+        except BaseException as e:
+            self._settle(jobs, ctx, e)
+            if not isinstance(e, Exception):
+                raise
+            return None
+        if not ctx.rows:
+            self._settle(jobs, ctx, None)
+            return None
+        return _Transaction(self, jobs, ctx)
+
+    def _write(self, ctx: WriteContext) -> None:
+        """Worker thread: a run of publishes in one transaction, committed unsynced."""
+        rows = ctx.rows
+        self._transaction(lambda: self._writer.executemany(_INSERT_EVENT, rows), flush=False)
+
+    async def _run_op(self, job: _Job) -> None:
+        assert job.op is not None
+        op = job.op
+        ctx = WriteContext(self._writer, self, self._tip.copy())
+
+        def run() -> None:
+            job.result = self._transaction(lambda: op(ctx), flush=True)
+
+        error: BaseException | None = None
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except BaseException as e:
+            error = e
+        self._settle([job], ctx, error)
+        if error is not None and not isinstance(error, Exception):
+            raise error
+
+    def _settle(self, jobs: list[_Job], ctx: WriteContext, error: BaseException | None) -> None:
+        """Event loop: answer a transaction's callers (it is durable, or it failed), deliver
+        its events, and start the next one."""
+        if error is None:
+            self._tip = ctx.tip
+            for job in jobs:
+                if not job.future.done():  # a caller that gave up: the write stands
+                    job.future.set_result(job.result)
+            if ctx.events:
+                self._on_commit(self.axon_id, ctx.events)
+        else:
+            self._fail(jobs, _storage_error(error))
+            if isinstance(error, FlushFailed):  # committed, but maybe not on disk
+                self._break(error)
+        self._next()
 
     def _break(self, error: FlushFailed) -> None:
         """After a failed flush the kernel may have dropped the pages it could not write
@@ -363,30 +409,11 @@ class AxonFile:
             status=500,
         )
 
-    def _take_run(self) -> list[_Job]:
-        """The next transaction's jobs: one operation, or every publish queued before it."""
-        pending = self._pending
-        if pending[0].op is not None:
-            return [pending.pop(0)]
-        end = next((i for i, job in enumerate(pending) if job.op is not None), len(pending))
-        self._pending = pending[end:]
-        return pending[:end]
-
     @staticmethod
     def _fail(jobs: list[_Job], error: BaseException) -> None:
         for job in jobs:
             if not job.future.done():
                 job.future.set_exception(error)
-
-    def _insert(self, rows: list[tuple[Any, ...]], flush: bool) -> None:
-        """In the executor: one transaction for a run of publishes."""
-        self._transaction(lambda: self._writer.executemany(_INSERT_EVENT, rows), flush)
-
-    def _run_op(self, ctx: WriteContext, job: _Job, flush: bool) -> None:
-        """In the executor: an operation in its own transaction."""
-        assert job.op is not None
-        op = job.op
-        job.result = self._transaction(lambda: op(ctx), flush)
 
     def _transaction(self, body: Callable[[], Any], flush: bool) -> Any:
         """Run `body` in a transaction; with `flush`, fdatasync the WAL after the commit."""
@@ -400,7 +427,7 @@ class AxonFile:
                 conn.execute("ROLLBACK")
             raise
         if flush:
-            self._wal.flush()
+            self.wal.flush()
         return result
 
     def _load_tip(self) -> _Tip:
@@ -469,8 +496,10 @@ class AxonFile:
     async def close(self) -> None:
         """Refuse new writes, let queued ones commit, then close every connection."""
         self._closed = True
-        while self._flushing is not None:
-            await asyncio.shield(self._flushing)
+        while self._active:
+            if self._idle is None or self._idle.done():
+                self._idle = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_connections)
 
     def _close_connections(self) -> None:
@@ -478,7 +507,7 @@ class AxonFile:
             conn.close()
         self._all_readers.clear()
         self._writer.close()
-        self._wal.close()
+        self.wal.close()
 
 
 def _storage_error(e: BaseException) -> BaseException:

@@ -1,16 +1,25 @@
 """Group commit across Axons (engine/durability.py): a lone busy Axon syncs its own WAL, many
-busy Axons share rounds of syncs, and a sync that fails is an error for its writes and stops
-that Axon taking more, never a crash and never an acknowledgement."""
+busy Axons share batches (one thread call and one flush each: syncfs, or fdatasync lanes where
+syncfs cannot be trusted), one Axon's failure stays its own, and a flush that fails is an error
+for its writes and stops those Axons taking more, never a crash and never an acknowledgement."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+import apsw
 import pytest
 
 from engine import Engine
-from engine.errors import AxonError
+from engine.durability import GroupCommit, why_no_syncfs
+from engine.errors import AxonError, Unavailable
+from engine.log import AxonFile
+from engine.models import Event
 from tests.helpers import message, within
 
 
@@ -56,3 +65,106 @@ async def test_a_failed_sync_fails_the_write_and_stops_the_axon(engine: Engine) 
     assert "restarts" in str(refused.value)
 
     assert (await engine.publish(healthy, message("fine"))).sequence == 1
+
+
+@asynccontextmanager
+async def axon_files(
+    directory: Path, count: int, *, syncfs: bool
+) -> AsyncIterator[tuple[GroupCommit, list[AxonFile], list[Event]]]:
+    """`count` Axon files on one `GroupCommit` of the given flush, and the events it let out."""
+    delivered: list[Event] = []
+    with ThreadPoolExecutor(4) as executor:
+        group = GroupCommit(executor, syncfs=syncfs)
+        files = [
+            AxonFile(
+                f"ax{i}",
+                directory / f"ax{i}.db",
+                executor,
+                lambda _axon, events: delivered.extend(events),
+                group,
+                create=True,
+            )
+            for i in range(count)
+        ]
+        try:
+            yield group, files, delivered
+        finally:
+            for f in files:
+                await f.close()
+            group.close()
+
+
+async def publish_everywhere(files: list[AxonFile], publishers: int, each: int) -> None:
+    async def publisher(f: AxonFile) -> None:
+        for _ in range(each):
+            await f.append([message("x")])
+
+    await within(asyncio.gather(*(publisher(f) for f in files for _ in range(publishers))))
+
+
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fdatasync-lanes"])
+async def test_batches_flush_every_axon_once_with_either_flush(
+    tmp_path: Path, syncfs: bool
+) -> None:
+    if syncfs and (why := why_no_syncfs()) is not None:
+        pytest.skip(f"{why}; the lanes case covers the fallback")
+    async with axon_files(tmp_path, 40, syncfs=syncfs) as (group, files, delivered):
+        assert group.flush_method == ("syncfs" if syncfs else "fdatasync lanes")
+        await publish_everywhere(files, publishers=3, each=5)
+        assert group.rounds > 0 and group.flushes > group.rounds
+        assert group.batches <= group.flushes  # a batch held several Axons' transactions
+        for f in files:
+            assert f.last_sequence == 15
+        assert len(delivered) == 40 * 15
+    for i in range(40):  # what was answered is in the file, read back by plain SQLite
+        conn = apsw.Connection(str(tmp_path / f"ax{i}.db"))
+        (count,) = conn.execute("SELECT count(*) FROM axon_events").fetchall()[0]
+        assert count == 15
+        conn.close()
+
+
+async def test_one_axons_failed_commit_is_its_own(tmp_path: Path) -> None:
+    async with axon_files(tmp_path, 8, syncfs=False) as (group, files, _):
+        locked, others = files[0], files[1:]
+        locked._writer.set_busy_timeout(50)  # the other process holds the lock throughout
+        holder = apsw.Connection(str(locked.path))
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = await within(
+                asyncio.gather(
+                    *(f.append([message("x")]) for f in files),
+                    return_exceptions=True,
+                )
+            )
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert isinstance(outcomes[0], Unavailable) and outcomes[0].code == "busy"
+        assert [r[0].sequence for r in outcomes[1:]] == [1] * len(others)  # type: ignore[index]
+        assert group.rounds == 1  # the seven that committed shared one flush
+        # Not a flush failure: the Axon takes writes again once the lock is gone.
+        assert (await locked.append([message("y")]))[0].sequence == 1
+
+
+async def test_a_failed_shared_flush_fails_every_write_in_it(tmp_path: Path) -> None:
+    if (why := why_no_syncfs()) is not None:
+        pytest.skip(why)
+    async with axon_files(tmp_path, 4, syncfs=True) as (group, files, delivered):
+        await publish_everywhere(files, publishers=2, each=1)
+        assert group.rounds > 0
+        # The file system's descriptor goes bad under the flusher: the next syncfs fails
+        # for real (EBADF), and nobody in that batch may be told their write is durable.
+        (fd,) = group._directories.values()
+        os.close(fd)
+        before = len(delivered)
+        outcomes = await within(
+            asyncio.gather(
+                *(f.append([message("z")]) for f in files), return_exceptions=True
+            )
+        )
+        assert all(isinstance(o, AxonError) and o.code == "storage_error" for o in outcomes)
+        assert len(delivered) == before  # nothing undurable was delivered
+        for f in files:
+            with pytest.raises(AxonError, match="restarts"):
+                f.append([message("after")])
+        group._directories.clear()  # closed above; nothing left for close() to close

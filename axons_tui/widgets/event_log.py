@@ -432,6 +432,9 @@ class EventLog(ScrollView, can_focus=True):
     def _fit(self, text: Text, width: int) -> Strip:
         text.end = ""
         text.truncate(width, overflow="ellipsis", pad=True)
+        text.stylize_before(
+            text.style
+        )  # `render` leaves the base style out of a text with no spans
         return Strip(text.render(self.app.console), width).simplify()
 
     def _resolve_styles(self) -> EventStyles:

@@ -45,8 +45,22 @@ class Supervisor:
         self._workers: dict[tuple[str, str], AgentWorker] = {}
         # the Agent Gateway: its listeners open on the first agent that needs them
         self.gateway = GatewayServer(
-            engine.paths.gateway, lambda axon_id, draft: engine.publish(axon_id, draft, system=True)
+            engine.paths.gateway,
+            lambda axon_id, draft: engine.publish(axon_id, draft, system=True),
+            self._spent,
         )
+
+    async def _spent(self, key: AgentKey, prefix: str) -> int:
+        """The tokens the Axon's log records for an agent's gateway: every `gateway.request`
+        it made there (the token budget counts them all, across restarts)."""
+        result = await self.engine.query(
+            key.axon_id,
+            "SELECT coalesce(sum(json_extract(payload, '$.usage.total_tokens')), 0) "
+            "FROM axon_events WHERE event_type = 'gateway.request' AND origin = 'SYSTEM_EVENT' "
+            "AND source = ? AND json_extract(payload, '$.provider') = ?",
+            [key.name, prefix],
+        )
+        return int(result.rows[0][0])
 
     async def start(self) -> None:
         """Bring back every declared agent. Nothing here needs Docker: while it does not

@@ -293,7 +293,9 @@ async def test_the_token_budget_answers_429_in_each_providers_format(
         over = await client.post(openai, json=CHAT, headers=bearer)
         g_first = await client.post(gemini, json=CONTENTS, headers=goog)
         g_over = await client.post(gemini, json=CONTENTS, headers=goog)
-        # a new start (a new token) keeps what was spent
+        # a new start (a new token), even after the engine forgot the agent, keeps what was
+        # spent: the budget counts what the Axon's log records
+        await engine.agents.gateway.forget(key)
         again = await engine.agents.gateway.admit(
             key,
             spec_of(model, axon_id, OPENAI={"header": "authorization", "token_budget": 5}),

@@ -5,7 +5,7 @@ gateway PREFIX, with the agent's opaque token swapped for the real key.
   goes only under the upstream's base path (no `.`/`..` segments, no encoded slashes or
   dots, no other host: 400 otherwise).
 - Limits per agent and gateway: `requests_per_minute` (a sliding minute) and `token_budget`
-  (tokens the answers reported, since the engine started); over either, 429 in the provider's
+  (tokens the answers reported, as the Axon's log records them); over either, 429 in the provider's
   format and a `gateway.limited` event.
 - The answer streams back as it arrives (SSE token by token); hop-by-hop headers are dropped
   both ways. The upstream is asked for an unencoded answer, so the token usage can be read as

@@ -69,12 +69,13 @@ LIMITS = ConnectionLimits(max_connections=512, head_timeout_s=30.0)
 TOKEN_HEADERS = (b"authorization", b"x-api-key", b"x-goog-api-key")
 
 Publish = Callable[[str, Draft], Awaitable[Any]]
+Spent = Callable[[AgentKey, str], Awaitable[int]]  # tokens the log records for a gateway
 
 
 @dataclass
 class Meter:
-    """One agent's use of one gateway: requests in the last minute and tokens spent. It
-    outlives the agent's restarts (a new token does not reset the budget)."""
+    """One agent's use of one gateway: requests in the last minute and tokens spent (loaded
+    from the Axon's log when the engine first admits the agent, then counted as calls end)."""
 
     window: deque[float] = field(default_factory=deque)
     tokens: int = 0
@@ -139,9 +140,10 @@ def token_of(scope: Scope) -> str | None:
 class GatewayServer:
     """The engine's gateway: listeners, admitted agents, mounted apps, the provider proxy."""
 
-    def __init__(self, runtime_dir: Path, publish: Publish) -> None:
+    def __init__(self, runtime_dir: Path, publish: Publish, spent: Spent | None = None) -> None:
         self.runtime_dir = runtime_dir  # <home>/gateway: one folder per Docker agent
         self.publish = publish  # (axon_id, draft) -> commit a system event
+        self.spent = spent  # (agent, prefix) -> the tokens its gateway.request events report
         self._grants: dict[bytes, Grant] = {}
         self._by_key: dict[AgentKey, tuple[Grant, Admission]] = {}
         self._meters: dict[AgentKey, dict[str, Meter]] = {}
@@ -173,8 +175,11 @@ class GatewayServer:
         self.revoke(key)
         token = secrets.token_urlsafe(32)
         meters = self._meters.setdefault(key, {})
-        for prefix in spec.gateways:
-            meters.setdefault(prefix, Meter())
+        for prefix, gateway in spec.gateways.items():
+            if prefix not in meters:
+                meters[prefix] = Meter()
+                if gateway.token_budget is not None and self.spent is not None:
+                    meters[prefix].tokens = await self.spent(key, prefix)
         grant = Grant(key, spec, _digest(token), docker, meters)
         mount = None
         if docker:
@@ -203,7 +208,8 @@ class GatewayServer:
             self._grants.pop(held[0].digest, None)
 
     async def forget(self, key: AgentKey) -> None:
-        """The agent is removed: its token, its meters and its socket go."""
+        """The agent is removed (or re-declared): its token, its socket and its meters go (the
+        log still holds what it spent)."""
         self.revoke(key)
         self._meters.pop(key, None)
         listener = self._unix.pop(key, None)

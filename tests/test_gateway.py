@@ -372,6 +372,14 @@ async def test_a_docker_agents_socket_takes_only_its_own_token(
         )
     os.close(fd)
     assert own.status_code == 200 and foreign.status_code == 401
+    # and a Docker agent's token is no key to the loopback listener
+    async with httpx.AsyncClient() as client:
+        outside = await client.post(
+            other.env["ANTHROPIC_BASE_URL"] + "/v1/messages",
+            json=anthropic_body(),
+            headers={"x-api-key": mine.token},
+        )
+    assert outside.status_code == 401
 
 
 async def test_an_unknown_gateway_or_mount_is_404(engine: Engine, model: ModelServer) -> None:

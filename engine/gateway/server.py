@@ -222,11 +222,14 @@ class GatewayServer:
         return self.runtime_dir / hashlib.sha256(key.slug.encode()).hexdigest()[:12]
 
     def grant_for(self, token: str | None, key: AgentKey | None = None) -> Grant | None:
-        """The running agent holding `token` (on a Docker agent's socket: only that agent)."""
+        """The running agent holding `token`: on a Docker agent's socket (`key`) only that
+        agent, on the loopback listener only process agents."""
         if not token:
             return None
         grant = self._grants.get(_digest(token))
-        if grant is None or (key is not None and grant.key != key):
+        if grant is None or grant.docker != (key is not None):
+            return None
+        if key is not None and grant.key != key:
             return None
         return grant
 

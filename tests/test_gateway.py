@@ -6,7 +6,9 @@ process; tests/test_gateway_agents.py runs real agents through it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import uvicorn
 
 from engine import Engine
 from engine.errors import InvalidInput
@@ -51,14 +54,15 @@ async def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         yield engine
 
 
-def spec_of(model: ModelServer, axon: str, **gateways: dict[str, Any]) -> AgentSpec:
+def spec_of(upstream: str, axon: str, **gateways: dict[str, Any]) -> AgentSpec:
+    """An agent whose gateways go to `upstream` (unless an entry says otherwise)."""
     return AgentSpec.model_validate(
         {
             "name": "coder",
             "axon": axon,
             "command": ["true"],
             "gateways": {
-                prefix: {"upstream": model.url, "secret": "GATEWAY_TEST_KEY", **options}
+                prefix: {"upstream": upstream, "secret": "GATEWAY_TEST_KEY", **options}
                 for prefix, options in gateways.items()
             },
         }
@@ -66,10 +70,11 @@ def spec_of(model: ModelServer, axon: str, **gateways: dict[str, Any]) -> AgentS
 
 
 async def admitted(
-    engine: Engine, model: ModelServer, name: str = "coder", *, docker: bool = False, **gw: Any
+    engine: Engine, upstream: str, name: str = "coder", *, docker: bool = False, **gw: Any
 ) -> tuple[str, AgentKey, Any]:
+    """An agent admitted to the gateway (no process runs), on an Axon of its own."""
     axon_id = (await engine.create_axon(f"gw-{name}")).id
-    spec = spec_of(model, axon_id, **gw).model_copy(update={"name": name})
+    spec = spec_of(upstream, axon_id, **gw).model_copy(update={"name": name})
     key = AgentKey(engine.agents.home_id, axon_id, name)
     return axon_id, key, await engine.agents.gateway.admit(key, spec, docker=docker)
 
@@ -104,7 +109,7 @@ async def events_of(
 async def test_a_streamed_call_gets_the_real_key_and_is_an_event(
     engine: Engine, model: ModelServer
 ) -> None:
-    axon_id, _key, admission = await admitted(engine, model, ANTHROPIC={"header": "x-api-key"})
+    axon_id, _key, admission = await admitted(engine, model.url, ANTHROPIC={"header": "x-api-key"})
     assert set(admission.env) == {"ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"}
     assert admission.env["ANTHROPIC_API_KEY"] == admission.token != REAL_KEY
     base = admission.env["ANTHROPIC_BASE_URL"]
@@ -139,7 +144,7 @@ async def test_a_streamed_call_gets_the_real_key_and_is_an_event(
 async def test_wrong_and_revoked_tokens_get_401_in_the_providers_format(
     engine: Engine, model: ModelServer
 ) -> None:
-    _axon, key, admission = await admitted(engine, model, ANTHROPIC={"header": "x-api-key"})
+    _axon, key, admission = await admitted(engine, model.url, ANTHROPIC={"header": "x-api-key"})
     url = admission.env["ANTHROPIC_BASE_URL"] + "/v1/messages"
     async with httpx.AsyncClient() as client:
         wrong = await client.post(url, json=anthropic_body(), headers={"x-api-key": "sk-guess"})
@@ -161,7 +166,7 @@ async def test_every_way_an_sdk_sends_the_key_is_accepted(
 ) -> None:
     axon_id, _key, admission = await admitted(
         engine,
-        model,
+        model.url,
         OPENAI={"header": "authorization"},
         GEMINI={
             "header": "x-goog-api-key",
@@ -217,23 +222,9 @@ async def raw_request(url: str, request_line: str, token: str) -> tuple[int, byt
 
 
 async def test_a_path_outside_the_upstream_is_refused(engine: Engine, model: ModelServer) -> None:
-    axon_id = (await engine.create_axon("gw")).id
-    spec = AgentSpec.model_validate(
-        {
-            "name": "coder",
-            "axon": axon_id,
-            "command": ["true"],
-            "gateways": {
-                "ANTHROPIC": {
-                    "upstream": f"{model.url}/api/v1",
-                    "secret": "GATEWAY_TEST_KEY",
-                    "header": "x-api-key",
-                }
-            },
-        }
+    _axon, _key, admission = await admitted(
+        engine, f"{model.url}/api/v1", ANTHROPIC={"header": "x-api-key"}
     )
-    key = AgentKey(engine.agents.home_id, axon_id, "coder")
-    admission = await engine.agents.gateway.admit(key, spec, docker=False)
     base = admission.base_url
     refused = [
         "POST /gw/ANTHROPIC/../../v1/messages HTTP/1.1",
@@ -258,7 +249,7 @@ async def test_a_path_outside_the_upstream_is_refused(engine: Engine, model: Mod
 
 async def test_the_rate_limit_answers_429_and_says_why(engine: Engine, model: ModelServer) -> None:
     axon_id, _key, admission = await admitted(
-        engine, model, ANTHROPIC={"header": "x-api-key", "requests_per_minute": 2}
+        engine, model.url, ANTHROPIC={"header": "x-api-key", "requests_per_minute": 2}
     )
     url = admission.env["ANTHROPIC_BASE_URL"] + "/v1/messages"
     headers = {"x-api-key": admission.token}
@@ -280,7 +271,7 @@ async def test_the_token_budget_answers_429_in_each_providers_format(
 ) -> None:
     axon_id, key, admission = await admitted(
         engine,
-        model,
+        model.url,
         OPENAI={"header": "authorization", "token_budget": 5},
         GEMINI={"header": "x-goog-api-key", "token_budget": 5},
     )
@@ -298,7 +289,7 @@ async def test_the_token_budget_answers_429_in_each_providers_format(
         await engine.agents.gateway.forget(key)
         again = await engine.agents.gateway.admit(
             key,
-            spec_of(model, axon_id, OPENAI={"header": "authorization", "token_budget": 5}),
+            spec_of(model.url, axon_id, OPENAI={"header": "authorization", "token_budget": 5}),
             docker=False,
         )
         still = await client.post(
@@ -327,7 +318,7 @@ async def test_the_token_budget_answers_429_in_each_providers_format(
 async def test_an_sse_answer_streams_through_unbuffered(engine: Engine, model: ModelServer) -> None:
     """The scripted SLOW_REPLY sends a delta every half second for 20 s: the first one
     arrives through the gateway while the model server is still far from done."""
-    axon_id, _key, admission = await admitted(engine, model, ANTHROPIC={"header": "x-api-key"})
+    axon_id, _key, admission = await admitted(engine, model.url, ANTHROPIC={"header": "x-api-key"})
     url = admission.env["ANTHROPIC_BASE_URL"] + "/v1/messages"
     received = b""
     async with (
@@ -352,9 +343,9 @@ async def test_a_docker_agents_socket_takes_only_its_own_token(
     engine: Engine, model: ModelServer
 ) -> None:
     _a, _ka, mine = await admitted(
-        engine, model, "boxed", docker=True, ANTHROPIC={"header": "x-api-key"}
+        engine, model.url, "boxed", docker=True, ANTHROPIC={"header": "x-api-key"}
     )
-    _b, _kb, other = await admitted(engine, model, "other", ANTHROPIC={"header": "x-api-key"})
+    _b, _kb, other = await admitted(engine, model.url, "other", ANTHROPIC={"header": "x-api-key"})
     assert mine.mount is not None
     assert mine.env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:18181/gw/ANTHROPIC"
     folder = mine.mount.host_dir
@@ -383,7 +374,7 @@ async def test_a_docker_agents_socket_takes_only_its_own_token(
 
 
 async def test_an_unknown_gateway_or_mount_is_404(engine: Engine, model: ModelServer) -> None:
-    _axon, _key, admission = await admitted(engine, model, OPENAI={})
+    _axon, _key, admission = await admitted(engine, model.url, OPENAI={})
     async with httpx.AsyncClient(base_url=admission.base_url) as client:
         bearer = {"Authorization": f"Bearer {admission.token}"}
         unknown = await client.post("/gw/ANTHROPIC/v1/messages", json={}, headers=bearer)
@@ -404,7 +395,7 @@ async def test_a_mounted_app_sees_the_calling_agent(engine: Engine, model: Model
         await send({"type": "http.response.body", "body": b""})
 
     engine.agents.gateway.mount("tools", app)
-    _axon, _key, admission = await admitted(engine, model, OPENAI={})
+    _axon, _key, admission = await admitted(engine, model.url, OPENAI={})
     async with httpx.AsyncClient(base_url=admission.base_url) as client:
         ok = await client.post(
             "/tools/rpc/x", headers={"Authorization": f"Bearer {admission.token}"}
@@ -420,7 +411,7 @@ async def test_a_gateway_key_missing_from_the_engine_is_refused_at_add(
     monkeypatch.delenv("GATEWAY_TEST_KEY")
     axon_id = (await engine.create_axon("gw")).id
     with pytest.raises(InvalidInput) as refused:
-        await engine.agents.add(spec_of(model, axon_id, ANTHROPIC={}))
+        await engine.agents.add(spec_of(model.url, axon_id, ANTHROPIC={}))
     assert refused.value.code == "missing_secret"
     assert "ANTHROPIC (GATEWAY_TEST_KEY)" in refused.value.message
 
@@ -455,3 +446,88 @@ def test_a_bad_gateway_says_what_to_fix(gateways: dict[str, Any], says: str) -> 
             {"name": "a", "axon": "x", "command": ["true"], "gateways": gateways}
         )
     assert says in str(refused.value)
+
+
+@contextlib.asynccontextmanager
+async def echo_upstream() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    """An upstream on 127.0.0.1 that records each request's headers and answers with
+    hop-by-hop headers of its own (uvicorn, real HTTP)."""
+    seen: list[dict[str, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"connection", b"keep-alive, x-upstream-hop"),
+            (b"x-upstream-hop", b"1"),
+            (b"keep-alive", b"timeout=5"),
+            (b"x-request-id", b"req-1"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"ok": true}'})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/base", seen
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_hop_by_hop_headers_stay_on_their_hop(engine: Engine) -> None:
+    async with echo_upstream() as (upstream, seen):
+        axon_id, _key, admission = await admitted(engine, upstream, OPENAI={})
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(
+                admission.env["OPENAI_BASE_URL"] + "/models",
+                params={"limit": "2"},
+                headers={
+                    "Authorization": f"Bearer {admission.token}",
+                    "Connection": "keep-alive, x-agent-hop",
+                    "X-Agent-Hop": "1",
+                    "Proxy-Authorization": "Basic c2VjcmV0",
+                    "TE": "trailers",
+                    "X-Agent-Header": "kept",
+                },
+            )
+    assert answer.status_code == 200 and answer.json() == {"ok": True}
+    assert answer.headers["x-request-id"] == "req-1"
+    assert "x-upstream-hop" not in answer.headers and "keep-alive" not in answer.headers
+    (headers,) = seen
+    assert headers["authorization"] == f"Bearer {REAL_KEY}"
+    assert headers["x-agent-header"] == "kept" and headers["accept-encoding"] == "identity"
+    for hop in ("x-agent-hop", "proxy-authorization", "te"):
+        assert hop not in headers, headers
+    assert admission.token not in str(headers)
+    (event,) = await events_of(engine, axon_id, "gateway.request")
+    assert event["path"] == "/models" and event["method"] == "GET" and "usage" not in event
+
+
+async def test_an_unreachable_upstream_is_a_502_and_an_event(engine: Engine) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    axon_id, _key, admission = await admitted(
+        engine, f"http://127.0.0.1:{port}", GEMINI={"header": "x-goog-api-key"}
+    )
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            admission.env["GEMINI_BASE_URL"] + "/v1beta/models/g:generateContent",
+            json=CONTENTS,
+            headers={"x-goog-api-key": admission.token},
+        )
+    assert answer.status_code == 502
+    assert answer.json()["error"]["status"] == "UNAVAILABLE"
+    assert "could not reach" in answer.json()["error"]["message"]
+    (event,) = await events_of(engine, axon_id, "gateway.request")
+    assert event["status"] == 502 and event["error"].startswith("upstream unreachable")

@@ -28,7 +28,9 @@ caller's `Grant` (its `key.axon_id`, `key.name` and `spec`); a missing or revoke
 before the app sees anything. The token headers are left on the request (the app must not
 forward them). `Admission.base_url` is the server's root as that agent sees it, so the agent's
 MCP URL is `f"{admission.base_url}/mcp/..."` with the header `Authorization: Bearer <token>`;
-`GatewayServer.admission(key)` returns the current one of a running agent.
+`GatewayServer.admission(key)` returns the current one of a running agent. Agents are
+admitted at each start by `Supervisor.admit` (engine/supervisor.py), today only when their
+spec declares `gateways`: a gateway for other agents widens that test there.
 """
 
 from __future__ import annotations

@@ -248,6 +248,58 @@ async def test_a_hundred_thousand_events_open_at_the_end_and_jump_to_the_top(
         assert len(log._pages) <= PAGES_KEPT, "the page cache stays bounded"
 
 
+def chunk_draft(text: str, agent: str = "claude") -> Draft:
+    update = {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}}
+    payload = orjson.dumps({"sessionId": "s1", "update": update}).decode()
+    return Draft("session/update", payload, agent, "AGENT_EVENT")
+
+
+async def test_streamed_answers_fold_in_history_and_what_is_on_screen_stays_put(
+    tmp_path: Path,
+) -> None:
+    """Five pages, each with 150 messages and an answer of 50 chunks (the last two pages' answer
+    crosses their boundary). Jumping into the middle reads pages as they come into view; as
+    their answers fold to one item each, the event at the top of the screen stays there."""
+    home = tmp_path / "home"
+    async with Engine(home) as eng:
+        axon_id = (await eng.create_axon("answers")).id
+        drafts: list[Draft] = []
+        for page in range(5):
+            drafts += [Draft.message(f"question {page}.{n}", source="web") for n in range(150)]
+            drafts += [chunk_draft(f"a{page}.{n} ") for n in range(50)]
+        drafts[800:810] = [chunk_draft(f"x{n} ") for n in range(10)]  # page 3's answer goes on
+        drafts[960:] = [Draft.message(f"tail {n}", source="web") for n in range(40)]
+        await eng.publish_batch(axon_id, drafts)
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await open_axon_view(app, pilot, axon_id)
+        await eventually(lambda: "tail 39" in last_row_text(log), what="the tail")
+        await pilot.press("home")
+        await eventually(lambda: log.scroll_y == 0 and log.cursor == 1, what="the top")
+        log.cursor = 420  # page 2's 20th question: the screen's top is in page 1's answer
+        await eventually(lambda: 2 in log._layouts and 1 in log._layouts, what="pages read")
+        await pilot.pause()
+        top = log._locate(int(log.scroll_y))[0]
+        await eventually(lambda: "question 2.19" in _all_rows(log), what="the cursor's event")
+        # page 1's answer, above, is one item now: its chunks take one row
+        assert log.item_at(351).first == 351 and log.item_at(351).last == 400
+        assert log.row_of(401) == log.row_of(351) + log.item_at(351).rows
+        await pilot.press("up", "up")
+        await pilot.pause()
+        assert log.cursor == 418
+        assert log._locate(int(log.scroll_y))[0] == top, "the screen did not jump"
+        # page 3's answer goes on into page 4, and folds across the boundary
+        log.cursor = 805
+        await eventually(lambda: 3 in log._layouts and 4 in log._layouts, what="the last pages")
+        crossing = log.item_at(751)
+        assert (crossing.first, crossing.last) == (751, 810)
+        assert crossing.text.startswith("a3.0 a3.1") and crossing.text.endswith("x9 ")
+        assert log.item_at(log.cursor).first == 751  # the cursor is on the whole answer
+        await pilot.press("end")
+        assert log.row_of(811) == log.row_of(751) + crossing.rows
+        await eventually(lambda: "tail 39" in last_row_text(log), what="the tail again")
+
+
 async def test_a_click_selects_an_event_and_a_double_click_opens_a_pane(tmp_path: Path) -> None:
     home = tmp_path / "home"
     axon_id = await publish_many(home, "clicked", 5)

@@ -5,7 +5,8 @@ Every prompt gets a plan and an answer streamed in chunks. Words in the prompt c
 - `RISKY`: asks permission before writing `approved.txt` into the work dir (not in mode
   `yolo`); writes it only when allowed.
 - `SLOW`: streams 40 chunks 0.25 s apart; `HANG`: streams nothing until cancelled. Both end
-  `cancelled` on session/cancel.
+  `cancelled` on session/cancel. `PACE`: the answer's chunks come 0.05 s apart, so a person
+  watching (the demo) sees it grow.
 - `CRASH`: exits mid-turn, once per home (a marker file in $HOME), so a re-delivery works.
 - `FAIL`: answers the prompt with a JSON-RPC error, as a model failing would.
 - `FUTURE`: sends a `session/update` kind no SDK models yet; `BIG`: a 2 MB chunk.
@@ -171,10 +172,14 @@ class SampleAgent:
             usage=Usage(input_tokens=words, output_tokens=words, total_tokens=2 * words),
         )
 
-    async def _say(self, session_id: str, session: Session, text: str, chunk: int = 3) -> None:
+    async def _say(
+        self, session_id: str, session: Session, text: str, chunk: int = 3, pace: float = 0.0
+    ) -> None:
         words = text.split(" ")
         for i in range(0, len(words), chunk):
             piece = " ".join(words[i : i + chunk]) + (" " if i + chunk < len(words) else "")
+            if pace and i:
+                await asyncio.sleep(pace)
             await self.conn.session_update(
                 session_id=session_id, update=update_agent_message_text(piece)
             )
@@ -241,7 +246,8 @@ class SampleAgent:
             await self._say(session_id, session, "MCP servers: " + ",".join(session.mcp))
         if "CLIENT" in text:
             await self._say(session_id, session, await self._probe_client(session_id))
-        await self._say(session_id, session, f"You said: {text}")
+        pace = 0.05 if "PACE" in text else 0.0
+        await self._say(session_id, session, f"You said: {text}", pace=pace)
         return "end_turn"
 
     async def _probe_client(self, session_id: str) -> str:

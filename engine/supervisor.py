@@ -20,9 +20,10 @@ from pydantic import ValidationError
 
 from engine.broker.permissions import DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, ErrorCode, InvalidInput, NotFound
+from engine.gateway import Admission, GatewayServer
 from engine.models import AgentSpec, AgentView, Draft, PublishResult
 from engine.policy import check_remote_spec
-from engine.runtime import Runtime, pick_runtime
+from engine.runtime import AgentKey, Runtime, pick_runtime
 from engine.runtime.process import ProcessRuntime
 from engine.worker import AgentWorker
 
@@ -42,6 +43,24 @@ class Supervisor:
         self.notices: list[str] = []
         self._runtimes: dict[str, Runtime] = {}
         self._workers: dict[tuple[str, str], AgentWorker] = {}
+        # the Agent Gateway: its listeners open on the first agent that needs them
+        self.gateway = GatewayServer(
+            engine.paths.gateway,
+            lambda axon_id, draft: engine.publish(axon_id, draft, system=True),
+            self._spent,
+        )
+
+    async def _spent(self, key: AgentKey, prefix: str) -> int:
+        """The tokens the Axon's log records for an agent's gateway: every `gateway.request`
+        it made there (the token budget counts them all, across restarts)."""
+        result = await self.engine.query(
+            key.axon_id,
+            "SELECT coalesce(sum(json_extract(payload, '$.usage.total_tokens')), 0) "
+            "FROM axon_events WHERE event_type = 'gateway.request' AND origin = 'SYSTEM_EVENT' "
+            "AND source = ? AND json_extract(payload, '$.provider') = ?",
+            [key.name, prefix],
+        )
+        return int(result.rows[0][0])
 
     async def start(self) -> None:
         """Bring back every declared agent. Nothing here needs Docker: while it does not
@@ -63,6 +82,7 @@ class Supervisor:
         for kind in ("docker", "process"):  # "auto" is one of them
             if (runtime := self._runtimes.get(kind)) is not None:
                 await runtime.close()
+        await self.gateway.close()
 
     def runtime_for(self, spec: AgentSpec, *, remote: bool = False) -> Runtime:
         """Where the agent runs. A spec declared over TCP (`remote`) runs in Docker and
@@ -124,7 +144,22 @@ class Supervisor:
                 f"secrets not set in the engine's environment: {', '.join(missing)}",
                 code=ErrorCode.MISSING_SECRET,
             )
+        keys = [
+            f"{p} ({g.secret})" for p, g in spec.gateways.items() if not os.environ.get(g.secret)
+        ]
+        if keys:
+            raise InvalidInput(
+                f"gateway keys not set in the engine's environment: {', '.join(keys)}; the "
+                "engine holds each gateway's `secret` (export it before `axons serve`)",
+                code=ErrorCode.MISSING_SECRET,
+            )
         return {**spec.env, **{s: os.environ[s] for s in spec.secrets}}
+
+    async def admit(self, key: AgentKey, spec: AgentSpec, runtime: Runtime) -> Admission | None:
+        """A fresh gateway token for an agent about to start (None: it uses no gateway)."""
+        if not spec.gateways:
+            return None
+        return await self.gateway.admit(key, spec, docker=runtime.kind == "docker")
 
     # -- API ----------------------------------------------------------------------------
 
@@ -154,6 +189,7 @@ class Supervisor:
         if old is not None:
             await old.detach()
             await old.runtime.remove(old.key)
+            await self.gateway.forget(old.key)
         await asyncio.to_thread(
             self.engine.catalog.put_agent,
             axon.id,
@@ -203,6 +239,7 @@ class Supervisor:
         worker.command("stop")
         await worker.detach()
         await worker.runtime.remove(worker.key)
+        await self.gateway.forget(worker.key)
         del self._workers[(axon_id, name)]
         await asyncio.to_thread(self.engine.catalog.delete_agent, axon_id, name)
 

@@ -1,0 +1,295 @@
+"""The MCP gateway (engine/gateway/mcp.py) with real parts: an upstream MCP server built with
+the `mcp` SDK (tests/agents/tickets_mcp.py) over stdio and over HTTP, the gateway's endpoint
+served over real HTTP, a real `mcp` SDK client in front, events in a real Axon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from mcp import ClientSession, McpError
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from engine import Draft, Engine
+from engine.gateway.mcp import TOOL_CALL, AgentMcp, McpEndpoint
+from engine.models import AgentSpec, McpUpstream, split_mcp_servers
+from tests.agents import tickets_mcp
+
+TICKETS_SERVER = Path(tickets_mcp.__file__)
+SECRET = "tickets-secret-0123456789"
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """`app` over real HTTP on 127.0.0.1 (a free port); yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        host, port = sock.getsockname()[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, token: str) -> AsyncIterator[ClientSession]:
+    """A real `mcp` SDK client of the gateway, as an agent holds one."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        create_mcp_http_client(headers=headers) as http,
+        streamable_http_client(url, http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+def calls(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+async def tool_calls(engine: Engine, axon_id: str) -> list[dict[str, Any]]:
+    result = await engine.query(
+        axon_id,
+        "SELECT payload, origin, source FROM axon_events WHERE event_type = ? ORDER BY sequence",
+        [TOOL_CALL],
+    )
+    return [{**orjson.loads(p), "_origin": o, "_source": s} for p, o, s in result.rows]
+
+
+def stdio_entry(calls_file: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "tickets",
+        "command": sys.executable,
+        "args": [str(TICKETS_SERVER)],
+        "env": {"TICKETS_EXPECT": SECRET, "TICKETS_CALLS": str(calls_file)},
+        "secrets": ["TICKETS_TOKEN"],
+        "allowed_tools": ["read_*"],
+        **extra,
+    }
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    engine: Engine, axon_id: str, entries: list[dict[str, Any]], logs: list[str]
+) -> AsyncIterator[tuple[str, str]]:
+    """The agent `triage`'s MCP gateway, served over HTTP: yields (endpoint URL, token)."""
+    upstreams = [McpUpstream.model_validate(e) for e in entries]
+
+    async def publish(body: dict[str, Any]) -> None:
+        payload = orjson.dumps(body).decode()
+        draft = Draft(TOOL_CALL, payload, "triage", "SYSTEM_EVENT", author="axons")
+        await engine.publish(axon_id, draft, system=True)
+
+    endpoint = McpEndpoint()
+    agent = AgentMcp(
+        "triage", upstreams, {"TICKETS_TOKEN": SECRET}, publish=publish, on_log=logs.append
+    )
+    token = endpoint.add(agent)
+    try:
+        async with served(endpoint) as url:
+            yield f"{url}/mcp", token
+    finally:
+        await endpoint.close()
+
+
+async def test_stdio_upstream_lists_only_allowed_tools_and_refuses_the_rest(
+    engine: Engine, axon_id: str, tmp_path: Path
+) -> None:
+    calls_file = tmp_path / "calls.jsonl"
+    logs: list[str] = []
+    entries = [stdio_entry(calls_file)]
+    async with (
+        gateway(engine, axon_id, entries, logs) as (url, token),
+        client(url, token) as session,
+    ):
+        listed = await session.list_tools()
+        assert [t.name for t in listed.tools] == ["tickets__read_ticket"]
+        assert listed.tools[0].inputSchema["properties"]["ticket_id"]["type"] == "string"
+
+        result = await session.call_tool("tickets__read_ticket", {"ticket_id": "T-1"})
+        assert not result.isError, result
+        assert result.content[0].text == "T-1: the printer is on fire"  # type: ignore[union-attr]
+
+        with pytest.raises(McpError, match="'tickets__delete_ticket' is not allowed") as e:
+            await session.call_tool("tickets__delete_ticket", {"ticket_id": "T-1"})
+        assert e.value.error.code == -32602  # invalid params: MCP's "unknown tool"
+        with pytest.raises(McpError, match="not allowed"):
+            await session.call_tool("elsewhere__read_ticket", {"ticket_id": "T-1"})
+
+    # The upstream saw the read, with the credential the engine injected, and no delete.
+    assert calls(calls_file) == [{"tool": "read_ticket", "ticket_id": "T-1", "credential": True}]
+    events = await tool_calls(engine, axon_id)
+    assert [(e["server"], e["tool"], e["status"]) for e in events] == [
+        ("tickets", "read_ticket", "ok"),
+        ("tickets", "delete_ticket", "refused"),
+        (None, "read_ticket", "refused"),
+    ]
+    assert all(e["_origin"] == "SYSTEM_EVENT" and e["_source"] == "triage" for e in events)
+    assert events[0]["duration_ms"] > 0
+    assert "arguments" not in events[0]  # log_arguments is false by default
+    assert "not allowed" in events[1]["error"]
+    assert SECRET not in str(events)
+    assert "mcp tickets: tickets: read_ticket T-1" in logs  # its stderr, in the agent's log
+
+
+async def test_http_upstream_gets_its_credential_in_a_header(
+    engine: Engine, axon_id: str, tmp_path: Path
+) -> None:
+    calls_file = tmp_path / "calls.jsonl"
+    logs: list[str] = []
+    async with served(tickets_mcp.app(SECRET, str(calls_file))) as upstream:
+        entry = {
+            "name": "tickets",
+            "url": f"{upstream}/mcp",
+            "headers": {"Authorization": "Bearer ${TICKETS_TOKEN}"},
+            "secrets": ["TICKETS_TOKEN"],
+            "allowed_tools": ["read_*"],
+            "log_arguments": True,
+        }
+        async with (
+            gateway(engine, axon_id, [entry], logs) as (url, token),
+            client(url, token) as session,
+        ):
+            listed = await session.list_tools()
+            assert [t.name for t in listed.tools] == ["tickets__read_ticket"]
+            result = await session.call_tool("tickets__read_ticket", {"ticket_id": "T-2"})
+            assert not result.isError, result
+            assert "coffee machine" in result.content[0].text  # type: ignore[union-attr]
+            with pytest.raises(McpError, match="not allowed"):
+                await session.call_tool("tickets__delete_ticket", {"ticket_id": "T-2"})
+
+    assert calls(calls_file) == [{"tool": "read_ticket", "ticket_id": "T-2", "credential": True}]
+    events = await tool_calls(engine, axon_id)
+    assert [(e["tool"], e["status"]) for e in events] == [
+        ("read_ticket", "ok"),
+        ("delete_ticket", "refused"),
+    ]
+    assert events[0]["arguments"] == {"ticket_id": "T-2"}  # log_arguments = true
+
+
+async def test_an_upstream_error_is_an_error_event(
+    engine: Engine, axon_id: str, tmp_path: Path
+) -> None:
+    """The upstream refuses a wrong credential: the agent gets the tool's error, the event
+    says error; an upstream that cannot start hides its tools and says why in the log."""
+    calls_file = tmp_path / "calls.jsonl"
+    env = {"TICKETS_EXPECT": "another", "TICKETS_CALLS": str(calls_file)}
+    wrong = stdio_entry(calls_file, env=env)
+    broken = {"name": "broken", "command": str(tmp_path / "missing"), "allowed_tools": ["*"]}
+    logs: list[str] = []
+    async with (
+        gateway(engine, axon_id, [wrong, broken], logs) as (url, token),
+        client(url, token) as session,
+    ):
+        listed = await session.list_tools()
+        assert [t.name for t in listed.tools] == ["tickets__read_ticket"]
+        result = await session.call_tool("tickets__read_ticket", {"ticket_id": "T-1"})
+        assert result.isError
+        assert "unauthorized" in result.content[0].text  # type: ignore[union-attr]
+        result = await session.call_tool("broken__anything", {})
+        assert result.isError
+        assert "MCP server broken" in result.content[0].text  # type: ignore[union-attr]
+    events = await tool_calls(engine, axon_id)
+    assert [(e["server"], e["status"]) for e in events] == [
+        ("tickets", "error"),
+        ("broken", "error"),
+    ]
+    assert "unauthorized" in events[0]["error"]
+    assert any("MCP server broken: tools not listed" in line for line in logs)
+
+
+async def test_a_wrong_or_missing_token_gets_401(
+    engine: Engine, axon_id: str, tmp_path: Path
+) -> None:
+    logs: list[str] = []
+    entries = [stdio_entry(tmp_path / "calls.jsonl")]
+    async with gateway(engine, axon_id, entries, logs) as (url, token):
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        accept = {"Accept": "application/json, text/event-stream"}
+        async with httpx.AsyncClient() as http:
+            for headers in (
+                {},
+                {"Authorization": "Bearer axmcp_wrong"},
+                {"Authorization": f"Basic {token}"},
+                {"Authorization": f"Bearer {token}x"},
+            ):
+                answer = await http.post(url, json=body, headers={**accept, **headers})
+                assert answer.status_code == 401, headers
+                assert "MCP gateway token" in answer.json()["error"]["message"]
+                assert answer.headers["www-authenticate"].startswith("Bearer")
+        with pytest.raises(Exception):  # noqa: B017 - the SDK client fails on the 401
+            async with client(url, "axmcp_wrong") as session:
+                await session.list_tools()
+    assert await tool_calls(engine, axon_id) == []
+
+
+def test_spec_entries_through_the_gateway() -> None:
+    plain = {"name": "files", "command": "/bin/true", "args": [], "env": []}
+    through = {"name": "tickets", "url": "https://t.example/mcp", "allowed_tools": ["read_*"]}
+    acp_plain, upstreams = split_mcp_servers([plain, through])
+    assert [s.name for s in acp_plain] == ["files"]
+    assert [(u.name, u.type) for u in upstreams] == [("tickets", "http")]
+    spec = AgentSpec(
+        name="a", axon="x", command=["true"], protocol="acp", mcp_servers=[stdio_entry(Path("c"))]
+    )
+    assert spec.all_secrets() == ["TICKETS_TOKEN"]
+    upstream = McpUpstream.model_validate(stdio_entry(Path("c")))
+    resolved = {p.name: p.value for p in upstream.resolve({"TICKETS_TOKEN": "s"})}
+    assert resolved["TICKETS_TOKEN"] == "s"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "t", "command": "x", "secrets": ["A"]}, "has secrets but no allowed_tools"),
+        ({"name": "t", "allowed_tools": ["*"]}, "give either command .* or url"),
+        (
+            {"name": "t", "url": "http://x", "allowed_tools": ["*"], "secrets": ["A"]},
+            r"secret A is not used: .*Bearer \$\{A\}",
+        ),
+        (
+            {"name": "t", "command": "x", "allowed_tools": ["*"], "env": {"K": "${B}"}},
+            r"\$\{B\} is used but not listed in secrets",
+        ),
+        ({"name": "t", "command": "x", "allowed_tools": []}, "allowed_tools: List should have"),
+        ({"name": "a__b", "command": "x", "allowed_tools": ["*"]}, "name: String should match"),
+        (
+            {"name": "t", "type": "sse", "url": "http://x", "allowed_tools": ["*"]},
+            "type: Input should be 'stdio' or 'http'",
+        ),
+        ({"name": "t", "url": "ftp://x", "allowed_tools": ["*"]}, "url: String should match"),
+        (
+            {"name": "t", "url": "http://x", "allowed_tools": ["*"], "env": {"A": "b"}},
+            "args and env are for stdio servers",
+        ),
+    ],
+)
+def test_bad_gateway_entries_say_what_to_do(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=r"mcp_servers\[0\] .*" + message):
+        split_mcp_servers([entry])
+
+
+def test_two_gateway_entries_with_one_name_are_refused() -> None:
+    entry = {"name": "t", "command": "x", "allowed_tools": ["*"]}
+    with pytest.raises(ValueError, match="two gateway entries are named 't'"):
+        split_mcp_servers([entry, entry])

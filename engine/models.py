@@ -159,7 +159,7 @@ def memory_bytes(value: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-GATEWAY_KEYS = ("allowed_tools", "secrets", "log_arguments")  # only on gateway entries
+MCP_GATEWAY_KEYS = ("allowed_tools", "secrets", "log_arguments")  # only on gateway entries
 _SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -209,7 +209,7 @@ class McpUpstream(BaseModel):
     def _one_transport(self) -> McpUpstream:
         if (self.command is None) == (self.url is None):
             raise ValueError("give either command (a stdio server) or url (an HTTP server)")
-        kind = "stdio" if self.command is not None else "http"
+        kind: Literal["stdio", "http"] = "stdio" if self.command is not None else "http"
         if self.type not in (None, kind):
             raise ValueError(f"type {self.type!r} does not fit an entry with a {kind} transport")
         self.type = kind
@@ -277,7 +277,7 @@ def split_mcp_servers(raw: list[dict[str, Any]]) -> tuple[list[Any], list[McpUps
                     f"mcp_servers[{i}] (through the MCP gateway, as it has allowed_tools): {what}"
                 ) from None
             continue
-        if extra := [key for key in GATEWAY_KEYS if key in entry]:
+        if extra := [key for key in MCP_GATEWAY_KEYS if key in entry]:
             raise ValueError(
                 f"mcp_servers[{i}] has {extra[0]} but no allowed_tools: only entries reached "
                 'through the MCP gateway take it; add allowed_tools (e.g. ["read_*"], or ["*"] '
@@ -309,6 +309,66 @@ def mcp_upstreams(raw: list[dict[str, Any]]) -> list[McpUpstream]:
     return split_mcp_servers(raw)[1]
 
 
+GATEWAY_PREFIX = r"^[A-Z][A-Z0-9_]{0,39}$"
+GatewayApi = Literal["anthropic", "openai", "gemini"]
+_API_OF_HEADER: dict[str, GatewayApi] = {
+    "x-api-key": "anthropic",
+    "x-goog-api-key": "gemini",
+    "authorization": "openai",
+}
+
+
+class GatewaySpec(BaseModel):
+    """One provider an agent reaches through the Agent Gateway (contract §5.3): the agent
+    gets `PREFIX_BASE_URL` and an opaque token as `PREFIX_API_KEY`; the engine swaps the
+    token for the real key (the engine's env var `secret`) and forwards to `upstream` only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upstream: str = Field(min_length=1, max_length=2000)
+    secret: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    header: str = Field(
+        "authorization", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+    )
+    api: GatewayApi | None = None  # the provider's error format; else inferred from `header`
+    base_url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
+    key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
+    requests_per_minute: int | None = Field(None, ge=1)
+    token_budget: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _checked(self) -> GatewaySpec:
+        self.header = self.header.lower()
+        check_upstream(self.upstream)
+        if self.api is None:
+            self.api = _API_OF_HEADER.get(self.header, "openai")
+        return self
+
+
+def check_upstream(url: str) -> None:
+    """An upstream is an absolute http(s) URL with a host, and no credentials, query or
+    fragment (the gateway appends the agent's path to it)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise ValueError(f"upstream {url!r:.200} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"upstream {url!r:.200}: give an http(s) URL with a host, for example "
+            "https://api.anthropic.com"
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(
+            f"upstream {url!r:.200}: no user, password, query or fragment (the key comes from "
+            "`secret`, sent in `header`)"
+        )
+    if any(seg in (".", "..") for seg in parts.path.split("/")):
+        raise ValueError(f"upstream {url!r:.200}: no . or .. in the path")
+
+
 class AgentSpec(BaseModel):
     """An agent as declared in TOML or JSON (contract §5)."""
 
@@ -337,6 +397,8 @@ class AgentSpec(BaseModel):
     mode: str | None = Field(None, min_length=1, max_length=200)
     workdir: str | None = None
     turn_timeout_s: float = Field(600.0, gt=0)
+    # Agent Gateway (contract §5.3): providers reached with an opaque token, never the key
+    gateways: dict[str, GatewaySpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _runnable(self) -> AgentSpec:
@@ -348,6 +410,7 @@ class AgentSpec(BaseModel):
             raise ValueError("runtime process needs a command")
         if self.mcp_servers:
             split_mcp_servers(self.mcp_servers)
+        self._gateway_names()
         return self
 
     def all_secrets(self) -> list[str]:
@@ -356,6 +419,27 @@ class AgentSpec(BaseModel):
         for upstream in mcp_upstreams(self.mcp_servers) if self.mcp_servers else []:
             names += [s for s in upstream.secrets if s not in names]
         return names
+
+    def _gateway_names(self) -> None:
+        names: dict[str, str] = {}
+        for prefix, gateway in self.gateways.items():
+            if not re.fullmatch(GATEWAY_PREFIX, prefix):
+                raise ValueError(
+                    f"gateways.{prefix:.60}: a gateway's name is the prefix of its env vars: "
+                    "upper-case letters, digits and _, starting with a letter (e.g. ANTHROPIC)"
+                )
+            for var in gateway_env_names(prefix, gateway):
+                if var in names or var in self.env or var in self.secrets:
+                    raise ValueError(
+                        f"gateways.{prefix}: the variable {var} is also set by "
+                        f"{names.get(var, 'env or secrets')}; give base_url_env/key_env"
+                    )
+                names[var] = f"gateways.{prefix}"
+
+
+def gateway_env_names(prefix: str, gateway: GatewaySpec) -> tuple[str, str]:
+    """The variables an agent gets for gateway `prefix`: its base URL and its token."""
+    return (gateway.base_url_env or f"{prefix}_BASE_URL", gateway.key_env or f"{prefix}_API_KEY")
 
 
 AgentState = Literal["starting", "running", "paused", "hibernated", "failed", "stopped"]

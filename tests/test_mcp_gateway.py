@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -21,10 +23,16 @@ from mcp import ClientSession, McpError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from engine import Draft, Engine
-from engine.gateway.mcp import TOOL_CALL, AgentMcp, McpEndpoint
+from engine import Engine
+from engine.errors import Forbidden
+from engine.gateway import GatewayServer
+from engine.gateway.mcp import MOUNT, TOOL_CALL, McpGateways
 from engine.models import AgentSpec, McpUpstream, split_mcp_servers
+from engine.policy import AgentPolicy, check_remote_spec
+from engine.runtime.base import AgentKey
+from tests.acp_support import acp_spec, said, turn_end, updates
 from tests.agents import tickets_mcp
+from tests.agents_support import body, describe, publish, watching
 
 TICKETS_SERVER = Path(tickets_mcp.__file__)
 SECRET = "tickets-secret-0123456789"
@@ -77,39 +85,69 @@ async def tool_calls(engine: Engine, axon_id: str) -> list[dict[str, Any]]:
 
 
 def stdio_entry(calls_file: Path, **extra: Any) -> dict[str, Any]:
+    """The tickets server as a stdio upstream; its pid goes beside `calls_file`."""
+    pid_file = calls_file.with_suffix(".pid")
     return {
         "name": "tickets",
         "command": sys.executable,
         "args": [str(TICKETS_SERVER)],
-        "env": {"TICKETS_EXPECT": SECRET, "TICKETS_CALLS": str(calls_file)},
+        "env": {
+            "TICKETS_EXPECT": SECRET,
+            "TICKETS_CALLS": str(calls_file),
+            "TICKETS_PIDFILE": str(pid_file),
+        },
         "secrets": ["TICKETS_TOKEN"],
         "allowed_tools": ["read_*"],
         **extra,
     }
 
 
+@pytest.fixture(autouse=True)
+def tickets_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upstream's credential, in the engine's environment only."""
+    monkeypatch.setenv("TICKETS_TOKEN", SECRET)
+
+
+@contextlib.asynccontextmanager
+async def mounted(
+    engine: Engine, logs: list[str] | None = None
+) -> AsyncIterator[tuple[GatewayServer, McpGateways]]:
+    """The engine's gateway server with the MCP gateway mounted, as the supervisor has them."""
+    server = GatewayServer(
+        engine.home / "gateway", lambda axon, draft: engine.publish(axon, draft, system=True)
+    )
+    mcp = McpGateways(server, lambda key: (logs if logs is not None else []).append)
+    server.mount(MOUNT, mcp)
+    try:
+        yield server, mcp
+    finally:
+        await mcp.close_all()
+        await server.close()
+
+
+async def admitted(
+    server: GatewayServer, mcp: McpGateways, axon_id: str, entries: list[dict[str, Any]]
+) -> tuple[AgentKey, AgentSpec, str, str]:
+    """The ACP agent `triage` admitted as a process agent: its key, spec, MCP URL and token."""
+    spec = AgentSpec(
+        name="triage", axon=axon_id, command=["true"], protocol="acp", mcp_servers=entries
+    )
+    key = AgentKey("home", axon_id, "triage")
+    await server.admit(key, spec, docker=False)
+    entry = mcp.entry(key, spec)
+    assert entry is not None
+    assert entry["name"] == "axons" and entry["type"] == "http"
+    return key, spec, entry["url"], entry["headers"][0]["value"].removeprefix("Bearer ")
+
+
 @contextlib.asynccontextmanager
 async def gateway(
     engine: Engine, axon_id: str, entries: list[dict[str, Any]], logs: list[str]
 ) -> AsyncIterator[tuple[str, str]]:
-    """The agent `triage`'s MCP gateway, served over HTTP: yields (endpoint URL, token)."""
-    upstreams = [McpUpstream.model_validate(e) for e in entries]
-
-    async def publish(body: dict[str, Any]) -> None:
-        payload = orjson.dumps(body).decode()
-        draft = Draft(TOOL_CALL, payload, "triage", "SYSTEM_EVENT", author="axons")
-        await engine.publish(axon_id, draft, system=True)
-
-    endpoint = McpEndpoint()
-    agent = AgentMcp(
-        "triage", upstreams, {"TICKETS_TOKEN": SECRET}, publish=publish, on_log=logs.append
-    )
-    token = endpoint.add(agent)
-    try:
-        async with served(endpoint) as url:
-            yield f"{url}/mcp", token
-    finally:
-        await endpoint.close()
+    """The agent `triage`'s MCP endpoint: yields its URL and its token."""
+    async with mounted(engine, logs) as (server, mcp):
+        _key, _spec, url, token = await admitted(server, mcp, axon_id, entries)
+        yield url, token
 
 
 async def test_stdio_upstream_lists_only_allowed_tools_and_refuses_the_rest(
@@ -235,8 +273,7 @@ async def test_a_wrong_or_missing_token_gets_401(
             ):
                 answer = await http.post(url, json=body, headers={**accept, **headers})
                 assert answer.status_code == 401, headers
-                assert "MCP gateway token" in answer.json()["error"]["message"]
-                assert answer.headers["www-authenticate"].startswith("Bearer")
+                assert "token" in answer.json()["error"]["message"]
         with pytest.raises(Exception):  # noqa: B017 - the SDK client fails on the 401
             async with client(url, "axmcp_wrong") as session:
                 await session.list_tools()
@@ -293,3 +330,146 @@ def test_two_gateway_entries_with_one_name_are_refused() -> None:
     entry = {"name": "t", "command": "x", "allowed_tools": ["*"]}
     with pytest.raises(ValueError, match="two gateway entries are named 't'"):
         split_mcp_servers([entry, entry])
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+
+
+async def test_a_revoked_token_gets_401_and_the_upstream_ends(
+    engine: Engine, axon_id: str, tmp_path: Path
+) -> None:
+    """What the supervisor does when the agent stops: revoke its token, close its MCP
+    gateway; the stdio upstream's process ends and the old token is refused."""
+    calls_file = tmp_path / "calls.jsonl"
+    async with mounted(engine) as (server, mcp):
+        key, spec, url, token = await admitted(server, mcp, axon_id, [stdio_entry(calls_file)])
+        async with client(url, token) as session:
+            await session.list_tools()
+        pid = int(calls_file.with_suffix(".pid").read_text())
+        assert not gone(pid)
+        server.revoke(key)
+        await mcp.close(key)
+        assert gone(pid)
+        assert mcp.entry(key, spec) is None  # no token: nothing to hand an agent
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert answer.status_code == 401
+
+
+async def test_an_agent_with_no_upstreams_gets_404(engine: Engine, axon_id: str) -> None:
+    async with mounted(engine) as (server, mcp):
+        spec = AgentSpec(name="plain", axon=axon_id, command=["true"], protocol="acp")
+        key = AgentKey("home", axon_id, "plain")
+        admission = await server.admit(key, spec, docker=False)
+        assert mcp.entry(key, spec) is None
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(
+                f"{admission.base_url}/{MOUNT}/",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={"Authorization": f"Bearer {admission.token}"},
+            )
+        assert answer.status_code == 404
+        assert "allowed_tools" in answer.json()["error"]["message"]
+
+
+# -- through the engine: an ACP agent gets the endpoint in session/new -----------------------
+
+
+@pytest.fixture
+async def process_engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    async with Engine(tmp_path / "home", agent_runtime="process") as eng:
+        yield eng
+
+
+async def test_an_acp_agent_calls_allowed_tools_through_the_engine(
+    process_engine: Engine, tmp_path: Path
+) -> None:
+    """The sample ACP agent (a process, on the ACP SDK) gets the engine's MCP endpoint in
+    session/new instead of the upstream, lists and calls tools there with the `mcp` SDK;
+    its environment never holds the upstream's credential; stopping it ends the upstream."""
+    engine = process_engine
+    axon_id = (await engine.create_axon("mcp")).id
+    calls_file = tmp_path / "calls.jsonl"
+    plain = {"name": "files", "command": "/bin/true", "args": [], "env": []}
+    spec = acp_spec("mcp", "process", mcp_servers=[plain, stdio_entry(calls_file)])
+    async with watching(engine, axon_id) as watch:
+        await engine.agents.add(spec)
+        await watch.system("agent.running", "acp")
+        session = body(watch.of("acp", "acp.session")[-1])
+        gateway = session["mcp_gateway"]
+        assert gateway["name"] == "axons"
+        assert gateway["url"].startswith("http://127.0.0.1:")
+        assert gateway["url"].endswith("/mcp/")
+        assert SECRET not in str(watch.events)
+
+        asked = 'MCP_CALL tickets__read_ticket {"ticket_id": "T-1"} ENV TICKETS_TOKEN'
+        sequence = await publish(engine, axon_id, asked, "web")
+        end = await turn_end(watch, "acp", sequence)
+        assert end.event_type == "turn.completed", describe(watch.events)
+        text = said(updates(watch, "acp", sequence))
+        assert "MCP servers: files,axons" in text  # the plain entry as it was, and the gateway
+        assert (
+            "MCP tools: tickets__read_ticket. tickets__read_ticket ok: T-1: the printer is on fire"
+        ) in text
+        assert "TICKETS_TOKEN=<unset>" in text  # the credential stayed with the engine
+
+        asked = 'MCP_CALL tickets__delete_ticket {"ticket_id": "T-1"}'
+        sequence = await publish(engine, axon_id, asked, "web")
+        end = await turn_end(watch, "acp", sequence)
+        text = said(updates(watch, "acp", sequence))
+        assert (
+            "tickets__delete_ticket refused: tool 'tickets__delete_ticket' is not allowed" in text
+        )
+
+        events = [body(e) for e in watch.of("acp", TOOL_CALL)]
+        assert [(e["server"], e["tool"], e["status"]) for e in events] == [
+            ("tickets", "read_ticket", "ok"),
+            ("tickets", "delete_ticket", "refused"),
+        ]
+        assert calls(calls_file) == [
+            {"tool": "read_ticket", "ticket_id": "T-1", "credential": True}
+        ]
+
+        pid = int(calls_file.with_suffix(".pid").read_text())
+        await engine.agents.command(axon_id, "acp", "stop")
+        await watch.system("agent.stopped", "acp")
+        assert gone(pid)
+
+
+def test_over_tcp_only_http_upstreams_the_operator_lists() -> None:
+    """engine/policy.py: a spec from TCP may name an HTTP upstream under [agents] mcp_urls
+    (its secrets under [agents] secrets); never a stdio one, never with a limited token.
+    (tests/test_security_agents.py sends the refused ones over real HTTP.)"""
+    policy = AgentPolicy(mcp_urls=["https://tickets.internal/*"], secrets=["TICKETS_TOKEN"])
+    entry = {
+        "name": "tickets",
+        "url": "https://tickets.internal/mcp",
+        "headers": {"Authorization": "Bearer ${TICKETS_TOKEN}"},
+        "secrets": ["TICKETS_TOKEN"],
+        "allowed_tools": ["read_*"],
+    }
+
+    def spec(*entries: dict[str, Any]) -> AgentSpec:
+        return AgentSpec(
+            name="a", axon="x", image="axons/acp_agent", protocol="acp", mcp_servers=list(entries)
+        )
+
+    check_remote_spec(spec(entry), policy, limited=False)
+    refusals = [
+        (spec(entry), True, "a token limited to some Axons cannot declare secrets"),
+        (spec({**entry, "secrets": [], "headers": {}}), True, "limited to some Axons cannot"),
+        (spec({**entry, "url": "https://elsewhere/mcp"}), False, "mcp_urls of config.toml"),
+        (spec(stdio_entry(Path("c"))), False, "engine's own socket"),
+    ]
+    for refused_spec, limited, message in refusals:
+        with pytest.raises(Forbidden, match=re.escape(message)):
+            check_remote_spec(refused_spec, policy, limited=limited)

@@ -103,6 +103,34 @@ def test_tcp_specs_cannot_reach_the_host(
             ({"mounts": [f"axons-{home_id_of(agent_home)}-x-work:/w"]}, "mount_not_allowed"),
             ({"secrets": ["AXONS_TEST_HOST_SECRET"]}, "secret_not_allowed"),
             ({"network": "bridge"}, "network_not_allowed"),
+            # MCP gateway upstreams are reached from the host: a command runs there, a URL
+            # is fetched from there, and their secrets are the engine's.
+            (
+                {"mcp_servers": [{"name": "t", "command": "sh", "allowed_tools": ["*"]}]},
+                "mcp_not_allowed",
+            ),
+            (
+                {
+                    "mcp_servers": [
+                        {"name": "t", "url": "http://169.254.169.254/", "allowed_tools": ["*"]}
+                    ]
+                },
+                "mcp_not_allowed",
+            ),
+            (
+                {
+                    "mcp_servers": [
+                        {
+                            "name": "t",
+                            "url": "http://127.0.0.1:1/mcp",
+                            "allowed_tools": ["*"],
+                            "secrets": ["AXONS_TEST_HOST_SECRET"],
+                            "headers": {"Authorization": "Bearer ${AXONS_TEST_HOST_SECRET}"},
+                        }
+                    ]
+                },
+                "secret_not_allowed",
+            ),
             ({"memory": "64g"}, "outside_limits"),
             ({"memory": "0"}, "outside_limits"),
             ({"pids": 1_000_000}, "outside_limits"),

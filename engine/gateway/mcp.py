@@ -13,8 +13,9 @@ upstream. Every call is an `mcp.tool_call` event on the agent's Axon.
 Upstream sessions start on first use (a listing or a call) and close with the gateway, when
 the agent stops; one that ended (its process died) starts again on the next use.
 
-`McpEndpoint` is the ASGI app the engine's gateway server mounts: it finds the agent by its
-opaque bearer token (401 otherwise) and hands the request to that agent's `AgentMcp`.
+`McpGateways` is the ASGI app mounted at `/mcp` on the engine's gateway server
+(engine/gateway/server.py), which checks the agent's opaque token first (401 otherwise); it
+hands each request to that agent's `AgentMcp`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import hmac
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp.types as types
+import orjson
 from mcp import ClientSession, McpError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -36,15 +37,25 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from engine.models import McpUpstream
+from engine.models import AgentSpec, McpUpstream, mcp_upstreams
+from engine.runtime.base import AgentKey
+
+if TYPE_CHECKING:
+    from engine.gateway.server import GatewayServer, Grant
 
 TOOL_CALL = "mcp.tool_call"
 SEPARATOR = "__"
+MOUNT = "mcp"  # where it is mounted on the engine's gateway server: <base_url>/mcp/
 SERVER_NAME = "axons"  # the gateway's name in session/new: Claude calls its tools mcp__axons__…
 START_TIMEOUT_S = 60.0
 
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 Log = Callable[[str], None]
+
+
+def uses_mcp_gateway(spec: AgentSpec) -> bool:
+    """Whether the agent gets an MCP endpoint: an ACP agent with gateway entries."""
+    return spec.protocol == "acp" and bool(spec.mcp_servers and mcp_upstreams(spec.mcp_servers))
 
 
 class Upstream:
@@ -257,60 +268,93 @@ class AgentMcp:
             self._on_log(f"axons: could not record {TOOL_CALL}: {e}")
 
 
-class McpEndpoint:
-    """The ASGI app of every agent's MCP endpoint: `Authorization: Bearer <token>` picks the
-    agent (an opaque token per agent, made here); anything else is 401."""
+class McpGateways:
+    """Every agent's MCP endpoint: the ASGI app mounted at `/mcp` on the engine's gateway
+    server, which has checked the agent's token (401 otherwise) and names the agent in
+    `scope["axons.grant"]`. An agent's `AgentMcp` is made on its first request, from the spec
+    it was admitted with, and closed (`close`) when the agent stops, hibernates, fails or is
+    replaced, as its token is revoked."""
 
-    def __init__(self) -> None:
-        self._agents: dict[str, AgentMcp] = {}
+    def __init__(self, server: GatewayServer, log_for: Callable[[AgentKey], Log]) -> None:
+        self.server = server
+        self._log_for = log_for
+        self._agents: dict[AgentKey, tuple[Grant, AgentMcp]] = {}
 
-    def add(self, gateway: AgentMcp) -> str:
-        """Serve `gateway`; returns its new token."""
-        token = "axmcp_" + os.urandom(24).hex()
-        self._agents[token] = gateway
-        return token
-
-    async def remove(self, token: str) -> None:
-        """Stop serving the agent of `token` (401 from now on) and close its gateway."""
-        gateway = self._agents.pop(token, None)
-        if gateway is not None:
-            await gateway.close()
-
-    def find(self, authorization: str) -> AgentMcp | None:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":
+    def entry(self, key: AgentKey, spec: AgentSpec) -> dict[str, Any] | None:
+        """The agent's MCP server for session/new (ACP's http shape), or None when it has no
+        upstreams or holds no token now."""
+        admission = self.server.admission(key)
+        if admission is None or not uses_mcp_gateway(spec):
             return None
-        for known, gateway in self._agents.items():  # constant time in the token's content
-            if hmac.compare_digest(known.encode(), token.strip().encode()):
-                return gateway
-        return None
+        return {
+            "type": "http",
+            "name": SERVER_NAME,
+            "url": f"{admission.base_url}/{MOUNT}/",
+            "headers": [{"name": "Authorization", "value": f"Bearer {admission.token}"}],
+        }
 
-    async def close(self) -> None:
-        await asyncio.gather(*(self.remove(token) for token in list(self._agents)))
+    def _gateway(self, grant: Grant) -> AgentMcp | None:
+        held = self._agents.get(grant.key)
+        if held is not None and held[0] is grant:
+            return held[1]
+        upstreams = mcp_upstreams(grant.spec.mcp_servers)
+        if not upstreams:
+            return None
+        if held is not None:  # a new token (a restart): the old gateway goes in the background
+            self._closing(held[1])
+        values = {name: os.environ.get(name, "") for u in upstreams for name in u.secrets}
+
+        async def publish(body: dict[str, Any]) -> None:
+            await self.server.event(grant, TOOL_CALL, body)
+
+        log = self._log_for(grant.key)
+        gateway = AgentMcp(grant.key.name, upstreams, values, publish=publish, on_log=log)
+        self._agents[grant.key] = (grant, gateway)
+        return gateway
+
+    def _closing(self, gateway: AgentMcp) -> None:
+        task = asyncio.create_task(gateway.close())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def close(self, key: AgentKey) -> None:
+        """The agent's token is revoked: end its endpoint and its upstream sessions."""
+        held = self._agents.pop(key, None)
+        if held is not None:
+            await held[1].close()
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(key) for key in list(self._agents)))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        headers = dict(scope.get("headers") or [])
-        gateway = self.find(headers.get(b"authorization", b"").decode("latin-1"))
+        grant: Grant = scope["axons.grant"]
+        gateway = self._gateway(grant)
         if gateway is None:
-            await _unauthorized(send)
+            await _not_found(send, grant.key.name)
             return
         await gateway.handle(scope, receive, send)
 
 
-async def _unauthorized(send: Any) -> None:
-    body = (
-        b'{"error": {"code": "unauthorized", "message": "missing or unknown MCP gateway token: '
-        b'send the Authorization header the engine gave the agent in session/new"}}'
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _not_found(send: Any, agent: str) -> None:
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": f"agent {agent} has no MCP servers through the gateway: give an "
+                "mcp_servers entry allowed_tools to reach it here"
+            }
+        }
     )
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
+            "status": 404,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"www-authenticate", b'Bearer realm="axons-mcp"'),
                 (b"content-length", str(len(body)).encode()),
             ],
         }

@@ -6,7 +6,8 @@ tools `read_ticket` and `delete_ticket`, guarded by a credential the engine inje
 
 Either way it must equal TICKETS_EXPECT (from the server's own environment when run as a
 process, or `app(expect=...)`), else the tool answers an error. Every call is appended to
-the JSON Lines file TICKETS_CALLS (when set), so a test sees what reached the upstream.
+the JSON Lines file TICKETS_CALLS (when set), so a test sees what reached the upstream; a
+process writes its pid to TICKETS_PIDFILE (when set).
 """
 
 from __future__ import annotations
@@ -64,4 +65,7 @@ def app(expect: str, calls: str | None = None) -> Any:
 
 
 if __name__ == "__main__":
+    if pid_file := os.environ.get("TICKETS_PIDFILE"):  # so a test can see it end
+        with open(pid_file, "w") as f:
+            f.write(str(os.getpid()))
     build(os.environ.get("TICKETS_EXPECT", ""), os.environ.get("TICKETS_CALLS")).run("stdio")

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 PROVIDERS = "gw"  # /gw/<PREFIX>/...: the provider proxies
 RELAY_PORT = 18181  # where the relay listens inside a Docker agent's container
 CONTAINER_DIR = "/axons-gateway"  # where a Docker agent sees its socket and the relay
-SOCKET_NAME = "gateway.sock"
+SOCKET_NAME = "gw.sock"
 RELAY_NAME = "relay.py"
 RELAY_SOURCE = Path(__file__).with_name(RELAY_NAME)
 LIMITS = ConnectionLimits(max_connections=512, head_timeout_s=30.0)
@@ -209,7 +209,11 @@ class GatewayServer:
         listener = self._unix.pop(key, None)
         if listener is not None:
             await _stop(*listener)
-        shutil.rmtree(self.runtime_dir / key.slug, ignore_errors=True)
+        shutil.rmtree(self.folder(key), ignore_errors=True)
+
+    def folder(self, key: AgentKey) -> Path:
+        """A Docker agent's folder: short, as a socket's path must be (108 bytes)."""
+        return self.runtime_dir / hashlib.sha256(key.slug.encode()).hexdigest()[:12]
 
     def grant_for(self, token: str | None, key: AgentKey | None = None) -> Grant | None:
         """The running agent holding `token` (on a Docker agent's socket: only that agent)."""
@@ -235,7 +239,7 @@ class GatewayServer:
 
     async def _agent_socket(self, key: AgentKey) -> Path:
         """The agent's folder (its socket listening, the relay beside it), made once."""
-        folder = self.runtime_dir / key.slug
+        folder = self.folder(key)
         async with self._starting:
             if key in self._unix and (folder / SOCKET_NAME).exists():
                 return folder
@@ -250,8 +254,7 @@ class GatewayServer:
             path = folder / SOCKET_NAME
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(str(path))
+            sock = bind_unix(path)
             # only this container mounts the folder; the home above it is 0700
             os.chmod(path, 0o666)
             self._unix[key] = await self._serve(sock, key)
@@ -346,6 +349,21 @@ class GatewayServer:
     @staticmethod
     def now() -> float:
         return time.monotonic()
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """A unix socket bound at `path`, however long the home's path is: past the kernel's
+    108 bytes it is bound through the folder's descriptor (/proc/self/fd/N/name)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if len(os.fsencode(path)) < 100:
+        sock.bind(str(path))
+        return sock
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sock.bind(f"/proc/self/fd/{fd}/{path.name}")
+    finally:
+        os.close(fd)
+    return sock
 
 
 async def _stop(listener: UvicornListener, task: asyncio.Task[None]) -> None:

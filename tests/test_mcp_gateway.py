@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +31,7 @@ from engine.runtime.base import AgentKey
 from tests.acp_support import acp_spec, said, turn_end, updates
 from tests.agents import tickets_mcp
 from tests.agents_support import body, describe, publish, watching
-
-TICKETS_SERVER = Path(tickets_mcp.__file__)
-SECRET = "tickets-secret-0123456789"
+from tests.mcp_support import SECRET, calls, gone, stdio_entry
 
 
 @contextlib.asynccontextmanager
@@ -71,10 +67,6 @@ async def client(url: str, token: str) -> AsyncIterator[ClientSession]:
         yield session
 
 
-def calls(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
-
-
 async def tool_calls(engine: Engine, axon_id: str) -> list[dict[str, Any]]:
     result = await engine.query(
         axon_id,
@@ -82,24 +74,6 @@ async def tool_calls(engine: Engine, axon_id: str) -> list[dict[str, Any]]:
         [TOOL_CALL],
     )
     return [{**orjson.loads(p), "_origin": o, "_source": s} for p, o, s in result.rows]
-
-
-def stdio_entry(calls_file: Path, **extra: Any) -> dict[str, Any]:
-    """The tickets server as a stdio upstream; its pid goes beside `calls_file`."""
-    pid_file = calls_file.with_suffix(".pid")
-    return {
-        "name": "tickets",
-        "command": sys.executable,
-        "args": [str(TICKETS_SERVER)],
-        "env": {
-            "TICKETS_EXPECT": SECRET,
-            "TICKETS_CALLS": str(calls_file),
-            "TICKETS_PIDFILE": str(pid_file),
-        },
-        "secrets": ["TICKETS_TOKEN"],
-        "allowed_tools": ["read_*"],
-        **extra,
-    }
 
 
 @pytest.fixture(autouse=True)
@@ -330,14 +304,6 @@ def test_two_gateway_entries_with_one_name_are_refused() -> None:
     entry = {"name": "t", "command": "x", "allowed_tools": ["*"]}
     with pytest.raises(ValueError, match="two gateway entries are named 't'"):
         split_mcp_servers([entry, entry])
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
 
 
 async def test_a_revoked_token_gets_401_and_the_upstream_ends(

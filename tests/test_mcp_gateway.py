@@ -5,10 +5,8 @@ served over real HTTP, a real `mcp` SDK client in front, events in a real Axon.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from mcp import ClientSession, McpError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -28,30 +25,11 @@ from engine.gateway.mcp import MOUNT, TOOL_CALL, McpGateways
 from engine.models import AgentSpec, McpUpstream, split_mcp_servers
 from engine.policy import AgentPolicy, check_remote_spec
 from engine.runtime.base import AgentKey
+from tests.acp_real_support import served
 from tests.acp_support import acp_spec, said, turn_end, updates
 from tests.agents import tickets_mcp
 from tests.agents_support import body, describe, publish, watching
 from tests.mcp_support import SECRET, calls, gone, stdio_entry
-
-
-@contextlib.asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
-    """`app` over real HTTP on 127.0.0.1 (a free port); yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        host, port = sock.getsockname()[:2]
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-        sock.close()
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.acp import acp_first_update_overhead_ms, acp_permission_wake_ms
 from bench.fanout import fanout_p99_ms
+from bench.gateway import gateway_overhead_ms
 from bench.harness import Figure, Sizes
 from bench.http_publish import (
     http_publish_batch_eps,
@@ -55,6 +56,8 @@ FIGURES: dict[str, Measure] = {
     # ACP: the deterministic sample agent (sample_agents/acp_agent).
     "acp_first_update_overhead_ms": acp_first_update_overhead_ms,
     "acp_permission_wake_ms": acp_permission_wake_ms,
+    # Agent Gateway: the scripted model server, direct and through the engine's gateway.
+    "gateway_overhead_ms": gateway_overhead_ms,
     # The console, headless (Textual's run_test), on an embedded engine.
     "tui_loop_lag_p99_ms": tui_loop_lag_p99_ms,
     "tui_rss_mb": tui_rss_mb,

@@ -3,8 +3,9 @@
 Over the unix socket the operator acts as themself and may declare any agent. Over TCP a
 token is only as trusted as its holder, so an agent spec declared there is held to this
 policy: images from an allow-list, no host paths unless allow-listed, secrets only from an
-allow-list, no network unless enabled, resources under the engine's caps. A token limited to
-some Axons declares no mounts, secrets or network at all. docs/security.md describes it.
+allow-list, gateway keys only to the upstreams the operator binds them to, no network unless
+enabled, resources under the engine's caps. A token limited to some Axons declares no mounts,
+secrets, gateways or network at all. docs/security.md describes it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class AgentPolicy(BaseModel):
     images: list[str] = Field(default_factory=lambda: ["axons/*"])
     mounts: list[str] = Field(default_factory=list)
     secrets: list[str] = Field(default_factory=list)
-    mcp_urls: list[str] = Field(default_factory=list)  # MCP gateway upstreams (fnmatch)
+    # Agent Gateway: engine env var -> the upstreams its key may be sent to (URL prefixes)
+    gateway_keys: dict[str, list[str]] = Field(default_factory=dict)
+    mcp_urls: list[str] = Field(default_factory=list)  # MCP gateway upstreams (URL prefixes)
     bridge_network: bool = False
     max_memory: str = "1g"
     max_cpus: float = Field(2.0, gt=0)
@@ -94,6 +97,7 @@ def check_remote_spec(spec: AgentSpec, policy: AgentPolicy, *, limited: bool) ->
     _check_runs_in_docker(spec, policy)
     _check_mounts(spec.mounts, policy, limited=limited)
     _check_secrets(spec.all_secrets(), policy, limited=limited)
+    _check_gateways(spec, policy, limited=limited)
     _check_mcp_upstreams(spec, policy, limited=limited)
     _check_network(spec.network, policy, limited=limited)
     _check_resources(spec, policy)
@@ -180,12 +184,37 @@ def _check_mcp_upstreams(spec: AgentSpec, policy: AgentPolicy, *, limited: bool)
                 "socket; over TCP, give an HTTP url the operator allows",
                 ErrorCode.MCP_NOT_ALLOWED,
             )
-        if not any(fnmatch.fnmatchcase(upstream.url, p) for p in policy.mcp_urls):
+        if not any(_under(upstream.url, root) for root in policy.mcp_urls):
             raise _refuse(
                 f"mcp_servers {upstream.name}: url {upstream.url!r:.100} is not allowed over TCP "
-                "(the operator lists MCP server URLs in [agents] mcp_urls of config.toml)",
+                "(the operator lists the URLs MCP servers may live under in [agents] mcp_urls "
+                'of config.toml, e.g. ["https://tickets.internal/mcp"])',
                 ErrorCode.MCP_NOT_ALLOWED,
             )
+
+
+def _check_gateways(spec: AgentSpec, policy: AgentPolicy, *, limited: bool) -> None:
+    """A gateway sends an engine key to its upstream: over TCP only a key the operator binds
+    to that upstream (`[agents.gateway_keys]`), so a token cannot send a key elsewhere."""
+    if spec.gateways and limited:
+        raise _refuse(
+            "a token limited to some Axons cannot declare gateways", ErrorCode.SECRET_NOT_ALLOWED
+        )
+    for prefix, gateway in spec.gateways.items():
+        allowed = policy.gateway_keys.get(gateway.secret, [])
+        if not any(_under(gateway.upstream, root) for root in allowed):
+            raise _refuse(
+                f"gateways.{prefix}: the key {gateway.secret} may not be sent to "
+                f"{gateway.upstream!r:.200} over TCP (the operator binds keys to upstreams in "
+                "[agents.gateway_keys] of the home's config.toml, e.g. "
+                'ANTHROPIC_API_KEY = ["https://api.anthropic.com"])',
+                ErrorCode.SECRET_NOT_ALLOWED,
+            )
+
+
+def _under(url: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return url.rstrip("/") == root or url.startswith(root + "/")
 
 
 def _check_network(network: str, policy: AgentPolicy, *, limited: bool) -> None:

@@ -22,6 +22,7 @@ pytest.register_assert_rewrite(
 
 from tests.acp_real_support import (  # noqa: E402
     HELLO,
+    MODEL_KEY,
     RECIPES,
     RealAgent,
     http_api,
@@ -91,6 +92,29 @@ async def test_a_message_streams_chunks_in_wire_order_then_end_turn(real: RealAg
     # The model got the prompt with its sender, from the agent's main request (with tools).
     asked = real.model.asked("Hello, who is there?")
     assert asked and "[web] Hello, who is there?" in asked[0]["prompt"], asked
+    if real.name != "opencode":  # its scripted provider is not one of its recipe's gateways
+        await assert_through_the_gateway(real, started.sequence, end.sequence, asked[0])
+
+
+async def assert_through_the_gateway(
+    real: RealAgent, after: int, end: int, asked: dict[str, object]
+) -> None:
+    """The turn's model calls went through the Agent Gateway: the model server saw the
+    engine's key, the agent held only its token, and each call is an event with its usage."""
+    assert asked["key"] == MODEL_KEY
+    spec = (await real.engine.agents.get(real.axon_id, real.name)).spec
+    (prefix,) = spec.gateways
+    calls = [
+        e for e in real.watch.of(real.name, "gateway.request", after=after) if e.sequence < end
+    ]
+    main = [body(e) for e in calls if body(e)["path"] == asked["path"]]
+    assert main, describe(real.watch.events)
+    for call in main:
+        assert call["provider"] == prefix and call["status"] == 200 and call["method"] == "POST"
+        assert call["usage"]["input_tokens"] == 10 and call["usage"]["output_tokens"] >= 1
+        assert call["bytes_in"] > 0 and call["bytes_out"] > 0
+    logged = b"".join(e.json() for e in real.watch.events)
+    assert MODEL_KEY.encode() not in logged
 
 
 async def test_a_shell_tool_runs_after_a_decision_from_a_second_client(real: RealAgent) -> None:

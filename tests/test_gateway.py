@@ -21,7 +21,9 @@ from engine.errors import InvalidInput
 from engine.models import AgentSpec
 from engine.runtime import AgentKey
 
-pytest.register_assert_rewrite("tests.acp_real_support")
+pytest.register_assert_rewrite(
+    "tests.agents_support", "tests.acp_support", "tests.acp_real_support"
+)
 from tests.acp_real_support import ModelServer, model_server  # noqa: E402
 from tests.agents_support import WAIT_S  # noqa: E402
 

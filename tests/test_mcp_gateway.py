@@ -393,7 +393,7 @@ def test_over_tcp_only_http_upstreams_the_operator_lists() -> None:
     """engine/policy.py: a spec from TCP may name an HTTP upstream under [agents] mcp_urls
     (its secrets under [agents] secrets); never a stdio one, never with a limited token.
     (tests/test_security_agents.py sends the refused ones over real HTTP.)"""
-    policy = AgentPolicy(mcp_urls=["https://tickets.internal/*"], secrets=["TICKETS_TOKEN"])
+    policy = AgentPolicy(mcp_urls=["https://tickets.internal/"], secrets=["TICKETS_TOKEN"])
     entry = {
         "name": "tickets",
         "url": "https://tickets.internal/mcp",

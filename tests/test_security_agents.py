@@ -102,6 +102,17 @@ def test_tcp_specs_cannot_reach_the_host(
             ({"mounts": ["./relative:/x"]}, "mount_not_allowed"),
             ({"mounts": [f"axons-{home_id_of(agent_home)}-x-work:/w"]}, "mount_not_allowed"),
             ({"secrets": ["AXONS_TEST_HOST_SECRET"]}, "secret_not_allowed"),
+            (
+                {
+                    "gateways": {
+                        "A": {
+                            "upstream": "https://evil.example",
+                            "secret": "AXONS_TEST_HOST_SECRET",
+                        }
+                    }
+                },
+                "secret_not_allowed",
+            ),
             ({"network": "bridge"}, "network_not_allowed"),
             # MCP gateway upstreams are reached from the host: a command runs there, a URL
             # is fetched from there, and their secrets are the engine's.
@@ -184,7 +195,10 @@ def test_the_operators_allow_lists_let_a_spec_through(
         'secrets = ["AXONS_TEST_HOST_SECRET"]\n'
         "bridge_network = true\n"
         'max_memory = "256m"\n'
+        "[agents.gateway_keys]\n"
+        'AXONS_TEST_HOST_SECRET = ["https://api.example.com/v1"]\n'
     )
+    gateway = {"upstream": "https://api.example.com/v1", "secret": "AXONS_TEST_HOST_SECRET"}
     admin = make_token(agent_home, "admin", "admin")
     with running_server(agent_home, env=HOST_SECRET) as server, server.http(admin) as http:
         axon_id = admin_axon(http, "allowed")
@@ -207,12 +221,25 @@ def test_the_operators_allow_lists_let_a_spec_through(
                 403,
                 "network_not_allowed",
             )
+            refused(
+                scoped.post(url, json=agent_spec("gw", gateways={"API": gateway})),
+                403,
+                "secret_not_allowed",
+            )
+        for elsewhere in ("https://api.example.com.evil.net/v1", "https://api.example.com/"):
+            other = {**gateway, "upstream": elsewhere}
+            refused(
+                http.post(url, json=agent_spec("gw", gateways={"API": other})),
+                403,
+                "secret_not_allowed",
+            )
         spec = agent_spec(
             "allowed",
             memory="128m",
             mounts=[f"{fixtures}:/fixtures"],
             secrets=["AXONS_TEST_HOST_SECRET"],
             network="bridge",
+            gateways={"API": {**gateway, "upstream": "https://api.example.com/v1/models"}},
         )
         r = http.post(url, json=spec)
         assert r.status_code == 200, r.text
@@ -224,6 +251,9 @@ def test_the_operators_allow_lists_let_a_spec_through(
         )
         assert f"{fixtures}:/fixtures:ro" in info["HostConfig"]["Binds"]
         assert "AXONS_TEST_HOST_SECRET=the-engine-users-password" in info["Config"]["Env"]
+        env = dict(item.split("=", 1) for item in info["Config"]["Env"])
+        assert env["API_BASE_URL"].startswith("http://127.0.0.1:")
+        assert len(env["API_API_KEY"]) >= 32 and env["API_API_KEY"] != env["AXONS_TEST_HOST_SECRET"]
         assert info["HostConfig"]["NetworkMode"] == "bridge"
         assert info["HostConfig"]["Memory"] == 128 << 20
 

@@ -22,8 +22,9 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import httpx
+import aiohttp
 import orjson
+import yarl
 from starlette.types import Receive, Scope, Send
 
 from engine.gateway.server import Grant, Meter, token_of
@@ -56,6 +57,9 @@ DROPPED_UP = HOP_BY_HOP | {
     b"accept-encoding",
     b"expect",
 }
+# what aiohttp would add on its own; the agent's own headers go through as they are
+SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Content-Type")
+WHOLE_BODY_MAX = 8 << 20  # a request body up to this size goes upstream in one write
 JSON_USAGE_MAX = 8 << 20  # a non-streamed answer is read for usage up to this size
 SSE_LINE_MAX = 1 << 20  # a longer SSE line is passed on but not read
 
@@ -177,10 +181,11 @@ class ProviderProxy:
         value = f"Bearer {real_key}" if gateway.header == "authorization" else real_key
         headers.append((gateway.header.encode(), value.encode()))
         headers.append((b"accept-encoding", b"identity"))  # so usage can be read in passing
-        has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        chunked = any(k == b"transfer-encoding" for k, _ in scope["headers"])
         sent_in = 0
 
-        async def body() -> Any:
+        async def streamed() -> Any:
             nonlocal sent_in
             while True:
                 message = await receive()
@@ -193,30 +198,39 @@ class ProviderProxy:
                 if not message.get("more_body"):
                     return
 
-        client = self.server.http()
-        request = client.build_request(
-            scope["method"], target, headers=headers, content=body() if has_body else None
-        )
+        body: Any = None
+        if length is not None and length.isdigit() and int(length) <= WHOLE_BODY_MAX:
+            body = b"".join([chunk async for chunk in streamed()])  # one write upstream
+        elif length is not None or chunked:
+            body = streamed()
+        session = self.server.http()
         status, sent_out, usage, error = 502, 0, None, None
         try:
-            response = await client.send(request, stream=True)
-        except (httpx.HTTPError, ConnectionError, OSError) as e:
+            response = await session.request(
+                scope["method"],
+                yarl.URL(target, encoded=True),  # the path exactly as checked
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                data=body,
+                allow_redirects=False,
+                skip_auto_headers=SKIP_AUTO_HEADERS,
+            )
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, OSError) as e:
             error = f"upstream unreachable: {type(e).__name__}"
             await _error(send, api, 502, f"the gateway could not reach {gateway.upstream}: {e}")
             await self._record(grant, prefix, scope, tail, 502, began, sent_in, 0, None, error)
             return
-        status = response.status_code
+        status = response.status
         meter = UsageMeter(response.headers.get("content-type", ""))
         gone = asyncio.create_task(_disconnected(receive))
         try:
+            named = _connection_tokens(response.raw_headers)
             out = [
                 (k, v)
-                for k, v in response.headers.raw
-                if k.lower() not in HOP_BY_HOP
-                and k.lower() not in _connection_tokens(response.headers.raw)
+                for k, v in response.raw_headers
+                if k.lower() not in HOP_BY_HOP and k.lower() not in named
             ]
             await send({"type": "http.response.start", "status": status, "headers": out})
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 if gone.done():
                     error = "the agent closed the connection"
                     break
@@ -225,11 +239,14 @@ class ProviderProxy:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (httpx.HTTPError, ConnectionError, OSError) as e:
+        except (aiohttp.ClientError, TimeoutError, ConnectionError, OSError) as e:
             error = f"stream cut: {type(e).__name__}"
         finally:
             gone.cancel()
-            await response.aclose()
+            if error is None:
+                response.release()  # the connection goes back to the pool
+            else:
+                response.close()
         usage = meter.usage()
         if usage:
             grant.meters[prefix].tokens += usage.get("total_tokens", 0)

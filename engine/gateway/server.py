@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -151,7 +151,7 @@ class GatewayServer:
         self._unix: dict[AgentKey, tuple[UvicornListener, asyncio.Task[None]]] = {}
         self._starting = asyncio.Lock()
         self._proxy: ProviderProxy | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
 
     # -- the seam ----------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ class GatewayServer:
             self._tcp = self._tcp_task = None
         await asyncio.gather(*(_stop(*pair) for pair in listeners))
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()
             self.client = None
 
     # -- requests ----------------------------------------------------------------------
@@ -328,13 +328,15 @@ class GatewayServer:
             self._proxy = ProviderProxy(self)
         await self._proxy(scope, receive, send, prefix, tail, only)
 
-    def http(self) -> httpx.AsyncClient:
-        """The one client every upstream call goes through (pooled connections)."""
+    def http(self) -> aiohttp.ClientSession:
+        """The one client every upstream call goes through (pooled connections; no cookie
+        jar, so nothing one agent's answers set reaches another's requests)."""
         if self.client is None:
-            self.client = httpx.AsyncClient(
-                timeout=httpx.Timeout(connect=15.0, read=600.0, write=60.0, pool=60.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
-                follow_redirects=False,  # a redirect is the agent's to follow, through us
+            self.client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=None, connect=15.0, sock_read=600.0),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,  # the answer goes back as the upstream sent it
                 trust_env=False,  # the upstream only: no proxy from the environment
             )
         return self.client

@@ -409,7 +409,13 @@ class AgentSpec(BaseModel):
         if self.runtime == "process" and not self.command:
             raise ValueError("runtime process needs a command")
         if self.mcp_servers:
-            split_mcp_servers(self.mcp_servers)
+            _, upstreams = split_mcp_servers(self.mcp_servers)
+            if upstreams and self.protocol != "acp":
+                raise ValueError(
+                    f"mcp_servers {upstreams[0].name}: MCP servers through the gateway are "
+                    'handed over in ACP\'s session/new: give protocol = "acp", or drop '
+                    "allowed_tools"
+                )
         self._gateway_names()
         return self
 

@@ -278,6 +278,12 @@ def test_bad_gateway_entries_say_what_to_do(entry: dict[str, Any], message: str)
         split_mcp_servers([entry])
 
 
+def test_gateway_entries_are_for_acp_agents() -> None:
+    entry = {"name": "t", "command": "x", "allowed_tools": ["*"]}
+    with pytest.raises(ValueError, match='mcp_servers t: .*give protocol = "acp"'):
+        AgentSpec(name="a", axon="x", command=["true"], mcp_servers=[entry])
+
+
 def test_two_gateway_entries_with_one_name_are_refused() -> None:
     entry = {"name": "t", "command": "x", "allowed_tools": ["*"]}
     with pytest.raises(ValueError, match="two gateway entries are named 't'"):

@@ -136,7 +136,11 @@ class AgentMcp:
         self.server.request_handlers[types.CallToolRequest] = self._call_tool
         # Stateless: every request is whole in itself, so an agent restarted mid-session
         # (or a second client of the same agent) needs no session of ours to come back to.
-        self._manager = StreamableHTTPSessionManager(self.server, stateless=True)
+        # JSON answers, not an SSE stream per call: ~2 ms less per call (bench
+        # mcp_call_overhead_ms); nothing here streams progress.
+        self._manager = StreamableHTTPSessionManager(
+            self.server, stateless=True, json_response=True
+        )
         self._running: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -234,6 +238,9 @@ class AgentMcp:
         arguments: dict[str, Any],
         error: str | None,
     ) -> None:
+        """Commit the call's `mcp.tool_call` event. Awaited before the answer goes back, so
+        the audit trail is durable by the time the agent sees a result (the commit is about
+        a third of the gateway's overhead per call)."""
         body: dict[str, Any] = {
             "server": server if upstream is not None else None,
             "tool": tool,

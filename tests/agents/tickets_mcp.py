@@ -2,7 +2,8 @@
 tools `read_ticket` and `delete_ticket`, guarded by a credential the engine injects.
 
 - stdio (`python tickets_mcp.py`): the credential is the env var TICKETS_TOKEN.
-- HTTP (`app()`, served by the test): the credential is `Authorization: Bearer <token>`.
+- HTTP (`app()`, served by the test, or `python tickets_mcp.py --http PORT`: /mcp on
+  127.0.0.1:PORT): the credential is `Authorization: Bearer <token>`.
 
 Either way it must equal TICKETS_EXPECT (from the server's own environment when run as a
 process, or `app(expect=...)`), else the tool answers an error. Every call is appended to
@@ -68,4 +69,10 @@ if __name__ == "__main__":
     if pid_file := os.environ.get("TICKETS_PIDFILE"):  # so a test can see it end
         with open(pid_file, "w") as f:
             f.write(str(os.getpid()))
-    build(os.environ.get("TICKETS_EXPECT", ""), os.environ.get("TICKETS_CALLS")).run("stdio")
+    server = build(os.environ.get("TICKETS_EXPECT", ""), os.environ.get("TICKETS_CALLS"))
+    if sys.argv[1:2] == ["--http"]:
+        server.settings.host, server.settings.port = "127.0.0.1", int(sys.argv[2])
+        server.settings.log_level = "WARNING"
+        server.run("streamable-http")
+    else:
+        server.run("stdio")

@@ -100,11 +100,12 @@ class Upstream:
         return read, write
 
     async def close(self) -> None:
+        """End the session (a stdio upstream's process with it); 10 s, then cancel."""
         self._stop.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 10.0)
-            except (TimeoutError, Exception):
+            except Exception:
                 self._task.cancel()
                 with contextlib.suppress(BaseException):
                     await self._task

@@ -377,10 +377,11 @@ def error_body(
                 "status": _GEMINI_STATUS.get(status, "UNAVAILABLE"),
             }
         }
-    kind, code = _OPENAI_TYPES.get(status, ("api_error", "gateway_error"))
+    # OpenAI's own codes, not Axons' ErrorCode: the agent's SDK reads them
+    kind, openai_code = _OPENAI_TYPES.get(status, ("api_error", "gateway_error"))
     if budget == "token_budget":
-        code = "insufficient_quota"
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        openai_code = "insufficient_quota"
+    return {"error": {"message": message, "type": kind, "param": None, "code": openai_code}}
 
 
 async def _error(

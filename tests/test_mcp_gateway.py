@@ -280,7 +280,7 @@ def test_bad_gateway_entries_say_what_to_do(entry: dict[str, Any], message: str)
 
 def test_gateway_entries_are_for_acp_agents() -> None:
     entry = {"name": "t", "command": "x", "allowed_tools": ["*"]}
-    with pytest.raises(ValueError, match='mcp_servers t: .*give protocol = "acp"'):
+    with pytest.raises(ValueError, match=r'mcp_servers t: .*give protocol = "acp"'):
         AgentSpec(name="a", axon="x", command=["true"], mcp_servers=[entry])
 
 

@@ -117,19 +117,24 @@ def test_tcp_specs_cannot_reach_the_host(
             # MCP gateway upstreams are reached from the host: a command runs there, a URL
             # is fetched from there, and their secrets are the engine's.
             (
-                {"mcp_servers": [{"name": "t", "command": "sh", "allowed_tools": ["*"]}]},
-                "mcp_not_allowed",
-            ),
-            (
                 {
-                    "mcp_servers": [
-                        {"name": "t", "url": "http://169.254.169.254/", "allowed_tools": ["*"]}
-                    ]
+                    "protocol": "acp",
+                    "mcp_servers": [{"name": "t", "command": "sh", "allowed_tools": ["*"]}],
                 },
                 "mcp_not_allowed",
             ),
             (
                 {
+                    "protocol": "acp",
+                    "mcp_servers": [
+                        {"name": "t", "url": "http://169.254.169.254/", "allowed_tools": ["*"]}
+                    ],
+                },
+                "mcp_not_allowed",
+            ),
+            (
+                {
+                    "protocol": "acp",
                     "mcp_servers": [
                         {
                             "name": "t",
@@ -138,7 +143,7 @@ def test_tcp_specs_cannot_reach_the_host(
                             "secrets": ["AXONS_TEST_HOST_SECRET"],
                             "headers": {"Authorization": "Bearer ${AXONS_TEST_HOST_SECRET}"},
                         }
-                    ]
+                    ],
                 },
                 "secret_not_allowed",
             ),

@@ -353,17 +353,24 @@ def test_read_tokens_see_no_env_values_and_no_logs(dockerless: ServerProcess) ->
     dockerless.start()
     with dockerless.http(admin) as http:
         axon_id = admin_axon(http, "agents")
-        spec = agent_spec("helper", env={"DATABASE_URL": "postgres://u:hunter2@db/x"})
+        files = {"name": "files", "command": "files-mcp", "args": [], "env": []}
+        files["env"] = [{"name": "FILES_TOKEN", "value": "hunter3"}]
+        spec = agent_spec(
+            "helper", env={"DATABASE_URL": "postgres://u:hunter2@db/x"}, mcp_servers=[files]
+        )
         assert http.post(f"/v1/axons/{axon_id}/agents", json=spec).status_code == 200
         [seen] = http.get(f"/v1/axons/{axon_id}/agents").json()["agents"]
         assert seen["spec"]["env"] == {"DATABASE_URL": "postgres://u:hunter2@db/x"}
+        assert seen["spec"]["mcp_servers"] == [files]
     for token in (reader, publisher):
         with dockerless.http(token) as http:
             r = http.get(f"/v1/axons/{axon_id}/agents")
             assert r.status_code == 200, r.text
             [seen] = r.json()["agents"]
             assert seen["spec"]["env"] == {"DATABASE_URL": "<redacted>"}
-            assert "hunter2" not in r.text
+            [server] = seen["spec"]["mcp_servers"]
+            assert server["env"] == [{"name": "FILES_TOKEN", "value": "<redacted>"}]
+            assert "hunter2" not in r.text and "hunter3" not in r.text
             refused(http.get(f"/v1/axons/{axon_id}/agents/helper/logs"), 403, "forbidden")
 
 

@@ -48,10 +48,7 @@ os.environ.setdefault(MODEL_KEY_VAR, MODEL_KEY)
 # beside its gateways (whose upstream becomes the scripted model server).
 MODEL_ENV: dict[str, Callable[[str], dict[str, str]]] = {
     "claude": lambda url: {},
-    "opencode": lambda url: {
-        "SCRIPTED_MODEL_URL": url,
-        "OPENCODE_MODEL": "scripted/scripted-model",
-    },
+    "opencode": lambda url: {},
     "gemini": lambda url: {},
 }
 

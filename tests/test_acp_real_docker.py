@@ -98,11 +98,11 @@ async def test_claude_in_a_hardened_container(
             end = await real.completed(sequence)
             assert body(end)["stop_reason"] == "end_turn"
             assert real.said(sequence, end.sequence).endswith(HELLO)
-            container = info["Name"].lstrip("/")
-            await assert_only_the_token_inside(docker_client, container, info, model)
             calls = [body(e) for e in watch.of("claude", "gateway.request", after=sequence)]
             main = [c for c in calls if c["path"] == "/v1/messages"]
             assert main and all(c["status"] == 200 and c["usage"] for c in main), calls
+            container = info["Name"].lstrip("/")
+            await assert_only_the_token_inside(docker_client, container, info, model)
 
             # a shell tool: the container is really paused while the request waits
             sequence = await real.say("RUN_SHELL: touch /work/allowed-in-docker")
@@ -129,8 +129,24 @@ async def test_claude_in_a_hardened_container(
             # the woken container holds a new token; the old one is worthless
             woken = inspect(docker_client, engine.agents.home_id, axon_id, "claude")
             assert token_of(woken) != token_of(info)
-            await assert_only_the_token_inside(docker_client, container, woken, model)
+            old = (token_of(info),)
+            await assert_only_the_token_inside(docker_client, container, woken, model, old)
             assert model.asked("Hello again from the container test")[0]["key"] == MODEL_KEY
+
+    # an engine restart stops the agent and the next message starts it afresh (as any ACP
+    # agent): with a new token, as the previous engine's died with it
+    async with (
+        Engine(agent_home, agent_runtime="docker") as engine,
+        watching(engine, axon_id) as watch,
+    ):
+        real = RealAgent(engine, axon_id, "claude", Path("/work"), watch, model, api)  # no decide
+        sequence = await real.say("Hello after the engine restarted")
+        end = await real.completed(sequence)
+        assert real.said(sequence, end.sequence).endswith(HELLO)
+        again = inspect(docker_client, engine.agents.home_id, axon_id, "claude")
+        assert token_of(again) not in (token_of(info), token_of(woken))
+        old = (token_of(info), token_of(woken))
+        await assert_only_the_token_inside(docker_client, container, again, model, old)
 
 
 def token_of(info: dict[str, Any]) -> str:
@@ -139,7 +155,11 @@ def token_of(info: dict[str, Any]) -> str:
 
 
 async def assert_only_the_token_inside(
-    client: docker.DockerClient, container: str, info: dict[str, Any], model: ModelServer
+    client: docker.DockerClient,
+    container: str,
+    info: dict[str, Any],
+    model: ModelServer,
+    revoked: tuple[str, ...] = (),
 ) -> None:
     """The model server saw the engine's key; the container holds only the opaque token, in
     its environment and in every file the agent wrote; it reaches nothing but its gateway."""
@@ -163,17 +183,25 @@ async def assert_only_the_token_inside(
         )
         assert probe.exit_code != 0, (url, probe.output)
         assert b"Connection refused" in probe.output or b"unreachable" in probe.output, probe
-    # through its gateway: only with its token
+    # through its gateway: only with its own live token (the model server refuses `{}`: 400)
+    assert await status_inside(box, token) == 400
+    for other in ("sk-guess", *revoked):
+        assert await status_inside(box, other) == 401
+
+
+async def status_inside(box: Any, token: str) -> int:
+    """The status of a call from inside the container to its gateway with `token` (in a
+    thread: the engine serves the gateway in this test's loop)."""
     ask = (
         "import urllib.request, urllib.error, os\n"
         "request = urllib.request.Request(os.environ['ANTHROPIC_BASE_URL'] + '/v1/messages',"
-        " data=b'{}', headers={'x-api-key': 'sk-guess'})\n"
-        "try:\n    urllib.request.urlopen(request, timeout=5)\n"
+        f" data=b'{{}}', headers={{'x-api-key': {token!r}}})\n"
+        "try:\n    print(urllib.request.urlopen(request, timeout=10).status)\n"
         "except urllib.error.HTTPError as e:\n    print(e.code)\n"
     )
-    # the engine serves the gateway in this test's loop: the blocking call goes to a thread
-    refused = (await asyncio.to_thread(box.exec_run, ["python3", "-c", ask])).output
-    assert refused.strip() == b"401", refused.decode(errors="replace")
+    output = (await asyncio.to_thread(box.exec_run, ["python3", "-c", ask])).output
+    assert output.strip().isdigit(), output.decode(errors="replace")
+    return int(output)
 
 
 def assert_hardened(info: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """Real ACP agents on the process runtime (contract §5.2): Claude Code (claude-agent-acp),
 OpenCode and Gemini CLI, installed from npm at the versions their recipes pin, each run from
-its own `agent.toml` against the scripted model server on 127.0.0.1 (no key, no network).
+its own `agent.toml` against the scripted model server on 127.0.0.1 (no network), through
+its recipe's Agent Gateway (§5.3): the agent holds a token, the model server sees the key.
 
 They take seconds to start, so one agent process per recipe serves the module: the tests run
 in order on it (a message, a tool allowed and one rejected by a second client over HTTP, an
@@ -92,8 +93,7 @@ async def test_a_message_streams_chunks_in_wire_order_then_end_turn(real: RealAg
     # The model got the prompt with its sender, from the agent's main request (with tools).
     asked = real.model.asked("Hello, who is there?")
     assert asked and "[web] Hello, who is there?" in asked[0]["prompt"], asked
-    if real.name != "opencode":  # its scripted provider is not one of its recipe's gateways
-        await assert_through_the_gateway(real, started.sequence, end.sequence, asked[0])
+    await assert_through_the_gateway(real, started.sequence, end.sequence, asked[0])
 
 
 async def assert_through_the_gateway(
@@ -107,7 +107,8 @@ async def assert_through_the_gateway(
     calls = [
         e for e in real.watch.of(real.name, "gateway.request", after=after) if e.sequence < end
     ]
-    main = [body(e) for e in calls if body(e)["path"] == asked["path"]]
+    # the event's path is below the gateway's base; the model server's, below its root
+    main = [body(e) for e in calls if str(asked["path"]).endswith(body(e)["path"])]
     assert main, describe(real.watch.events)
     for call in main:
         assert call["provider"] == prefix and call["status"] == 200 and call["method"] == "POST"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from engine.broker.permissions import DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, ErrorCode, InvalidInput, NotFound
 from engine.gateway import Admission, GatewayServer
+from engine.gateway.mcp import MOUNT, McpGateways, uses_mcp_gateway
 from engine.models import AgentSpec, AgentView, Draft, PublishResult
 from engine.policy import check_remote_spec
 from engine.runtime import AgentKey, Runtime, pick_runtime
@@ -49,6 +51,9 @@ class Supervisor:
             lambda axon_id, draft: engine.publish(axon_id, draft, system=True),
             self._spent,
         )
+        # the MCP gateway: each agent's MCP endpoint at <gateway>/mcp/ (engine/gateway/mcp.py)
+        self.mcp = McpGateways(self.gateway, self._log_for)
+        self.gateway.mount(MOUNT, self.mcp)
 
     async def _spent(self, key: AgentKey, prefix: str) -> int:
         """The tokens the Axon's log records for an agent's gateway: every `gateway.request`
@@ -82,6 +87,7 @@ class Supervisor:
         for kind in ("docker", "process"):  # "auto" is one of them
             if (runtime := self._runtimes.get(kind)) is not None:
                 await runtime.close()
+        await self.mcp.close_all()
         await self.gateway.close()
 
     def runtime_for(self, spec: AgentSpec, *, remote: bool = False) -> Runtime:
@@ -138,7 +144,7 @@ class Supervisor:
         effect at the agent's next start."""
         if remote:
             check_remote_spec(spec, self.engine.config.agents, limited=False)
-        missing = [s for s in spec.secrets if s not in os.environ]
+        missing = [s for s in spec.all_secrets() if s not in os.environ]
         if missing:
             raise InvalidInput(
                 f"secrets not set in the engine's environment: {', '.join(missing)}",
@@ -157,9 +163,25 @@ class Supervisor:
 
     async def admit(self, key: AgentKey, spec: AgentSpec, runtime: Runtime) -> Admission | None:
         """A fresh gateway token for an agent about to start (None: it uses no gateway)."""
-        if not spec.gateways:
+        if not spec.gateways and not uses_mcp_gateway(spec):
             return None
         return await self.gateway.admit(key, spec, docker=runtime.kind == "docker")
+
+    async def revoke(self, key: AgentKey) -> None:
+        """The agent stops, hibernates or failed: its token goes, and so do its MCP gateway's
+        upstream sessions."""
+        self.gateway.revoke(key)
+        await self.mcp.close(key)
+
+    async def forget(self, key: AgentKey) -> None:
+        """The agent is removed or replaced: its token, meters, socket and MCP sessions go."""
+        await self.mcp.close(key)
+        await self.gateway.forget(key)
+
+    def _log_for(self, key: AgentKey) -> Callable[[str], None]:
+        """Where the MCP gateway writes an agent's lines (its `agent.log` events)."""
+        worker = self._workers.get((key.axon_id, key.name))
+        return worker.log if worker is not None else lambda line: None
 
     # -- API ----------------------------------------------------------------------------
 
@@ -189,7 +211,7 @@ class Supervisor:
         if old is not None:
             await old.detach()
             await old.runtime.remove(old.key)
-            await self.gateway.forget(old.key)
+            await self.forget(old.key)
         await asyncio.to_thread(
             self.engine.catalog.put_agent,
             axon.id,
@@ -239,7 +261,7 @@ class Supervisor:
         worker.command("stop")
         await worker.detach()
         await worker.runtime.remove(worker.key)
-        await self.gateway.forget(worker.key)
+        await self.forget(worker.key)
         del self._workers[(axon_id, name)]
         await asyncio.to_thread(self.engine.catalog.delete_agent, axon_id, name)
 

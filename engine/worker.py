@@ -312,6 +312,7 @@ class AgentWorker:
                 hooks,
                 cwd=self.runtime.workdir(self.spec),
                 on_human_wait=self._human_wait.set,
+                mcp_gateway=self.sup.mcp.entry(self.key, self.spec),
             )
         else:
             self.broker = NativeBroker(self.engine, self.axon_id, self.spec.name, io, hooks)
@@ -557,7 +558,7 @@ class AgentWorker:
             paused_s = round(time.monotonic() - self._since, 3)
             self._expect_exit = True
             await self.runtime.stop(self.key)
-            self.sup.gateway.revoke(self.key)
+            await self.sup.revoke(self.key)
             await self._close_channel()
             self._enter("hibernated")
             await self._system("agent.hibernated", {"paused_s": paused_s})
@@ -590,7 +591,7 @@ class AgentWorker:
             self.acp.release()
         with contextlib.suppress(AxonError):  # already gone is stopped too
             await self.runtime.stop(self.key)
-        self.sup.gateway.revoke(self.key)
+        await self.sup.revoke(self.key)
         await self._close_channel()
         await self._close_inbox()
         self._enter("stopped")
@@ -601,7 +602,7 @@ class AgentWorker:
         again; keep trying with backoff until it runs or someone stops it."""
         if self._expect_exit and error is None:
             return
-        self.sup.gateway.revoke(self.key)  # the next start gets a new token
+        await self.sup.revoke(self.key)  # the next start gets a new token
         await self._close_channel()
         while True:
             try:
@@ -646,6 +647,10 @@ class AgentWorker:
             self._turn_error = error
             self._turn_details = details
             self._turn_done.set()
+
+    def log(self, line: str) -> None:
+        """A line for the agent's log from elsewhere in the engine (its MCP upstreams)."""
+        self._on_log(line)
 
     def _on_log(self, line: str) -> None:
         self._stderr.append(line)

@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -151,14 +151,13 @@ class HttpApi:
 
 
 @contextlib.asynccontextmanager
-async def http_api(engine: Engine) -> AsyncIterator[HttpApi]:
-    """The engine's API on 127.0.0.1 (a free port), with a publish token named `web`."""
-    token = make_token(engine.home, "web", "publish")
-    tokens = TokenStore(engine.home / "catalog.db")
+async def served(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto"
+) -> AsyncIterator[str]:
+    """An ASGI app over real HTTP on 127.0.0.1 (a free port), in-process; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    app = create_asgi(engine, tokens, require_token=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -167,11 +166,23 @@ async def http_api(engine: Engine) -> AsyncIterator[HttpApi]:
                 task.result()
             await asyncio.sleep(0.01)
         host, port = sock.getsockname()[:2]
-        yield HttpApi(f"http://{host}:{port}", token)
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
         sock.close()
+
+
+@contextlib.asynccontextmanager
+async def http_api(engine: Engine) -> AsyncIterator[HttpApi]:
+    """The engine's API on 127.0.0.1 (a free port), with a publish token named `web`."""
+    token = make_token(engine.home, "web", "publish")
+    tokens = TokenStore(engine.home / "catalog.db")
+    app = create_asgi(engine, tokens, require_token=True)
+    try:
+        async with served(app, lifespan="off") as url:
+            yield HttpApi(url, token)
+    finally:
         tokens.close()
 
 

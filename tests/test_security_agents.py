@@ -114,6 +114,39 @@ def test_tcp_specs_cannot_reach_the_host(
                 "secret_not_allowed",
             ),
             ({"network": "bridge"}, "network_not_allowed"),
+            # MCP gateway upstreams are reached from the host: a command runs there, a URL
+            # is fetched from there, and their secrets are the engine's.
+            (
+                {
+                    "protocol": "acp",
+                    "mcp_servers": [{"name": "t", "command": "sh", "allowed_tools": ["*"]}],
+                },
+                "mcp_not_allowed",
+            ),
+            (
+                {
+                    "protocol": "acp",
+                    "mcp_servers": [
+                        {"name": "t", "url": "http://169.254.169.254/", "allowed_tools": ["*"]}
+                    ],
+                },
+                "mcp_not_allowed",
+            ),
+            (
+                {
+                    "protocol": "acp",
+                    "mcp_servers": [
+                        {
+                            "name": "t",
+                            "url": "http://127.0.0.1:1/mcp",
+                            "allowed_tools": ["*"],
+                            "secrets": ["AXONS_TEST_HOST_SECRET"],
+                            "headers": {"Authorization": "Bearer ${AXONS_TEST_HOST_SECRET}"},
+                        }
+                    ],
+                },
+                "secret_not_allowed",
+            ),
             ({"memory": "64g"}, "outside_limits"),
             ({"memory": "0"}, "outside_limits"),
             ({"pids": 1_000_000}, "outside_limits"),
@@ -320,17 +353,24 @@ def test_read_tokens_see_no_env_values_and_no_logs(dockerless: ServerProcess) ->
     dockerless.start()
     with dockerless.http(admin) as http:
         axon_id = admin_axon(http, "agents")
-        spec = agent_spec("helper", env={"DATABASE_URL": "postgres://u:hunter2@db/x"})
+        files = {"name": "files", "command": "files-mcp", "args": [], "env": []}
+        files["env"] = [{"name": "FILES_TOKEN", "value": "hunter3"}]
+        spec = agent_spec(
+            "helper", env={"DATABASE_URL": "postgres://u:hunter2@db/x"}, mcp_servers=[files]
+        )
         assert http.post(f"/v1/axons/{axon_id}/agents", json=spec).status_code == 200
         [seen] = http.get(f"/v1/axons/{axon_id}/agents").json()["agents"]
         assert seen["spec"]["env"] == {"DATABASE_URL": "postgres://u:hunter2@db/x"}
+        assert seen["spec"]["mcp_servers"] == [files]
     for token in (reader, publisher):
         with dockerless.http(token) as http:
             r = http.get(f"/v1/axons/{axon_id}/agents")
             assert r.status_code == 200, r.text
             [seen] = r.json()["agents"]
             assert seen["spec"]["env"] == {"DATABASE_URL": "<redacted>"}
-            assert "hunter2" not in r.text
+            [server] = seen["spec"]["mcp_servers"]
+            assert server["env"] == [{"name": "FILES_TOKEN", "value": "<redacted>"}]
+            assert "hunter2" not in r.text and "hunter3" not in r.text
             refused(http.get(f"/v1/axons/{axon_id}/agents/helper/logs"), 403, "forbidden")
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 import pytest
+from rich.style import Style
+from rich.text import Text
 from textual.pilot import Pilot
 
 from axons_tui.app import AxonsApp
@@ -26,7 +28,7 @@ from axons_tui.widgets.axon_pane import AxonPane
 from axons_tui.widgets.composer import Composer
 from axons_tui.widgets.event_detail import EventDetail
 from axons_tui.widgets.event_log import PAGES_KEPT, EventLog
-from axons_tui.widgets.event_text import event_line
+from axons_tui.widgets.event_text import EventStyles, event_line
 from engine import Draft, Engine
 from engine.models import AgentSpec, Event
 from tests.agents_support import triage_spec
@@ -154,6 +156,36 @@ def test_event_lines_read_at_a_glance_and_never_as_markup() -> None:
     raw = event_line(event("push", "not json [red]", "EXTERNAL_EVENT", "github"), compact=True)
     assert raw.plain.endswith("github push not json [red]")
     assert not raw.plain.startswith("      7")  # compact: no sequence column
+
+
+def test_gateway_calls_read_as_calls_and_a_refusal_stands_out() -> None:
+    """The gateways' audit events (contract §5.3, §5.4) as the console shows them."""
+    styles = EventStyles(system=Style(dim=True), problem=Style(color="red"))
+
+    def shown(event_type: str, body: dict[str, Any]) -> Text:
+        payload = orjson.dumps(body).decode()
+        return event_line(event(event_type, payload, "SYSTEM_EVENT", "claude"), styles=styles)
+
+    usage = {"input_tokens": 12, "output_tokens": 30, "total_tokens": 42}
+    call = {"provider": "ANTHROPIC", "method": "POST", "path": "/v1/messages", "status": 200,
+            "duration_ms": 84.2, "bytes_in": 900, "bytes_out": 2000, "usage": usage}  # fmt: skip
+    line = shown("gateway.request", call)
+    assert line.plain.endswith("claude ANTHROPIC POST /v1/messages 200 · 84.2 ms · 12 in · 30 out")
+    assert not any(span.style == styles.problem for span in line.spans)
+    cut = shown("gateway.request", {**call, "status": 502, "error": "upstream unreachable"})
+    assert cut.plain.endswith("502 · 84.2 ms · 12 in · 30 out · upstream unreachable")
+    assert any(span.style == styles.problem for span in cut.spans)
+    limited = {"provider": "OPENAI", "limit": "token_budget", "allowed": 1000, "used": 1200}
+    assert shown("gateway.limited", limited).plain.endswith(
+        "OPENAI limited: token_budget (1,200 of 1,000)"
+    )
+    tool = {"server": "tickets", "tool": "read_ticket", "status": "ok", "duration_ms": 12.5}
+    assert shown("mcp.tool_call", tool).plain.endswith("tool tickets__read_ticket ok · 12.5 ms")
+    refused = {"server": "tickets", "tool": "delete_ticket", "status": "refused",
+               "duration_ms": 0.0, "error": "not allowed"}  # fmt: skip
+    line = shown("mcp.tool_call", refused)
+    assert line.plain.endswith("tool tickets__delete_ticket refused · 0.0 ms · not allowed")
+    assert any(span.style == styles.problem for span in line.spans)
 
 
 # -- the composer -------------------------------------------------------------------------

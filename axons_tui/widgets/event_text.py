@@ -226,7 +226,54 @@ def system_text(e: Event, body: Any, styles: EventStyles) -> Text:
     if kind == "agent.log":
         lines = fields_.get("lines") or []
         return Text.assemble(who, (" log: " + " ⏎ ".join(map(str, lines)), styles.system))
+    if kind in GATEWAY_LINES:
+        line, failed = GATEWAY_LINES[kind](fields_)
+        return Text.assemble(who, " ", (line, styles.problem if failed else styles.system))
     return Text.assemble(who, (" " + system_summary(kind, fields_), styles.system))
+
+
+def gateway_request(fields_: dict[str, Any]) -> tuple[str, bool]:
+    """A model call through the Agent Gateway: "ANTHROPIC POST /v1/messages 200 · 84 ms ·
+    12 in · 30 out"; a failed one stands out."""
+    status = fields_.get("status")
+    line = (
+        f"{fields_.get('provider', '?')} {fields_.get('method', '?')} "
+        f"{fields_.get('path', '?')} {status} · {fields_.get('duration_ms', '?')} ms"
+    )
+    usage = fields_.get("usage")
+    if isinstance(usage, dict):
+        line += f" · {usage.get('input_tokens', '?')} in · {usage.get('output_tokens', '?')} out"
+    if fields_.get("error"):
+        line += f" · {one_line(str(fields_['error']))}"
+    return line, not isinstance(status, int) or status >= 400
+
+
+def gateway_limited(fields_: dict[str, Any]) -> tuple[str, bool]:
+    """A call the gateway refused at a limit: "ANTHROPIC limited: token_budget (1,200 of
+    1,000)"."""
+    used, allowed = fields_.get("used"), fields_.get("allowed")
+    counts = (
+        f"{used:,} of {allowed:,}" if isinstance(used, int) and isinstance(allowed, int) else ""
+    )
+    return f"{fields_.get('provider', '?')} limited: {fields_.get('limit', '?')} ({counts})", True
+
+
+def mcp_tool_call(fields_: dict[str, Any]) -> tuple[str, bool]:
+    """A tool call through the MCP gateway: "tool tickets__read_ticket ok · 12 ms"."""
+    status = str(fields_.get("status", "?"))
+    server, tool = fields_.get("server"), fields_.get("tool", "?")
+    name = f"{server}__{tool}" if server else str(tool)  # no server: it matched no upstream
+    line = f"tool {name} {status} · {fields_.get('duration_ms', '?')} ms"
+    if fields_.get("error"):
+        line += f" · {one_line(str(fields_['error']))}"
+    return line, status != "ok"
+
+
+GATEWAY_LINES: dict[str, Callable[[dict[str, Any]], tuple[str, bool]]] = {
+    "gateway.request": gateway_request,
+    "gateway.limited": gateway_limited,
+    "mcp.tool_call": mcp_tool_call,
+}
 
 
 def system_summary(kind: str, fields_: dict[str, Any]) -> str:

@@ -84,14 +84,16 @@ async def _session_ready(app: AxonsApp) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _bring_to_life(app: AxonsApp, axon_ids: dict[str, str], choice: RuntimeChoice) -> None:
+async def _bring_to_life(
+    app: AxonsApp, root: Path, axon_ids: dict[str, str], choice: RuntimeChoice
+) -> None:
     """The agents start and the feeds play, through the console's own session."""
     await _session_ready(app)
     session = app.session
     if session.embedded:
         session.runtime = choice.kind  # the status bar says where the demo's agents run
     try:
-        await add_demo_agents(session.backend, axon_ids, choice.kind)
+        await add_demo_agents(session.backend, axon_ids, choice.kind, root)
         await run_feeds(session.backend, axon_ids)
     except* AxonError as refused:  # a feed's, or an agent the engine would not take
         first = refused.exceptions[0]
@@ -133,7 +135,7 @@ async def _run_console(ending: Ending, root: Path, theme: str | None, choice: Ru
     async with Engine(root) as engine:  # before the console, so it opens on them
         axon_ids = await create_demo_axons(engine)
     app = ending.app = DemoConsole(ConsoleConfig(home=root, theme=theme))
-    demo = asyncio.create_task(_bring_to_life(app, axon_ids, choice))
+    demo = asyncio.create_task(_bring_to_life(app, root, axon_ids, choice))
     try:
         result = await app.run_async()
         return app.return_code or int(result or 0)  # 1 when the console itself failed

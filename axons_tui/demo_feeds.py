@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,10 @@ CUSTOMER_MESSAGES = (  # (seconds after the start, customer, text)
     (330.0, "cust_207", "Question: how do I add a second admin to our account?"),
 )
 SENDERS = ("octocat", "hubot", "mona")
+ASSISTANT_ASKS = (  # (seconds after the start, who, text): words in capitals steer the agent
+    (4.0, "ana", "What is in the work dir? Have a look and tell me. TOOL PACE"),
+    (30.0, "ana", "Please write the approval file for the v1.4 release. RISKY PACE"),
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,18 @@ async def feed_support(backend: Backend, axon_id: str) -> None:
         await backend.publish(axon_id, Draft("message", body, "web", "USER_EVENT"))
 
 
+async def feed_assistant(
+    backend: Backend, axon_id: str, asks: Sequence[tuple[float, str, str]] = ASSISTANT_ASKS
+) -> None:
+    """Someone asks the ACP assistant, from Slack: to look around (a tool call), then to write
+    a file (a permission request that waits for a human at the console)."""
+    started = asyncio.get_running_loop().time()
+    for at_s, user, text in asks:
+        await asyncio.sleep(max(0.0, started + at_s - asyncio.get_running_loop().time()))
+        body = orjson.dumps({"text": text, "user": user}).decode()
+        await backend.publish(axon_id, Draft("message", body, "slack", "USER_EVENT"))
+
+
 async def feed_ci(backend: Backend, axon_id: str, every_s: float = 3.0) -> None:
     """A webhook every `every_s` seconds, for as long as the demo runs."""
     for event_type, payload in GitHubWebhooks():
@@ -178,3 +194,4 @@ async def run_feeds(backend: Backend, axon_ids: dict[str, str]) -> None:
         feeds.create_task(feed_support(backend, axon_ids["support"]))
         feeds.create_task(feed_ci(backend, axon_ids["ci"]))
         feeds.create_task(feed_deploy(backend, axon_ids["deploy"]))
+        feeds.create_task(feed_assistant(backend, axon_ids["assistant"]))

@@ -6,6 +6,8 @@ while people watch, set up through the public `Backend` like any other client.
   composer, source `tui`, or from Slack).
 - ci: GitHub webhooks every few seconds (`demo_feeds`); the ci agent keeps `failures`.
 - deploy: a `deployment` webhook; the deploy agent asks for a yes or a no and sleeps.
+- assistant: the deterministic ACP sample agent, asked from Slack: it streams its answers,
+  reports a tool call, and asks permission before it writes a file (`y` answers).
 
 Each agent runs with the TOML it ships (`sample_agents/<name>/agent.toml`): in Docker when an
 engine answers and its image builds (offline), else as a local process; `prepare_runtime`
@@ -60,6 +62,7 @@ DEMO_AXONS = (
     DemoAxon("support", "triage", "a customer's report; the agent asks the team, then waits"),
     DemoAxon("ci", "ci", "GitHub webhooks every few seconds; failures summed up in a table"),
     DemoAxon("deploy", "deploy", "a release waits for a human's yes or no"),
+    DemoAxon("assistant", "acp_agent", "an ACP agent streams its answers and asks before acting"),
 )
 
 
@@ -87,9 +90,10 @@ def prepare_runtime(progress: Progress, axons: Sequence[DemoAxon] = DEMO_AXONS) 
     return RuntimeChoice("docker", "agents run in Docker containers")
 
 
-def demo_spec(axon: DemoAxon, runtime: RuntimeKind) -> AgentSpec:
+def demo_spec(axon: DemoAxon, runtime: RuntimeKind, workdir: Path | None = None) -> AgentSpec:
     """The agent as its TOML declares it; as a local process (this Python, the helper on
-    its path) when the demo runs without Docker."""
+    its path, working in `workdir`, not wherever the demo was started) when the demo runs
+    without Docker."""
     (spec,) = load_agent_specs(axon.toml)
     if runtime == "docker":
         return spec.model_copy(update={"runtime": "docker"})
@@ -100,6 +104,7 @@ def demo_spec(axon: DemoAxon, runtime: RuntimeKind) -> AgentSpec:
             "runtime": "process",
             "command": [sys.executable, "-u", str(axon.script)],
             "env": {**spec.env, "PYTHONPATH": str(SAMPLE_AGENTS)},
+            "workdir": str(workdir) if workdir is not None else spec.workdir,
         }
     )
 
@@ -113,10 +118,15 @@ async def create_demo_axons(backend: Backend) -> dict[str, str]:
     return ids
 
 
-async def add_demo_agents(backend: Backend, axon_ids: dict[str, str], runtime: RuntimeKind) -> None:
-    """One sample agent per Axon; the engine starts each at once."""
+async def add_demo_agents(
+    backend: Backend, axon_ids: dict[str, str], runtime: RuntimeKind, home: Path
+) -> None:
+    """One sample agent per Axon; the engine starts each at once. Local processes work in a
+    folder of their own in the demo `home`, which goes with it."""
     for axon in DEMO_AXONS:
-        spec = demo_spec(axon, runtime).model_copy(update={"axon": axon_ids[axon.name]})
+        workdir = home / "work" / axon.name
+        workdir.mkdir(parents=True, exist_ok=True)
+        spec = demo_spec(axon, runtime, workdir).model_copy(update={"axon": axon_ids[axon.name]})
         await backend.agents.add(spec)
 
 

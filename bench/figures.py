@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.acp import acp_first_update_overhead_ms, acp_permission_wake_ms
 from bench.fanout import fanout_p99_ms
+from bench.gateway import gateway_overhead_ms
 from bench.harness import Figure, Sizes
 from bench.http_publish import (
     http_publish_batch_eps,
@@ -17,6 +18,7 @@ from bench.http_publish import (
 )
 from bench.listing import list_10k_axons_ms
 from bench.many_axons import publish_many_axons_eps
+from bench.mcp_gateway import mcp_call_overhead_ms
 from bench.paused_agents import paused_agents_100
 from bench.publish import publish_batch_eps, publish_durable_eps
 from bench.sse import sse_deliveries_per_s, sse_fanout_p99_ms
@@ -55,6 +57,10 @@ FIGURES: dict[str, Measure] = {
     # ACP: the deterministic sample agent (sample_agents/acp_agent).
     "acp_first_update_overhead_ms": acp_first_update_overhead_ms,
     "acp_permission_wake_ms": acp_permission_wake_ms,
+    # Agent Gateway: the scripted model server, direct and through the engine's gateway.
+    "gateway_overhead_ms": gateway_overhead_ms,
+    # MCP gateway: an mcp SDK server, direct and through the agent's MCP endpoint.
+    "mcp_call_overhead_ms": mcp_call_overhead_ms,
     # The console, headless (Textual's run_test), on an embedded engine.
     "tui_loop_lag_p99_ms": tui_loop_lag_p99_ms,
     "tui_rss_mb": tui_rss_mb,

@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     INVALID_TEXT = "invalid_text"
     LIMITED_TOKEN = "limited_token"
     MALFORMED_JSON = "malformed_json"
+    MCP_NOT_ALLOWED = "mcp_not_allowed"
     MISSING_SECRET = "missing_secret"
     MOUNT_NOT_ALLOWED = "mount_not_allowed"
     MULTIPLE_STATEMENTS = "multiple_statements"

@@ -57,5 +57,10 @@ class Home:
         """The process runtime's pid files and per-agent folders."""
         return self.root / "agents"
 
+    @property
+    def gateway(self) -> Path:
+        """The Agent Gateway's per-agent folders (a Docker agent's socket and relay)."""
+        return self.root / "gateway"
+
     def axon_file(self, axon_id: str) -> Path:
         return self.axons / f"{axon_id}.db"

@@ -3,8 +3,9 @@
 Over the unix socket the operator acts as themself and may declare any agent. Over TCP a
 token is only as trusted as its holder, so an agent spec declared there is held to this
 policy: images from an allow-list, no host paths unless allow-listed, secrets only from an
-allow-list, no network unless enabled, resources under the engine's caps. A token limited to
-some Axons declares no mounts, secrets or network at all. docs/security.md describes it.
+allow-list, gateway keys only to the upstreams the operator binds them to, no network unless
+enabled, resources under the engine's caps. A token limited to some Axons declares no mounts,
+secrets, gateways or network at all. docs/security.md describes it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import ErrorCode, Forbidden, InvalidInput
-from engine.models import MIN_MEMORY, AgentSpec, memory_bytes
+from engine.models import MIN_MEMORY, AgentSpec, mcp_upstreams, memory_bytes
 
 ENGINE_VOLUME_PREFIX = "axons-"  # the engine's own per-agent volumes: never from a spec
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -31,6 +32,9 @@ class AgentPolicy(BaseModel):
     images: list[str] = Field(default_factory=lambda: ["axons/*"])
     mounts: list[str] = Field(default_factory=list)
     secrets: list[str] = Field(default_factory=list)
+    # Agent Gateway: engine env var -> the upstreams its key may be sent to (URL prefixes)
+    gateway_keys: dict[str, list[str]] = Field(default_factory=dict)
+    mcp_urls: list[str] = Field(default_factory=list)  # MCP gateway upstreams (URL prefixes)
     bridge_network: bool = False
     max_memory: str = "1g"
     max_cpus: float = Field(2.0, gt=0)
@@ -92,7 +96,9 @@ def check_remote_spec(spec: AgentSpec, policy: AgentPolicy, *, limited: bool) ->
     limited to some Axons, so it may not reach beyond its sandbox at all."""
     _check_runs_in_docker(spec, policy)
     _check_mounts(spec.mounts, policy, limited=limited)
-    _check_secrets(spec.secrets, policy, limited=limited)
+    _check_secrets(spec.all_secrets(), policy, limited=limited)
+    _check_gateways(spec, policy, limited=limited)
+    _check_mcp_upstreams(spec, policy, limited=limited)
     _check_network(spec.network, policy, limited=limited)
     _check_resources(spec, policy)
 
@@ -160,6 +166,55 @@ def _check_secrets(secrets: list[str], policy: AgentPolicy, *, limited: bool) ->
             "them in [agents] secrets of the home's config.toml)",
             ErrorCode.SECRET_NOT_ALLOWED,
         )
+
+
+def _check_mcp_upstreams(spec: AgentSpec, policy: AgentPolicy, *, limited: bool) -> None:
+    """MCP gateway upstreams are reached by the engine itself, from the host: over TCP only
+    HTTP ones the operator lists, and none for a token limited to some Axons."""
+    for upstream in mcp_upstreams(spec.mcp_servers) if spec.mcp_servers else []:
+        if limited:
+            raise _refuse(
+                "a token limited to some Axons cannot declare MCP servers through the gateway",
+                ErrorCode.MCP_NOT_ALLOWED,
+            )
+        if upstream.url is None:
+            raise _refuse(
+                f"mcp_servers {upstream.name}: a stdio MCP server behind the gateway runs a "
+                "command on the engine's host, so it can only be declared on the engine's own "
+                "socket; over TCP, give an HTTP url the operator allows",
+                ErrorCode.MCP_NOT_ALLOWED,
+            )
+        if not any(_under(upstream.url, root) for root in policy.mcp_urls):
+            raise _refuse(
+                f"mcp_servers {upstream.name}: url {upstream.url!r:.100} is not allowed over TCP "
+                "(the operator lists the URLs MCP servers may live under in [agents] mcp_urls "
+                'of config.toml, e.g. ["https://tickets.internal/mcp"])',
+                ErrorCode.MCP_NOT_ALLOWED,
+            )
+
+
+def _check_gateways(spec: AgentSpec, policy: AgentPolicy, *, limited: bool) -> None:
+    """A gateway sends an engine key to its upstream: over TCP only a key the operator binds
+    to that upstream (`[agents.gateway_keys]`), so a token cannot send a key elsewhere."""
+    if spec.gateways and limited:
+        raise _refuse(
+            "a token limited to some Axons cannot declare gateways", ErrorCode.SECRET_NOT_ALLOWED
+        )
+    for prefix, gateway in spec.gateways.items():
+        allowed = policy.gateway_keys.get(gateway.secret, [])
+        if not any(_under(gateway.upstream, root) for root in allowed):
+            raise _refuse(
+                f"gateways.{prefix}: the key {gateway.secret} may not be sent to "
+                f"{gateway.upstream!r:.200} over TCP (the operator binds keys to upstreams in "
+                "[agents.gateway_keys] of the home's config.toml, e.g. "
+                'ANTHROPIC_API_KEY = ["https://api.anthropic.com"])',
+                ErrorCode.SECRET_NOT_ALLOWED,
+            )
+
+
+def _under(url: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return url.rstrip("/") == root or url.startswith(root + "/")
 
 
 def _check_network(network: str, policy: AgentPolicy, *, limited: bool) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -20,9 +21,11 @@ from pydantic import ValidationError
 
 from engine.broker.permissions import DECISION, REQUESTED
 from engine.errors import AxonError, Conflict, ErrorCode, InvalidInput, NotFound
+from engine.gateway import Admission, GatewayServer
+from engine.gateway.mcp import MOUNT, McpGateways, uses_mcp_gateway
 from engine.models import AgentSpec, AgentView, Draft, PublishResult
 from engine.policy import check_remote_spec
-from engine.runtime import Runtime, pick_runtime
+from engine.runtime import AgentKey, Runtime, pick_runtime
 from engine.runtime.process import ProcessRuntime
 from engine.worker import AgentWorker
 
@@ -42,6 +45,27 @@ class Supervisor:
         self.notices: list[str] = []
         self._runtimes: dict[str, Runtime] = {}
         self._workers: dict[tuple[str, str], AgentWorker] = {}
+        # the Agent Gateway: its listeners open on the first agent that needs them
+        self.gateway = GatewayServer(
+            engine.paths.gateway,
+            lambda axon_id, draft: engine.publish(axon_id, draft, system=True),
+            self._spent,
+        )
+        # the MCP gateway: each agent's MCP endpoint at <gateway>/mcp/ (engine/gateway/mcp.py)
+        self.mcp = McpGateways(self.gateway, self._log_for)
+        self.gateway.mount(MOUNT, self.mcp)
+
+    async def _spent(self, key: AgentKey, prefix: str) -> int:
+        """The tokens the Axon's log records for an agent's gateway: every `gateway.request`
+        it made there (the token budget counts them all, across restarts)."""
+        result = await self.engine.query(
+            key.axon_id,
+            "SELECT coalesce(sum(json_extract(payload, '$.usage.total_tokens')), 0) "
+            "FROM axon_events WHERE event_type = 'gateway.request' AND origin = 'SYSTEM_EVENT' "
+            "AND source = ? AND json_extract(payload, '$.provider') = ?",
+            [key.name, prefix],
+        )
+        return int(result.rows[0][0])
 
     async def start(self) -> None:
         """Bring back every declared agent. Nothing here needs Docker: while it does not
@@ -63,6 +87,8 @@ class Supervisor:
         for kind in ("docker", "process"):  # "auto" is one of them
             if (runtime := self._runtimes.get(kind)) is not None:
                 await runtime.close()
+        await self.mcp.close_all()
+        await self.gateway.close()
 
     def runtime_for(self, spec: AgentSpec, *, remote: bool = False) -> Runtime:
         """Where the agent runs. A spec declared over TCP (`remote`) runs in Docker and
@@ -118,13 +144,44 @@ class Supervisor:
         effect at the agent's next start."""
         if remote:
             check_remote_spec(spec, self.engine.config.agents, limited=False)
-        missing = [s for s in spec.secrets if s not in os.environ]
+        missing = [s for s in spec.all_secrets() if s not in os.environ]
         if missing:
             raise InvalidInput(
                 f"secrets not set in the engine's environment: {', '.join(missing)}",
                 code=ErrorCode.MISSING_SECRET,
             )
+        keys = [
+            f"{p} ({g.secret})" for p, g in spec.gateways.items() if not os.environ.get(g.secret)
+        ]
+        if keys:
+            raise InvalidInput(
+                f"gateway keys not set in the engine's environment: {', '.join(keys)}; the "
+                "engine holds each gateway's `secret` (export it before `axons serve`)",
+                code=ErrorCode.MISSING_SECRET,
+            )
         return {**spec.env, **{s: os.environ[s] for s in spec.secrets}}
+
+    async def admit(self, key: AgentKey, spec: AgentSpec, runtime: Runtime) -> Admission | None:
+        """A fresh gateway token for an agent about to start (None: it uses no gateway)."""
+        if not spec.gateways and not uses_mcp_gateway(spec):
+            return None
+        return await self.gateway.admit(key, spec, docker=runtime.kind == "docker")
+
+    async def revoke(self, key: AgentKey) -> None:
+        """The agent stops, hibernates or failed: its token goes, and so do its MCP gateway's
+        upstream sessions."""
+        self.gateway.revoke(key)
+        await self.mcp.close(key)
+
+    async def forget(self, key: AgentKey) -> None:
+        """The agent is removed or replaced: its token, meters, socket and MCP sessions go."""
+        await self.mcp.close(key)
+        await self.gateway.forget(key)
+
+    def _log_for(self, key: AgentKey) -> Callable[[str], None]:
+        """Where the MCP gateway writes an agent's lines (its `agent.log` events)."""
+        worker = self._workers.get((key.axon_id, key.name))
+        return worker.log if worker is not None else lambda line: None
 
     # -- API ----------------------------------------------------------------------------
 
@@ -154,6 +211,7 @@ class Supervisor:
         if old is not None:
             await old.detach()
             await old.runtime.remove(old.key)
+            await self.forget(old.key)
         await asyncio.to_thread(
             self.engine.catalog.put_agent,
             axon.id,
@@ -203,6 +261,7 @@ class Supervisor:
         worker.command("stop")
         await worker.detach()
         await worker.runtime.remove(worker.key)
+        await self.forget(worker.key)
         del self._workers[(axon_id, name)]
         await asyncio.to_thread(self.engine.catalog.delete_agent, axon_id, name)
 

@@ -241,9 +241,11 @@ class AgentWorker:
             self._enter("stopped")
             return
         status = await self.runtime.status(self.key)
-        if self.spec.protocol == "acp" and status.state in ("running", "paused"):
+        fresh = self.spec.protocol == "acp" or bool(self.spec.gateways)
+        if fresh and status.state in ("running", "paused"):
             # An ACP connection cannot be picked up midway: its pending requests lived in
             # the previous engine. Start it afresh; its session comes back (session/load).
+            # A gateway token lived in the previous engine too: a new start gets a new one.
             await self.runtime.stop(self.key)
             status = await self.runtime.status(self.key)
         if status.state == "running" and self.runtime.kind == "docker":
@@ -265,13 +267,21 @@ class AgentWorker:
         """Create (if needed), start, attach and initialise; then deliver from the cursor."""
         self._enter("starting")
         await self._system("agent.starting", {"reason": reason, "runtime": self.runtime.kind})
-        await self.runtime.create(
-            self.key, self.spec, self.sup.environment(self.spec, remote=self.remote)
-        )
+        await self._create()
         await self._open_channel(await self.runtime.start(self.key))
         await self._initialize()
         self._enter("running")
         await self._system("agent.running", {})
+
+    async def _create(self) -> None:
+        """Make the sandbox with its env and, when it uses the gateway, a fresh token."""
+        env = self.sup.environment(self.spec, remote=self.remote)
+        admission = await self.sup.admit(self.key, self.spec, self.runtime)
+        if admission is None:
+            await self.runtime.create(self.key, self.spec, env)
+        else:
+            env = {**env, **admission.env}
+            await self.runtime.create(self.key, self.spec, env, admission.mount)
 
     async def _initialize(self) -> None:
         assert self.broker is not None
@@ -302,6 +312,7 @@ class AgentWorker:
                 hooks,
                 cwd=self.runtime.workdir(self.spec),
                 on_human_wait=self._human_wait.set,
+                mcp_gateway=self.sup.mcp.entry(self.key, self.spec),
             )
         else:
             self.broker = NativeBroker(self.engine, self.axon_id, self.spec.name, io, hooks)
@@ -346,9 +357,7 @@ class AgentWorker:
                 await self._initialize()
                 restarted = True
         else:  # hibernated, failed: start it again
-            await self.runtime.create(
-                self.key, self.spec, self.sup.environment(self.spec, remote=self.remote)
-            )
+            await self._create()
             await self._open_channel(await self.runtime.start(self.key))
             await self._initialize()
             restarted = True
@@ -549,6 +558,7 @@ class AgentWorker:
             paused_s = round(time.monotonic() - self._since, 3)
             self._expect_exit = True
             await self.runtime.stop(self.key)
+            await self.sup.revoke(self.key)
             await self._close_channel()
             self._enter("hibernated")
             await self._system("agent.hibernated", {"paused_s": paused_s})
@@ -581,6 +591,7 @@ class AgentWorker:
             self.acp.release()
         with contextlib.suppress(AxonError):  # already gone is stopped too
             await self.runtime.stop(self.key)
+        await self.sup.revoke(self.key)
         await self._close_channel()
         await self._close_inbox()
         self._enter("stopped")
@@ -591,6 +602,7 @@ class AgentWorker:
         again; keep trying with backoff until it runs or someone stops it."""
         if self._expect_exit and error is None:
             return
+        await self.sup.revoke(self.key)  # the next start gets a new token
         await self._close_channel()
         while True:
             try:
@@ -635,6 +647,10 @@ class AgentWorker:
             self._turn_error = error
             self._turn_details = details
             self._turn_done.set()
+
+    def log(self, line: str) -> None:
+        """A line for the agent's log from elsewhere in the engine (its MCP upstreams)."""
+        self._on_log(line)
 
     def _on_log(self, line: str) -> None:
         self._stderr.append(line)

@@ -21,7 +21,8 @@ import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -38,15 +39,17 @@ from tests.http_support import make_token, read_line
 
 RECIPES = ["claude", "opencode", "gemini"]
 HELLO = "Hello from the scripted model."
+# The engine's key for the scripted model: the gateway sends it, the agent never holds it.
+MODEL_KEY_VAR = "AXONS_TEST_MODEL_KEY"
+MODEL_KEY = "sk-scripted-real-key"
+os.environ.setdefault(MODEL_KEY_VAR, MODEL_KEY)
 
-# How each recipe is pointed at the scripted model server (see sample_agents/README.md).
+# How each recipe is pointed at the scripted model server (see sample_agents/README.md),
+# beside its gateways (whose upstream becomes the scripted model server).
 MODEL_ENV: dict[str, Callable[[str], dict[str, str]]] = {
-    "claude": lambda url: {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "scripted"},
-    "opencode": lambda url: {
-        "SCRIPTED_MODEL_URL": url,
-        "OPENCODE_MODEL": "scripted/scripted-model",
-    },
-    "gemini": lambda url: {"GOOGLE_GEMINI_BASE_URL": url, "GEMINI_API_KEY": "scripted"},
+    "claude": lambda url: {},
+    "opencode": lambda url: {},
+    "gemini": lambda url: {},
 }
 
 
@@ -104,15 +107,25 @@ def recipe_spec(
     **overrides: Any,
 ) -> AgentSpec:
     """The recipe's agent.toml, as a local process from its npm install, talking to the
-    scripted model: the image's /opt/agent paths become the recipe folder, and the model's
-    address and a dummy key replace the secret. `tmpdir` keeps what the agents write to
-    $TMPDIR (Claude's project cache, Gemini's error reports) out of the machine's /tmp."""
+    scripted model through the engine's Agent Gateway: the image's /opt/agent paths become
+    the recipe folder, each gateway's upstream becomes the model server (keeping its path)
+    and its key MODEL_KEY. `tmpdir` keeps what the agents write to $TMPDIR (Claude's project
+    cache, Gemini's error reports) out of the machine's /tmp."""
     npm_install(name)
     spec: dict[str, Any] = tomllib.loads((recipe_dir(name) / "agent.toml").read_text())["agents"][0]
     command = spec["command"]
     env = {k: v.replace("/opt/agent", str(recipe_dir(name))) for k, v in spec["env"].items()}
+    gateways = {
+        prefix: {
+            **gateway,
+            "upstream": model_url + urlsplit(gateway["upstream"]).path,
+            "secret": MODEL_KEY_VAR,
+        }
+        for prefix, gateway in spec.get("gateways", {}).items()
+    }
     spec.update(
         axon=axon,
+        gateways=gateways,
         runtime="process",
         command=[str(bin_dir(name) / command[0]), *command[1:]],
         workdir=str(workdir),
@@ -138,14 +151,13 @@ class HttpApi:
 
 
 @contextlib.asynccontextmanager
-async def http_api(engine: Engine) -> AsyncIterator[HttpApi]:
-    """The engine's API on 127.0.0.1 (a free port), with a publish token named `web`."""
-    token = make_token(engine.home, "web", "publish")
-    tokens = TokenStore(engine.home / "catalog.db")
+async def served(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto"
+) -> AsyncIterator[str]:
+    """An ASGI app over real HTTP on 127.0.0.1 (a free port), in-process; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    app = create_asgi(engine, tokens, require_token=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -154,11 +166,23 @@ async def http_api(engine: Engine) -> AsyncIterator[HttpApi]:
                 task.result()
             await asyncio.sleep(0.01)
         host, port = sock.getsockname()[:2]
-        yield HttpApi(f"http://{host}:{port}", token)
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
         sock.close()
+
+
+@contextlib.asynccontextmanager
+async def http_api(engine: Engine) -> AsyncIterator[HttpApi]:
+    """The engine's API on 127.0.0.1 (a free port), with a publish token named `web`."""
+    token = make_token(engine.home, "web", "publish")
+    tokens = TokenStore(engine.home / "catalog.db")
+    app = create_asgi(engine, tokens, require_token=True)
+    try:
+        async with served(app, lifespan="off") as url:
+            yield HttpApi(url, token)
+    finally:
         tokens.close()
 
 

@@ -11,7 +11,11 @@ from engine import Engine
 
 # The shared helpers hold assertions of their own: rewrite them wherever they are imported from.
 pytest.register_assert_rewrite(
-    "tests.agents_support", "tests.http_support", "tests.console_support"
+    "tests.agents_support",
+    "tests.acp_support",
+    "tests.acp_real_support",
+    "tests.http_support",
+    "tests.console_support",
 )
 
 

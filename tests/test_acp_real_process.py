@@ -1,6 +1,7 @@
 """Real ACP agents on the process runtime (contract §5.2): Claude Code (claude-agent-acp),
 OpenCode and Gemini CLI, installed from npm at the versions their recipes pin, each run from
-its own `agent.toml` against the scripted model server on 127.0.0.1 (no key, no network).
+its own `agent.toml` against the scripted model server on 127.0.0.1 (no network), through
+its recipe's Agent Gateway (§5.3): the agent holds a token, the model server sees the key.
 
 They take seconds to start, so one agent process per recipe serves the module: the tests run
 in order on it (a message, a tool allowed and one rejected by a second client over HTTP, an
@@ -22,6 +23,7 @@ pytest.register_assert_rewrite(
 
 from tests.acp_real_support import (  # noqa: E402
     HELLO,
+    MODEL_KEY,
     RECIPES,
     RealAgent,
     http_api,
@@ -91,6 +93,29 @@ async def test_a_message_streams_chunks_in_wire_order_then_end_turn(real: RealAg
     # The model got the prompt with its sender, from the agent's main request (with tools).
     asked = real.model.asked("Hello, who is there?")
     assert asked and "[web] Hello, who is there?" in asked[0]["prompt"], asked
+    await assert_through_the_gateway(real, started.sequence, end.sequence, asked[0])
+
+
+async def assert_through_the_gateway(
+    real: RealAgent, after: int, end: int, asked: dict[str, object]
+) -> None:
+    """The turn's model calls went through the Agent Gateway: the model server saw the
+    engine's key, the agent held only its token, and each call is an event with its usage."""
+    assert asked["key"] == MODEL_KEY
+    spec = (await real.engine.agents.get(real.axon_id, real.name)).spec
+    (prefix,) = spec.gateways
+    calls = [
+        e for e in real.watch.of(real.name, "gateway.request", after=after) if e.sequence < end
+    ]
+    # the event's path is below the gateway's base; the model server's, below its root
+    main = [body(e) for e in calls if str(asked["path"]).endswith(body(e)["path"])]
+    assert main, describe(real.watch.events)
+    for call in main:
+        assert call["provider"] == prefix and call["status"] == 200 and call["method"] == "POST"
+        assert call["usage"]["input_tokens"] == 10 and call["usage"]["output_tokens"] >= 1
+        assert call["bytes_in"] > 0 and call["bytes_out"] > 0
+    logged = b"".join(e.json() for e in real.watch.events)
+    assert MODEL_KEY.encode() not in logged
 
 
 async def test_a_shell_tool_runs_after_a_decision_from_a_second_client(real: RealAgent) -> None:

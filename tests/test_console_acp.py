@@ -32,6 +32,7 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Button, Static
 
+from axons_tui.app import AxonsApp
 from axons_tui.attention import Attention, PermissionOption, PermissionRequest
 from axons_tui.feed import FLUSH_S, Feed
 from axons_tui.screens.axon import AxonScreen
@@ -56,7 +57,10 @@ from axons_tui.widgets.acp_text import (  # noqa: E402
     usage_text,
 )
 from axons_tui.widgets.axon_pane import AxonPane  # noqa: E402
+from axons_tui.widgets.event_detail import EventDetail  # noqa: E402
+from axons_tui.widgets.event_log import EventLog  # noqa: E402
 from axons_tui.widgets.event_text import EventStyles, event_line  # noqa: E402
+from axons_tui.widgets.log_layout import chunk_of  # noqa: E402
 from tests.acp_support import acp_spec, permission_request, turn_end  # noqa: E402
 from tests.agents_support import Watch, body, describe, publish, watching  # noqa: E402
 from tests.console_support import FROZEN_MS, console_app, until  # noqa: E402
@@ -448,15 +452,21 @@ async def test_nothing_to_answer_or_an_error_is_a_notice(engine: Engine) -> None
         assert notices[1].startswith("Cannot read the Axon's requests:"), notices
 
 
+async def with_the_sample_agent(app: AxonsApp, workdir: Path) -> tuple[Backend, str]:
+    """Once the console shows its dashboard: an Axon `acp` with the sample ACP agent."""
+    await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+    backend = app.session.backend
+    axon_id = (await backend.create_axon("acp")).id
+    await backend.agents.add(acp_spec("acp", "process", workdir=str(workdir)))
+    return backend, axon_id
+
+
 async def test_the_console_shows_the_axon_waiting_and_y_answers_it(tmp_path: Path) -> None:
     """The real console: the dashboard pane and the Axon view say the Axon waits, `y` opens
     the prompt from either, `1` answers, the turn completes and the waiting line goes."""
     app = console_app(tmp_path / "home")
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
-        backend = app.session.backend
-        axon_id = (await backend.create_axon("acp")).id
-        await backend.agents.add(acp_spec("acp", "process", workdir=str(tmp_path)))
+        backend, axon_id = await with_the_sample_agent(app, tmp_path)
         asked = await publish(backend, axon_id, "please do RISKY", "web")  # type: ignore[arg-type]
         reason = f"permission: Write {tmp_path / 'approved.txt'}"
 
@@ -527,3 +537,58 @@ class NoBackend:
 @pytest.mark.parametrize("size", [(80, 24), (100, 30)])
 def test_the_prompt_snapshot(snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(Picture(), terminal_size=size)
+
+
+# -- a streamed message is one item --------------------------------------------------------
+
+
+async def test_a_streamed_answer_grows_as_one_item_in_the_axon_view(tmp_path: Path) -> None:
+    """The real sample agent streams a slow answer a chunk at a time: the Axon view shows it
+    as one growing item (not a row per chunk), and selecting it shows the whole text."""
+    app = console_app(tmp_path / "home")
+    async with app.run_test(size=(100, 30)) as pilot:
+        backend, axon_id = await with_the_sample_agent(app, tmp_path)
+        app.open_axon(axon_id)
+        await until(
+            lambda: isinstance(app.screen, AxonScreen) and bool(app.screen.query(EventLog)),
+            what="the Axon view",
+        )
+        log = app.screen.query_one(EventLog)
+        asked = await publish(backend, axon_id, "go SLOW please", "web")  # type: ignore[arg-type]
+
+        def streamed() -> list[Event]:
+            return [e for e in log._pages.get(0) or [] if chunk_of(e) is not None]
+
+        def rows() -> list[str]:
+            height = log.scrollable_content_region.height
+            return [log.render_line(y).text.rstrip() for y in range(height)]
+
+        grown: list[tuple[int, int, str]] = []
+        for count in (4, 8):  # the same item, longer each time
+            await until(lambda n=count: len(streamed()) >= n, timeout=30, what=f"{count} chunks")
+            item = log.item_at(streamed()[-1].sequence)
+            assert item.joined and item.last > item.first
+            pieces = [chunk_of(e) for e in streamed() if item.first <= e.sequence <= item.last]
+            text = " ".join("".join(str(p[2]) for p in pieces if p).split())
+            await until(lambda t=text: any(row.endswith(t) for row in rows()), what=text)
+            grown.append((item.first, item.last, text))
+        assert grown[1][0] == grown[0][0] and grown[1][1] > grown[0][1]
+        # fewer rows than events: the chunks take one row between them
+        assert log.virtual_size.height < log.total
+
+        await pilot.press("up")  # the cursor from the bottom, up to the answer
+        await until(lambda: log.cursor is not None, what="a cursor")
+        while log.cursor is not None and chunk_of(log.selected or _NOT_A_CHUNK) is None:
+            before = log.cursor
+            await pilot.press("up")
+            await until(lambda b=before: log.cursor != b or b == 1, what="the cursor to move")
+            if log.cursor == 1:
+                break
+        detail = app.screen.query_one(EventDetail)
+        await until(lambda: "chunks, #" in str(detail.query_one(Static).render()), what="detail")
+        shown = str(detail.query_one(Static).render())
+        assert f"chunks, #{grown[0][0]} to #" in shown and f"\n{grown[1][2]}" in shown, shown
+        assert asked < log.cursor == grown[0][0]  # type: ignore[operator]
+
+
+_NOT_A_CHUNK = Event("a", 0, 0, "USER_EVENT", "x", "message", "{}", None, None, "")

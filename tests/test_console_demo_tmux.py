@@ -27,7 +27,7 @@ from tests.agents_support import home_id_of, remove_home_containers  # noqa: E40
 from tests.http_support import AXONS, ROOT, axons  # noqa: E402
 
 T = TypeVar("T")
-SIZE = (100, 30)
+SIZE = (120, 36)  # two columns of panes: the four demo Axons on one page
 WAIT_S = 120.0  # reached only when something is broken
 REPLY = "Confirmed: only exports above 100MB."
 
@@ -150,8 +150,8 @@ def first(
 
 
 def demo_started(terminal: Terminal, home: Path) -> str:
-    """The dashboard on the three Axons, filling with events; the home's id."""
-    terminal.showing("support", "ci", "deploy", what="the three demo Axons")
+    """The dashboard on the four Axons, filling with events; the home's id."""
+    terminal.showing("support", "ci", "deploy", "assistant", what="the four demo Axons")
     terminal.showing("Billing export fails", "woke in", what="events in the panes")
     terminal.home_id = wait_for(lambda: home_id_of(home), "the demo home's catalog")
     return terminal.home_id
@@ -174,7 +174,7 @@ def test_a_reply_typed_into_the_support_composer_wakes_the_agent(
 ) -> None:
     terminal, home = demo
     home_id = demo_started(terminal, home)
-    assert len(containers(docker_client, home_id)) == 3
+    wait_for(lambda: len(containers(docker_client, home_id)) == 4 or None, "four containers")
     asked = first(
         home, "support", "the triage agent's question",
         lambda e: e["source"] == "triage" and "Can someone confirm" in e["payload"],
@@ -212,6 +212,28 @@ def test_a_reply_typed_into_the_support_composer_wakes_the_agent(
     )  # fmt: skip
     terminal.showing("triage woke in", "Resumed with the new constraint", what="the wake")
 
+    # the ACP assistant asks before it writes a file: back on the dashboard its pane says
+    # so; `y` there opens the request, `1` allows it, and the agent, paused meanwhile, acts
+    terminal.keys("Escape", "Escape")  # out of the composer, then back to the dashboard
+    terminal.showing("Axons · 4", what="the dashboard again")
+    terminal.showing("⚑ waiting: permission: Write", what="the assistant waiting (~30 s in)")
+    assistant = next(a["id"] for a in listed if a["name"] == "assistant")
+    terminal.keys("/")  # the filter: its pane alone, focused
+    terminal.type("assistant")
+    terminal.keys("Enter")
+    terminal.showing("· 1 match 'assistant'", what="the filtered dashboard")
+    terminal.keys("Enter")
+    terminal.showing(f"assistant  {assistant}", "y answers", what="the assistant's view")
+    terminal.keys("y")
+    terminal.showing("Allow once", "Reject", what="the permission prompt")
+    terminal.keys("1")
+    first(
+        home, "assistant", "the write, allowed and done",
+        lambda e: e["event_type"] == "session/update" and '"write-1"' in e["payload"]
+        and '"completed"' in e["payload"],
+    )  # fmt: skip
+    terminal.showing("write-1 completed", what="the write in the view")
+
     terminal.keys("Escape", "q")
     terminal.showing("Quit?", what="the quit question (agents run)")
     terminal.keys("y")
@@ -225,7 +247,7 @@ def test_the_demo_leaves_nothing_behind_however_it_ends(
 ) -> None:
     terminal, home = demo
     home_id = demo_started(terminal, home)
-    wait_for(lambda: len(containers(docker_client, home_id)) == 3 or None, "three containers")
+    wait_for(lambda: len(containers(docker_client, home_id)) == 4 or None, "four containers")
     if ending == "ctrl-c typed":
         terminal.keys("C-c")
     else:

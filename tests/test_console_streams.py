@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 import pytest
+from rich.style import Style
+from rich.text import Text
 from textual.pilot import Pilot
 
 from axons_tui.app import AxonsApp
@@ -26,7 +28,7 @@ from axons_tui.widgets.axon_pane import AxonPane
 from axons_tui.widgets.composer import Composer
 from axons_tui.widgets.event_detail import EventDetail
 from axons_tui.widgets.event_log import PAGES_KEPT, EventLog
-from axons_tui.widgets.event_text import event_line
+from axons_tui.widgets.event_text import EventStyles, event_line
 from engine import Draft, Engine
 from engine.models import AgentSpec, Event
 from tests.agents_support import triage_spec
@@ -156,6 +158,36 @@ def test_event_lines_read_at_a_glance_and_never_as_markup() -> None:
     assert not raw.plain.startswith("      7")  # compact: no sequence column
 
 
+def test_gateway_calls_read_as_calls_and_a_refusal_stands_out() -> None:
+    """The gateways' audit events (contract §5.3, §5.4) as the console shows them."""
+    styles = EventStyles(system=Style(dim=True), problem=Style(color="red"))
+
+    def shown(event_type: str, body: dict[str, Any]) -> Text:
+        payload = orjson.dumps(body).decode()
+        return event_line(event(event_type, payload, "SYSTEM_EVENT", "claude"), styles=styles)
+
+    usage = {"input_tokens": 12, "output_tokens": 30, "total_tokens": 42}
+    call = {"provider": "ANTHROPIC", "method": "POST", "path": "/v1/messages", "status": 200,
+            "duration_ms": 84.2, "bytes_in": 900, "bytes_out": 2000, "usage": usage}  # fmt: skip
+    line = shown("gateway.request", call)
+    assert line.plain.endswith("claude ANTHROPIC POST /v1/messages 200 · 84.2 ms · 12 in · 30 out")
+    assert not any(span.style == styles.problem for span in line.spans)
+    cut = shown("gateway.request", {**call, "status": 502, "error": "upstream unreachable"})
+    assert cut.plain.endswith("502 · 84.2 ms · 12 in · 30 out · upstream unreachable")
+    assert any(span.style == styles.problem for span in cut.spans)
+    limited = {"provider": "OPENAI", "limit": "token_budget", "allowed": 1000, "used": 1200}
+    assert shown("gateway.limited", limited).plain.endswith(
+        "OPENAI limited: token_budget (1,200 of 1,000)"
+    )
+    tool = {"server": "tickets", "tool": "read_ticket", "status": "ok", "duration_ms": 12.5}
+    assert shown("mcp.tool_call", tool).plain.endswith("tool tickets__read_ticket ok · 12.5 ms")
+    refused = {"server": "tickets", "tool": "delete_ticket", "status": "refused",
+               "duration_ms": 0.0, "error": "not allowed"}  # fmt: skip
+    line = shown("mcp.tool_call", refused)
+    assert line.plain.endswith("tool tickets__delete_ticket refused · 0.0 ms · not allowed")
+    assert any(span.style == styles.problem for span in line.spans)
+
+
 # -- the composer -------------------------------------------------------------------------
 
 
@@ -246,6 +278,58 @@ async def test_a_hundred_thousand_events_open_at_the_end_and_jump_to_the_top(
         await pilot.press("end")
         await eventually(lambda: "event number 100000" in last_row_text(log), what="back down")
         assert len(log._pages) <= PAGES_KEPT, "the page cache stays bounded"
+
+
+def chunk_draft(text: str, agent: str = "claude") -> Draft:
+    update = {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}}
+    payload = orjson.dumps({"sessionId": "s1", "update": update}).decode()
+    return Draft("session/update", payload, agent, "AGENT_EVENT")
+
+
+async def test_streamed_answers_fold_in_history_and_what_is_on_screen_stays_put(
+    tmp_path: Path,
+) -> None:
+    """Five pages, each with 150 messages and an answer of 50 chunks (the last two pages' answer
+    crosses their boundary). Jumping into the middle reads pages as they come into view; as
+    their answers fold to one item each, the event at the top of the screen stays there."""
+    home = tmp_path / "home"
+    async with Engine(home) as eng:
+        axon_id = (await eng.create_axon("answers")).id
+        drafts: list[Draft] = []
+        for page in range(5):
+            drafts += [Draft.message(f"question {page}.{n}", source="web") for n in range(150)]
+            drafts += [chunk_draft(f"a{page}.{n} ") for n in range(50)]
+        drafts[800:810] = [chunk_draft(f"x{n} ") for n in range(10)]  # page 3's answer goes on
+        drafts[960:] = [Draft.message(f"tail {n}", source="web") for n in range(40)]
+        await eng.publish_batch(axon_id, drafts)
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await open_axon_view(app, pilot, axon_id)
+        await eventually(lambda: "tail 39" in last_row_text(log), what="the tail")
+        await pilot.press("home")
+        await eventually(lambda: log.scroll_y == 0 and log.cursor == 1, what="the top")
+        log.cursor = 420  # page 2's 20th question: the screen's top is in page 1's answer
+        await eventually(lambda: 2 in log._layouts and 1 in log._layouts, what="pages read")
+        await pilot.pause()
+        top = log._locate(int(log.scroll_y))[0]
+        await eventually(lambda: "question 2.19" in _all_rows(log), what="the cursor's event")
+        # page 1's answer, above, is one item now: its chunks take one row
+        assert log.item_at(351).first == 351 and log.item_at(351).last == 400
+        assert log.row_of(401) == log.row_of(351) + log.item_at(351).rows
+        await pilot.press("up", "up")
+        await pilot.pause()
+        assert log.cursor == 418
+        assert log._locate(int(log.scroll_y))[0] == top, "the screen did not jump"
+        # page 3's answer goes on into page 4, and folds across the boundary
+        log.cursor = 805
+        await eventually(lambda: 3 in log._layouts and 4 in log._layouts, what="the last pages")
+        crossing = log.item_at(751)
+        assert (crossing.first, crossing.last) == (751, 810)
+        assert crossing.text.startswith("a3.0 a3.1") and crossing.text.endswith("x9 ")
+        assert log.item_at(log.cursor).first == 751  # the cursor is on the whole answer
+        await pilot.press("end")
+        assert log.row_of(811) == log.row_of(751) + crossing.rows
+        await eventually(lambda: "tail 39" in last_row_text(log), what="the tail again")
 
 
 async def test_a_click_selects_an_event_and_a_double_click_opens_a_pane(tmp_path: Path) -> None:

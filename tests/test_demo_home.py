@@ -16,7 +16,14 @@ from typing import Any
 import docker
 import pytest
 
-from axons_tui.demo_feeds import GitHubWebhooks, feed_ci, feed_deploy, feed_support
+from axons_tui.demo_feeds import (
+    ASSISTANT_ASKS,
+    GitHubWebhooks,
+    feed_assistant,
+    feed_ci,
+    feed_deploy,
+    feed_support,
+)
 from axons_tui.demo_home import (
     DEMO_AXONS,
     DemoAxon,
@@ -69,27 +76,50 @@ async def asks_then_wakes(
 
 
 async def play_the_demo(engine: Engine, runtime: RuntimeKind) -> None:
-    """The three Axons come alive; the support and deploy agents wait for a human, whose
-    reply in the console (source tui) wakes each; the ci agent counts failures."""
+    """The four Axons come alive; the support and deploy agents wait for a human, whose
+    reply in the console (source tui) wakes each; the ci agent counts failures; the ACP
+    assistant streams, then waits for a permission a human gives."""
     ids = await create_demo_axons(engine)
-    assert list(ids) == [a.name for a in DEMO_AXONS] == ["support", "ci", "deploy"]
-    await add_demo_agents(engine, ids, runtime)
+    names = [a.name for a in DEMO_AXONS]
+    assert list(ids) == names == ["support", "ci", "deploy", "assistant"]
+    await add_demo_agents(engine, ids, runtime, engine.home)
     views = await engine.agents.list()
     assert {(v.name, v.runtime) for v in views} == {
         ("triage", runtime),
         ("ci", runtime),
         ("deploy", runtime),
+        ("acp", runtime),
     }
+    asks = [(0.0, who, text) for _at, who, text in ASSISTANT_ASKS]
     async with (
         watching(engine, ids["support"]) as support,
         watching(engine, ids["ci"]) as ci,
         watching(engine, ids["deploy"]) as deploy,
+        watching(engine, ids["assistant"]) as assistant,
         feeding(
             feed_support(engine, ids["support"]),
             feed_ci(engine, ids["ci"], every_s=0.3),
             feed_deploy(engine, ids["deploy"]),
+            feed_assistant(engine, ids["assistant"], asks),
         ),
     ):
+        # assistant: a tool call and a streamed answer; then a permission asked, the agent
+        # paused until a human allows it from the console, and the write done
+        await assistant.wait(
+            lambda e: e.event_type == "session/update" and '"ls-1"' in e.payload
+            and '"completed"' in e.payload, "the tool call done",
+        )  # fmt: skip
+        request = await assistant.wait(
+            lambda e: e.event_type == "permission.requested", "the permission request"
+        )
+        await assistant.system("agent.paused", "acp", after=request.sequence)
+        await engine.agents.permit(ids["assistant"], request.sequence, "allow", source="tui")
+        await assistant.system("agent.resumed", "acp", after=request.sequence)
+        await assistant.wait(
+            lambda e: e.event_type == "session/update" and '"write-1"' in e.payload
+            and '"completed"' in e.payload, "the write done", after=request.sequence,
+        )  # fmt: skip
+
         # support: the customer's report, the agent's question, then it sleeps until a reply
         await asks_then_wakes(
             engine, support, "triage", "Can someone confirm", "Only above 100MB.",
@@ -148,7 +178,7 @@ async def test_the_demo_in_docker_leaves_nothing_behind(
         await play_the_demo(engine, "docker")
         home_id = engine.agents.home_id
         labelled = {"label": f"axons.home={home_id}"}
-        assert len(docker_client.api.containers(all=True, filters=labelled)) == 3
+        assert len(docker_client.api.containers(all=True, filters=labelled)) == len(DEMO_AXONS)
     await remove_demo_home(agent_home)
     assert docker_client.api.containers(all=True, filters=labelled) == []
     volumes = docker_client.api.volumes().get("Volumes") or []

@@ -79,6 +79,22 @@ def test_anthropic_shell_tool_call_and_its_result(http: httpx.Client) -> None:
     assert text == "TOOL_DONE: first line"
 
 
+def test_an_mcp_tool_is_called_by_the_end_of_its_name(http: httpx.Client) -> None:
+    """`MCP_CALL: read_ticket {...}` calls the offered tool whose name ends in _read_ticket,
+    however the agent prefixed it (Claude: mcp__<server>__<tool>)."""
+    read = {"name": "mcp__axons__tickets__read_ticket", "input_schema": {}}
+    asked = anthropic('MCP_CALL: read_ticket {"ticket_id": "T-1"}', [BASH, read])
+    events = sse(http, "/v1/messages", asked)
+    (start,) = [d for n, d in events if n == "content_block_start"]
+    assert start["content_block"]["name"] == "mcp__axons__tickets__read_ticket"
+    arguments = "".join(d["delta"]["partial_json"] for n, d in events if n == "content_block_delta")
+    assert orjson.loads(arguments) == {"ticket_id": "T-1"}
+    # not offered (the gateway did not list it): plain text
+    events = sse(http, "/v1/messages", anthropic("MCP_CALL: delete_ticket", [BASH, read]))
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == HELLO
+
+
 def test_markers_act_only_when_tools_are_offered(http: httpx.Client) -> None:
     """An agent's side requests (titles, classifiers) offer no tools: they get plain text."""
     events = sse(http, "/v1/messages", anthropic("FAIL_HTTP_400 RUN_SHELL: ls", []))

@@ -102,7 +102,51 @@ def test_tcp_specs_cannot_reach_the_host(
             ({"mounts": ["./relative:/x"]}, "mount_not_allowed"),
             ({"mounts": [f"axons-{home_id_of(agent_home)}-x-work:/w"]}, "mount_not_allowed"),
             ({"secrets": ["AXONS_TEST_HOST_SECRET"]}, "secret_not_allowed"),
+            (
+                {
+                    "gateways": {
+                        "A": {
+                            "upstream": "https://evil.example",
+                            "secret": "AXONS_TEST_HOST_SECRET",
+                        }
+                    }
+                },
+                "secret_not_allowed",
+            ),
             ({"network": "bridge"}, "network_not_allowed"),
+            # MCP gateway upstreams are reached from the host: a command runs there, a URL
+            # is fetched from there, and their secrets are the engine's.
+            (
+                {
+                    "protocol": "acp",
+                    "mcp_servers": [{"name": "t", "command": "sh", "allowed_tools": ["*"]}],
+                },
+                "mcp_not_allowed",
+            ),
+            (
+                {
+                    "protocol": "acp",
+                    "mcp_servers": [
+                        {"name": "t", "url": "http://169.254.169.254/", "allowed_tools": ["*"]}
+                    ],
+                },
+                "mcp_not_allowed",
+            ),
+            (
+                {
+                    "protocol": "acp",
+                    "mcp_servers": [
+                        {
+                            "name": "t",
+                            "url": "http://127.0.0.1:1/mcp",
+                            "allowed_tools": ["*"],
+                            "secrets": ["AXONS_TEST_HOST_SECRET"],
+                            "headers": {"Authorization": "Bearer ${AXONS_TEST_HOST_SECRET}"},
+                        }
+                    ],
+                },
+                "secret_not_allowed",
+            ),
             ({"memory": "64g"}, "outside_limits"),
             ({"memory": "0"}, "outside_limits"),
             ({"pids": 1_000_000}, "outside_limits"),
@@ -156,7 +200,10 @@ def test_the_operators_allow_lists_let_a_spec_through(
         'secrets = ["AXONS_TEST_HOST_SECRET"]\n'
         "bridge_network = true\n"
         'max_memory = "256m"\n'
+        "[agents.gateway_keys]\n"
+        'AXONS_TEST_HOST_SECRET = ["https://api.example.com/v1"]\n'
     )
+    gateway = {"upstream": "https://api.example.com/v1", "secret": "AXONS_TEST_HOST_SECRET"}
     admin = make_token(agent_home, "admin", "admin")
     with running_server(agent_home, env=HOST_SECRET) as server, server.http(admin) as http:
         axon_id = admin_axon(http, "allowed")
@@ -179,12 +226,25 @@ def test_the_operators_allow_lists_let_a_spec_through(
                 403,
                 "network_not_allowed",
             )
+            refused(
+                scoped.post(url, json=agent_spec("gw", gateways={"API": gateway})),
+                403,
+                "secret_not_allowed",
+            )
+        for elsewhere in ("https://api.example.com.evil.net/v1", "https://api.example.com/"):
+            other = {**gateway, "upstream": elsewhere}
+            refused(
+                http.post(url, json=agent_spec("gw", gateways={"API": other})),
+                403,
+                "secret_not_allowed",
+            )
         spec = agent_spec(
             "allowed",
             memory="128m",
             mounts=[f"{fixtures}:/fixtures"],
             secrets=["AXONS_TEST_HOST_SECRET"],
             network="bridge",
+            gateways={"API": {**gateway, "upstream": "https://api.example.com/v1/models"}},
         )
         r = http.post(url, json=spec)
         assert r.status_code == 200, r.text
@@ -196,6 +256,9 @@ def test_the_operators_allow_lists_let_a_spec_through(
         )
         assert f"{fixtures}:/fixtures:ro" in info["HostConfig"]["Binds"]
         assert "AXONS_TEST_HOST_SECRET=the-engine-users-password" in info["Config"]["Env"]
+        env = dict(item.split("=", 1) for item in info["Config"]["Env"])
+        assert env["API_BASE_URL"].startswith("http://127.0.0.1:")
+        assert len(env["API_API_KEY"]) >= 32 and env["API_API_KEY"] != env["AXONS_TEST_HOST_SECRET"]
         assert info["HostConfig"]["NetworkMode"] == "bridge"
         assert info["HostConfig"]["Memory"] == 128 << 20
 
@@ -290,17 +353,24 @@ def test_read_tokens_see_no_env_values_and_no_logs(dockerless: ServerProcess) ->
     dockerless.start()
     with dockerless.http(admin) as http:
         axon_id = admin_axon(http, "agents")
-        spec = agent_spec("helper", env={"DATABASE_URL": "postgres://u:hunter2@db/x"})
+        files = {"name": "files", "command": "files-mcp", "args": [], "env": []}
+        files["env"] = [{"name": "FILES_TOKEN", "value": "hunter3"}]
+        spec = agent_spec(
+            "helper", env={"DATABASE_URL": "postgres://u:hunter2@db/x"}, mcp_servers=[files]
+        )
         assert http.post(f"/v1/axons/{axon_id}/agents", json=spec).status_code == 200
         [seen] = http.get(f"/v1/axons/{axon_id}/agents").json()["agents"]
         assert seen["spec"]["env"] == {"DATABASE_URL": "postgres://u:hunter2@db/x"}
+        assert seen["spec"]["mcp_servers"] == [files]
     for token in (reader, publisher):
         with dockerless.http(token) as http:
             r = http.get(f"/v1/axons/{axon_id}/agents")
             assert r.status_code == 200, r.text
             [seen] = r.json()["agents"]
             assert seen["spec"]["env"] == {"DATABASE_URL": "<redacted>"}
-            assert "hunter2" not in r.text
+            [server] = seen["spec"]["mcp_servers"]
+            assert server["env"] == [{"name": "FILES_TOKEN", "value": "<redacted>"}]
+            assert "hunter2" not in r.text and "hunter3" not in r.text
             refused(http.get(f"/v1/axons/{axon_id}/agents/helper/logs"), 403, "forbidden")
 
 

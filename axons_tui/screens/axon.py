@@ -138,7 +138,7 @@ wakes the agents that wait for one; escape leaves the composer.
     # -- the panes talking to each other
 
     def on_event_log_event_selected(self, message: EventLog.EventSelected) -> None:
-        self.query_one(EventDetail).show(message.event)
+        self.query_one(EventDetail).show(message.event, message.joined)
 
     def on_composer_left(self) -> None:
         self.query_one(EventLog).focus()

@@ -163,16 +163,18 @@ def location_text(place: Any) -> str:
 # -- one renderer per kind ------------------------------------------------------------------
 
 
-def _message(update: dict[str, Any], styles: AcpStyles) -> Text:
-    return Text(one_line(content_text(update.get("content"))))
+def chunk_text(kind: str, text: str, styles: AcpStyles = PLAIN, limit: int = TEXT_LIMIT) -> Text:
+    """A message, thought or user chunk's text, or the text of several joined, as it reads:
+    thoughts dimmed and labelled, the user's echo labelled."""
+    label, style = {
+        "agent_thought_chunk": ("thinking: ", styles.thought),
+        "user_message_chunk": ("you: ", styles.user),
+    }.get(kind, ("", _NONE))
+    return Text(label + one_line(text, limit), style)
 
 
-def _thought(update: dict[str, Any], styles: AcpStyles) -> Text:
-    return Text("thinking: " + one_line(content_text(update.get("content"))), styles.thought)
-
-
-def _user(update: dict[str, Any], styles: AcpStyles) -> Text:
-    return Text("you: " + one_line(content_text(update.get("content"))), styles.user)
+def _chunk(update: dict[str, Any], styles: AcpStyles) -> Text:
+    return chunk_text(update["sessionUpdate"], content_text(update.get("content")), styles)
 
 
 def _tool_call(update: dict[str, Any], styles: AcpStyles) -> Text:
@@ -271,9 +273,9 @@ def _unknown(update: dict[str, Any], styles: AcpStyles) -> Text:
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any], AcpStyles], Text]] = {
-    "agent_message_chunk": _message,
-    "agent_thought_chunk": _thought,
-    "user_message_chunk": _user,
+    "agent_message_chunk": _chunk,
+    "agent_thought_chunk": _chunk,
+    "user_message_chunk": _chunk,
     "tool_call": _tool_call,
     "tool_call_update": _tool_call,
     "plan": _plan,

@@ -12,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from axons_tui.widgets.acp_detail import session_update_detail
+from axons_tui.widgets.log_layout import Item
 from engine.models import Event
 
 
@@ -37,16 +38,24 @@ class EventDetail(VerticalScroll):
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static("Select an event (up/down, or click) to see it in full.", markup=False)
 
-    def show(self, event: Event) -> None:
-        self.query_one(Static).update(self.describe(event))
+    def show(self, event: Event, joined: Item | None = None) -> None:
+        """The event; for a joined message (`joined`), its whole text first, then its first
+        chunk's event."""
+        self.query_one(Static).update(self.describe(event, joined))
         self.scroll_home(animate=False)
 
-    def describe(self, event: Event) -> Text:
+    def describe(self, event: Event, joined: Item | None = None) -> Text:
         label = self.get_component_rich_style("event-detail--label", partial=True)
         when = dt.datetime.fromtimestamp(event.timestamp_ms / 1000).isoformat(
             sep=" ", timespec="milliseconds"
         )
         text = Text()
+        if joined is not None:
+            chunks = joined.last - joined.first + 1
+            text.append(f"{'message':<12}", label)
+            text.append(f"{chunks} chunks, #{joined.first} to #{joined.last}\n")
+            text.append(f"{joined.text.strip()}\n\n")
+            text.append("first chunk\n", label)
         for name, value in (
             ("sequence", f"#{event.sequence}"),
             ("time", when),

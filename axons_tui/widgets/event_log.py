@@ -1,14 +1,17 @@
 """An Axon's events as a scrolling log that opens instantly at any length.
 
-A line-API `ScrollView`: one row per sequence (sequences are gapless from 1), rendered only
-when visible. Events are paged from the Axon on demand (`read_events`) in workers, into a
-bounded cache; a row not loaded yet is a dim placeholder until its page arrives. New events
-come from the app's feed. Follow-tail is on by default: scrolling up pauses it (the log says
-so and counts what arrived since) and `end`, or scrolling back to the bottom, resumes it.
+A line-API `ScrollView`: one row per event, rendered only when visible, except that an agent's
+message streamed in chunks is one item whose text grows as the chunks arrive, over a few rows
+(`log_layout`). Events are paged from the Axon on demand (`read_events`) in workers, into a
+bounded cache; a row not loaded yet is a dim placeholder until its page arrives, and when a
+page's chunks join, the rows on screen stay where they are. New events come from the app's
+feed. Follow-tail is on by default: scrolling up pauses it (the log says so and counts what
+arrived since) and `end`, or scrolling back to the bottom, resumes it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.style import Style
@@ -29,7 +32,9 @@ from axons_tui.widgets.event_text import (
     event_css,
     event_line,
     event_styles,
+    joined_lines,
 )
+from axons_tui.widgets.log_layout import PAGE, Item, PageLayout, Rows, lay_out
 from engine.models import Event
 
 if TYPE_CHECKING:
@@ -37,9 +42,12 @@ if TYPE_CHECKING:
 
     from axons_tui.app import AxonsApp
 
-PAGE = 200  # events per read
 PAGES_KEPT = 64  # the page cache's bound: 12,800 events whatever the Axon's length
+LAYOUTS_KEPT = 4 * PAGES_KEPT  # laid-out pages remembered (their rows) after their events go
 RETRY_S = 1.0  # a page whose read failed is asked for again after this
+JOINED_ROWS = 6  # the rows a joined message may take in the Axon view (then "…")
+JOINED_ROWS_COMPACT = 2  # and in a dashboard pane
+FALLBACK_WIDTH = 80  # for a layout made before the log knows its width
 
 
 class EventLog(ScrollView, can_focus=True):
@@ -71,12 +79,14 @@ class EventLog(ScrollView, can_focus=True):
     ]
 
     class EventSelected(Message):
-        """The cursor rests on `event` (keys or a click)."""
+        """The cursor rests on `event` (keys or a click); on a joined message, `event` is its
+        first chunk and `joined` the item (its last sequence and whole text)."""
 
-        def __init__(self, log: EventLog, event: Event) -> None:
+        def __init__(self, log: EventLog, event: Event, joined: Item | None = None) -> None:
             super().__init__()
             self.log = log
             self.event = event
+            self.joined = joined
 
     class StatusChanged(Message):
         """The log's length or its follow state changed (a pane shows it in its border)."""
@@ -99,7 +109,7 @@ class EventLog(ScrollView, can_focus=True):
             return isinstance(message, EventLog.StatusChanged) and message.log is self.log
 
     following: var[bool] = var(True)
-    cursor: var[int | None] = var(None)  # the selected sequence
+    cursor: var[int | None] = var(None)  # the selected sequence (a joined item's first)
 
     def __init__(
         self,
@@ -116,7 +126,9 @@ class EventLog(ScrollView, can_focus=True):
         self._paused_at = 0  # `total` when follow-tail paused
         self._pages: LRUCache[int, list[Event]] = LRUCache(PAGES_KEPT)
         self._loading: set[int] = set()
-        self._strips: LRUCache[tuple[int, int, bool], Strip] = LRUCache(1024)
+        self._layouts: dict[int, PageLayout] = {}  # the most recently laid out last
+        self._rows = Rows()
+        self._strips: LRUCache[tuple[int, ...], Strip] = LRUCache(1024)
         self._styles: EventStyles | None = None
         self._unwatch: Callable[[], None] | None = None
         self._announce: int | None = None  # a selected sequence whose page is on its way
@@ -147,25 +159,31 @@ class EventLog(ScrollView, can_focus=True):
 
     def _on_events(self, batch: Sequence[Event]) -> None:
         """New events from the feed: into their pages, and the log grows."""
-        for event in batch:
-            self._remember(event)
+        touched = {index for event in batch if (index := self._remember(event)) is not None}
         if batch:
-            self._grow(batch[-1].sequence)
+            self.total = max(self.total, batch[-1].sequence)
+            self._relayout(touched)
             self.refresh()
 
-    def _remember(self, event: Event) -> None:
+    def _remember(self, event: Event) -> int | None:
+        """The event into its page when it extends it; the page's index then."""
         index, offset = divmod(event.sequence - 1, PAGE)
         page = self._pages.get(index)
         if page is None and offset == 0:
             page = self._pages[index] = []
         if page is not None and len(page) == offset:
             page.append(event)
+            return index
+        return None
 
     def _grow(self, total: int) -> None:
         if total <= self.total:
             return
         self.total = total
-        self.virtual_size = Size(0, total)
+        self._resize_virtual()
+
+    def _resize_virtual(self) -> None:
+        self.virtual_size = Size(0, self._rows.total(self.total))
         if self.following:
             self._to_tail()
         self._post_status()
@@ -215,6 +233,7 @@ class EventLog(ScrollView, can_focus=True):
         known = self._pages.get(index)
         if known is None or len(page) >= len(known):
             self._pages[index] = page
+            self._relayout([index])
         self.refresh()
         self._announce_selection()
 
@@ -224,9 +243,109 @@ class EventLog(ScrollView, can_focus=True):
 
     def _page_visible(self, index: int) -> bool:
         """Whether the page is on screen, or a page away from it."""
-        first = int(self.scroll_y) - PAGE
-        last = int(self.scroll_y) + self.scrollable_content_region.height + PAGE
-        return index * PAGE <= last and (index + 1) * PAGE >= first
+        top, _ = self._rows.page_of_row(int(self.scroll_y), self._page_count())
+        bottom_row = int(self.scroll_y) + self.scrollable_content_region.height
+        bottom, _ = self._rows.page_of_row(bottom_row, self._page_count())
+        return top - 1 <= index <= bottom + 1
+
+    def _page_count(self) -> int:
+        return -(-self.total // PAGE)
+
+    # -- layout: which rows show which events
+
+    def _relayout(self, changed: Iterable[int]) -> None:
+        """Lay out the changed pages and their neighbours (an item may cross between them),
+        then size the log, keeping the top row's event in place unless it follows the tail."""
+        changed = sorted(set(changed))
+        if not changed:
+            self._resize_virtual()
+            return
+        anchor = None if self.following else self._anchor()
+        for index in changed:
+            self._lay_out(index)
+        for index in changed:
+            for near in (index - 1, index + 1):
+                if near not in changed and near in self._layouts:
+                    self._lay_out(near)
+        while len(self._layouts) > LAYOUTS_KEPT:
+            del self._layouts[next(iter(self._layouts))]
+        self._rows.update({i: lay.rows - lay.count for i, lay in self._layouts.items()})
+        self._strips.clear()
+        self._resize_virtual()
+        if anchor is not None:
+            self._restore(anchor)
+
+    def _lay_out(self, index: int) -> None:
+        events = self._pages.get(index)
+        if events is None:  # its events are gone: its old layout stands until they return
+            return
+        known = self._layouts.pop(index, None)
+        self._layouts[index] = lay_out(
+            index,
+            events,
+            self._layouts.get(index - 1),
+            self._layouts.get(index + 1),
+            self._joined_height,
+            known,
+        )
+
+    def _joined_height(self, item: Item, first: Event) -> int:
+        return len(self._joined(item, first, self._width()))
+
+    def _width(self) -> int:
+        return self.scrollable_content_region.width or FALLBACK_WIDTH
+
+    def _locate(self, row: int) -> tuple[int, Item | None, int]:
+        """What `row` shows: (sequence, the joined item or None, which of its rows)."""
+        index, within = self._rows.page_of_row(row, self._page_count())
+        layout = self._layouts.get(index)
+        if layout is None:
+            return index * PAGE + within + 1, None, 0
+        found = layout.item_at_row(within)
+        if found is None:  # events that came after the page was laid out, one row each
+            return index * PAGE + layout.count + within - layout.rows + 1, None, 0
+        item, line = found
+        return item.first, item if item.joined else None, line
+
+    def item_at(self, sequence: int) -> Item:
+        """The item holding `sequence` (a lone event when its page is not laid out)."""
+        index = (sequence - 1) // PAGE
+        for page in (index, index - 1):  # a chunk may continue an item of the page before
+            layout = self._layouts.get(page)
+            at = layout.item_index(sequence) if layout is not None else None
+            if layout is not None and at is not None:
+                return layout.items[at]
+        return Item(sequence, sequence)
+
+    def row_of(self, sequence: int) -> int:
+        """The first row of the item holding `sequence`."""
+        first = self.item_at(sequence).first
+        index, offset = divmod(first - 1, PAGE)
+        row = self._rows.first_row(index)
+        layout = self._layouts.get(index)
+        if layout is None:
+            return row + offset
+        at = layout.item_index(first)
+        if at is None:
+            return row + layout.rows + offset - layout.count
+        return row + layout.starts[at]
+
+    def _anchor(self) -> tuple[int, int]:
+        """What must stay where it is on screen, as (sequence, its row less the top row): the
+        selected event when it is on screen, else the event at the top."""
+        top = int(self.scroll_y)
+        if self.cursor is not None:
+            row = self.row_of(self.cursor)
+            if top <= row < top + self.scrollable_content_region.height:
+                return self.cursor, row - top
+        sequence = self._locate(top)[0]
+        return sequence, self.row_of(sequence) - top
+
+    def _restore(self, anchor: tuple[int, int]) -> None:
+        sequence, offset = anchor
+        target = max(0, self.row_of(sequence) - offset)
+        if target != int(self.scroll_y):
+            self.scroll_to(y=target, animate=False, immediate=True, force=True)
 
     # -- drawing
 
@@ -237,6 +356,11 @@ class EventLog(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         self._strips.clear()
+        # joined messages wrap anew; pages whose events are gone count a row per event again
+        gone = [index for index in self._layouts if index not in self._pages]
+        for index in gone:
+            del self._layouts[index]
+        self._relayout(list(self._layouts) or [])
         if self.following:
             self._to_tail()
 
@@ -248,23 +372,53 @@ class EventLog(ScrollView, can_focus=True):
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
-        sequence = int(self.scroll_y) + y + 1
+        row = int(self.scroll_y) + y
         width = self.scrollable_content_region.width
-        if sequence > self.total:
+        sequence, item, line = self._locate(row)
+        if sequence > self.total or row >= self.virtual_size.height:
             return Strip.blank(width, self.rich_style)
-        selected = sequence == self.cursor and not self.compact
-        key = (sequence, width, selected)
+        selected = self._selects(sequence, item)
+        key = (sequence, item.last if item else 0, line, width, selected)
         strip = self._strips.get(key)
         if strip is None:
             event = self.event_at(sequence)
             if event is None:
                 return self._placeholder(sequence, width)
-            strip = self._strips[key] = self._strip(event, width, selected)
+            if item is None:
+                text = self._line(event)
+            else:
+                lines = self._joined(item, event, width)
+                text = lines[line] if line < len(lines) else Text()
+            strip = self._strips[key] = self._strip(text, width, selected)
         return strip
 
-    def _strip(self, event: Event, width: int, selected: bool) -> Strip:
+    def _selects(self, sequence: int, item: Item | None) -> bool:
+        """Whether the cursor is on this row's event, or anywhere in its joined item."""
+        if self.cursor is None or self.compact:
+            return False
+        if item is None:
+            return sequence == self.cursor
+        return item.first <= self.cursor <= item.last
+
+    def _line(self, event: Event) -> Text:
         styles = self._styles or self._resolve_styles()
-        text = event_line(event, self.console_app.now_ms(), styles=styles, compact=self.compact)
+        return event_line(event, self.console_app.now_ms(), styles=styles, compact=self.compact)
+
+    def _joined(self, item: Item, first: Event, width: int) -> list[Text]:
+        styles = self._styles or self._resolve_styles()
+        return joined_lines(
+            first,
+            str(item.kind),
+            item.text,
+            width,
+            self.app.console,
+            now_ms=self.console_app.now_ms(),
+            styles=styles,
+            compact=self.compact,
+            max_rows=JOINED_ROWS_COMPACT if self.compact else JOINED_ROWS,
+        )
+
+    def _strip(self, text: Text, width: int, selected: bool) -> Strip:
         text.style = self.rich_style
         if selected:
             text.stylize(self.get_component_rich_style("event-log--cursor", partial=True))
@@ -278,6 +432,9 @@ class EventLog(ScrollView, can_focus=True):
     def _fit(self, text: Text, width: int) -> Strip:
         text.end = ""
         text.truncate(width, overflow="ellipsis", pad=True)
+        text.stylize_before(
+            text.style
+        )  # `render` leaves the base style out of a text with no spans
         return Strip(text.render(self.app.console), width).simplify()
 
     def _resolve_styles(self) -> EventStyles:
@@ -303,7 +460,7 @@ class EventLog(ScrollView, can_focus=True):
     def action_follow(self) -> None:
         """Back to the newest event, and stay there as more arrive."""
         if self.cursor is not None and not self.compact:
-            self.cursor = self.total or None
+            self.cursor = self.item_at(self.total).first if self.total else None
         self.following = True
         self._to_tail()
 
@@ -319,10 +476,10 @@ class EventLog(ScrollView, can_focus=True):
         return not (self.compact and action in ("page_up", "page_down"))
 
     def action_cursor_up(self) -> None:
-        self._move_cursor(-1)
+        self._step_cursor(-1)
 
     def action_cursor_down(self) -> None:
-        self._move_cursor(1)
+        self._step_cursor(1)
 
     def action_page_up(self) -> None:
         self._move_cursor(-max(1, self.scrollable_content_region.height - 1))
@@ -330,7 +487,17 @@ class EventLog(ScrollView, can_focus=True):
     def action_page_down(self) -> None:
         self._move_cursor(max(1, self.scrollable_content_region.height - 1))
 
+    def _step_cursor(self, by: int) -> None:
+        """To the next or previous item, however many rows the current one takes."""
+        if self.compact or self.cursor is None or not self.total:
+            self._move_cursor(by)
+            return
+        item = self.item_at(self.cursor)
+        target = item.last + 1 if by > 0 else item.first - 1
+        self.cursor = self.item_at(min(self.total, max(1, target))).first
+
     def _move_cursor(self, by: int) -> None:
+        """By `by` rows: the log scrolls in a pane, the cursor moves in the Axon view."""
         if self.compact:
             self.scroll_to(y=self.scroll_y + by, animate=False, immediate=True)
             return
@@ -338,23 +505,26 @@ class EventLog(ScrollView, can_focus=True):
             return
         if self.cursor is None:
             bottom = int(self.scroll_y) + self.scrollable_content_region.height
-            start = min(self.total, bottom) + (1 if by < 0 else 0)
+            row = min(self.virtual_size.height, bottom) - (1 if by > 0 else 0)
         else:
-            start = self.cursor
-        self.cursor = min(self.total, max(1, start + by))
+            row = self.row_of(self.cursor)
+        row = min(self.virtual_size.height - 1, max(0, row + by))
+        self.cursor = self.item_at(self._locate(row)[0]).first
 
     def on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
         if offset is None or self.compact:
             return
-        sequence = int(self.scroll_y) + offset.y + 1
+        sequence = self._locate(int(self.scroll_y) + offset.y)[0]
         if sequence <= self.total:
-            self.cursor = sequence
+            self.cursor = self.item_at(sequence).first
 
     def watch_cursor(self, old: int | None, new: int | None) -> None:
         if new is None:
             return
-        self.scroll_to_region(Region(0, new - 1, 1, 1), animate=False, immediate=True, force=True)
+        rows = self.item_at(new).rows if self.item_at(new).joined else 1
+        region = Region(0, self.row_of(new), 1, rows)
+        self.scroll_to_region(region, animate=False, immediate=True, force=True)
         self.refresh()
         self._announce = new
         self._announce_selection()
@@ -365,7 +535,8 @@ class EventLog(ScrollView, can_focus=True):
         event = self.event_at(self._announce)
         if event is not None:
             self._announce = None
-            self.post_message(self.EventSelected(self, event))
+            item = self.item_at(event.sequence)
+            self.post_message(self.EventSelected(self, event, item if item.joined else None))
 
     @property
     def selected(self) -> Event | None:

@@ -15,10 +15,11 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-from axons_tui.widgets.acp_text import AcpStyles, session_update_text, usage_text
+from axons_tui.widgets.acp_text import AcpStyles, chunk_text, session_update_text, usage_text
 from engine.models import Event
 
 DAY_MS = 86_400_000
@@ -113,14 +114,53 @@ def event_line(
     e: Event, now_ms: int | None = None, *, styles: EventStyles = PLAIN, compact: bool = False
 ) -> Text:
     """`#seq time source what`, or without sequence and time when `compact` (dashboard panes)."""
+    line = line_head(e, now_ms, styles, compact)
+    line.append_text(event_body(e, styles))
+    return line
+
+
+def line_head(e: Event, now_ms: int | None, styles: EventStyles, compact: bool) -> Text:
+    """The columns before what happened: sequence and time, or the minute in a pane."""
     line = Text(no_wrap=True, overflow="ellipsis", end="")
     if not compact:
         line.append(f"{e.sequence:>7} ", styles.sequence)
         line.append(f"{clock(e.timestamp_ms, now_ms)} ", styles.time)
     else:
         line.append(f"{clock(e.timestamp_ms, now_ms)[-8:-3]} ", styles.time)
-    line.append_text(event_body(e, styles))
     return line
+
+
+def joined_lines(
+    first: Event,
+    kind: str,
+    text: str,
+    width: int,
+    console: Console,
+    *,
+    now_ms: int | None = None,
+    styles: EventStyles = PLAIN,
+    compact: bool = False,
+    max_rows: int = 6,
+) -> list[Text]:
+    """A message streamed in chunks, joined into one item: the first row starts like its
+    first chunk's `event_line`, the text wraps under itself, over at most `max_rows` rows
+    (the last ends in "…" when the text is longer; the detail view has it all)."""
+    head = line_head(first, now_ms, styles, compact)
+    head.append(first.source, styles.origin(first.origin) + Style(bold=True))
+    head.append(" ")
+    indent = head.cell_len
+    room = max(8, width - indent)
+    body = chunk_text(kind, text, acp_styles(styles), limit=room * max_rows + 1)
+    lines = list(body.wrap(console, room, overflow="fold")) or [Text()]
+    wrapped = lines[:max_rows]
+    if len(lines) > max_rows:
+        last = wrapped[-1]
+        last.rstrip()
+        last.truncate(room - 1, overflow="crop")
+        last.append("…")
+    rows = [head + wrapped[0]]
+    rows.extend(Text(" " * indent, end="") + part for part in wrapped[1:])
+    return rows
 
 
 def event_body(e: Event, styles: EventStyles = PLAIN) -> Text:
@@ -134,6 +174,11 @@ def event_body(e: Event, styles: EventStyles = PLAIN) -> Text:
     if e.event_type == "permission.requested" and isinstance(body, dict):
         title = (body.get("tool_call") or {}).get("title") or "a tool call"
         return Text.assemble(source, " asks permission: ", (one_line(str(title)), styles.wake))
+    if e.event_type == "permission.decision" and isinstance(body, dict):
+        answer = body.get("option_id") or ("cancelled" if body.get("cancelled") else "?")
+        request = body.get("request_sequence", "?")
+        said = f" answers permission #{request}: "
+        return Text.assemble(source, said, (str(answer), styles.wake))
     text = body.get("text") if isinstance(body, dict) else None
     if isinstance(text, str):
         return Text.assemble(source, " ", one_line(text))
@@ -181,7 +226,54 @@ def system_text(e: Event, body: Any, styles: EventStyles) -> Text:
     if kind == "agent.log":
         lines = fields_.get("lines") or []
         return Text.assemble(who, (" log: " + " ⏎ ".join(map(str, lines)), styles.system))
+    if kind in GATEWAY_LINES:
+        line, failed = GATEWAY_LINES[kind](fields_)
+        return Text.assemble(who, " ", (line, styles.problem if failed else styles.system))
     return Text.assemble(who, (" " + system_summary(kind, fields_), styles.system))
+
+
+def gateway_request(fields_: dict[str, Any]) -> tuple[str, bool]:
+    """A model call through the Agent Gateway: "ANTHROPIC POST /v1/messages 200 · 84 ms ·
+    12 in · 30 out"; a failed one stands out."""
+    status = fields_.get("status")
+    line = (
+        f"{fields_.get('provider', '?')} {fields_.get('method', '?')} "
+        f"{fields_.get('path', '?')} {status} · {fields_.get('duration_ms', '?')} ms"
+    )
+    usage = fields_.get("usage")
+    if isinstance(usage, dict):
+        line += f" · {usage.get('input_tokens', '?')} in · {usage.get('output_tokens', '?')} out"
+    if fields_.get("error"):
+        line += f" · {one_line(str(fields_['error']))}"
+    return line, not isinstance(status, int) or status >= 400
+
+
+def gateway_limited(fields_: dict[str, Any]) -> tuple[str, bool]:
+    """A call the gateway refused at a limit: "ANTHROPIC limited: token_budget (1,200 of
+    1,000)"."""
+    used, allowed = fields_.get("used"), fields_.get("allowed")
+    counts = (
+        f"{used:,} of {allowed:,}" if isinstance(used, int) and isinstance(allowed, int) else ""
+    )
+    return f"{fields_.get('provider', '?')} limited: {fields_.get('limit', '?')} ({counts})", True
+
+
+def mcp_tool_call(fields_: dict[str, Any]) -> tuple[str, bool]:
+    """A tool call through the MCP gateway: "tool tickets__read_ticket ok · 12 ms"."""
+    status = str(fields_.get("status", "?"))
+    server, tool = fields_.get("server"), fields_.get("tool", "?")
+    name = f"{server}__{tool}" if server else str(tool)  # no server: it matched no upstream
+    line = f"tool {name} {status} · {fields_.get('duration_ms', '?')} ms"
+    if fields_.get("error"):
+        line += f" · {one_line(str(fields_['error']))}"
+    return line, status != "ok"
+
+
+GATEWAY_LINES: dict[str, Callable[[dict[str, Any]], tuple[str, bool]]] = {
+    "gateway.request": gateway_request,
+    "gateway.limited": gateway_limited,
+    "mcp.tool_call": mcp_tool_call,
+}
 
 
 def system_summary(kind: str, fields_: dict[str, Any]) -> str:

@@ -145,6 +145,7 @@ class AcpBroker:
         *,
         cwd: str,
         on_human_wait: Callable[[], None],
+        mcp_gateway: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.axon_id = axon_id
@@ -154,6 +155,7 @@ class AcpBroker:
         self.hooks = hooks
         self.cwd = cwd
         self.on_human_wait = on_human_wait
+        self.mcp_gateway = mcp_gateway  # the engine's MCP endpoint for it (engine/gateway/mcp.py)
         self.session_id: str | None = None
         self.pending: dict[int, PendingPermission] = {}
         self.last_decision: int | None = None  # the sequence of the decision that woke it
@@ -195,21 +197,23 @@ class AcpBroker:
             client_info=Implementation(name="axons", title="Axons", version="0.1.0"),
         )
         servers = mcp_servers(self.spec.mcp_servers)
+        record: dict[str, Any] = {}
+        if self.mcp_gateway is not None and (gateway := self._gateway_server(init, record)):
+            servers.append(gateway)
         previous = await self._previous_session()
         can_load = bool(init.agent_capabilities and init.agent_capabilities.load_session)
-        record: dict[str, Any] = {}
         if previous and can_load:
             self._replaying, self._replayed = True, 0
             try:
                 await self.conn.load_session(cwd=self.cwd, session_id=previous, mcp_servers=servers)
                 self.session_id = previous
-                record = {"session_id": previous, "how": "loaded", "replayed": self._replayed}
+                record.update(session_id=previous, how="loaded", replayed=self._replayed)
             except RequestError as e:
-                record = {"load_failed": {"session_id": previous, "error": _error_body(e)}}
+                record["load_failed"] = {"session_id": previous, "error": _error_body(e)}
             finally:
                 self._replaying = False
         elif previous:
-            record = {"load_failed": {"session_id": previous, "error": "loadSession not offered"}}
+            record["load_failed"] = {"session_id": previous, "error": "loadSession not offered"}
         if self.session_id is None:
             session = await self.conn.new_session(cwd=self.cwd, mcp_servers=servers)
             self.session_id = session.session_id
@@ -220,6 +224,23 @@ class AcpBroker:
         await self._publish_now(self._system(SESSION_EVENT, record))
         self._tasks.append(asyncio.create_task(self._follow_decisions()))
         return init.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def _gateway_server(self, init: Any, record: dict[str, Any]) -> Any | None:
+        """The engine's MCP endpoint as the agent's MCP server; `record` says where it is
+        (never the token). ACP lets a client pass an HTTP server only to an agent that
+        advertises `mcpCapabilities.http`: one that does not gets none, and its log says so."""
+        from acp.schema import HttpMcpServer
+
+        assert self.mcp_gateway is not None
+        server = HttpMcpServer.model_validate(self.mcp_gateway)
+        mcp = init.agent_capabilities.mcp_capabilities if init.agent_capabilities else None
+        if not (mcp and mcp.http):
+            reason = "the agent does not advertise mcpCapabilities.http"
+            record["mcp_gateway"] = {"skipped": reason}
+            self.hooks.on_log(f"axons: no MCP gateway for this agent: {reason}")
+            return None
+        record["mcp_gateway"] = {"name": server.name, "url": server.url}
+        return server
 
     async def _previous_session(self) -> str | None:
         result = await self.engine.query(

@@ -3,9 +3,9 @@ Both behind one small interface (`base.Runtime`)."""
 
 from pathlib import Path
 
-from engine.runtime.base import AgentIO, AgentKey, Runtime, Status
+from engine.runtime.base import AgentIO, AgentKey, GatewayMount, Runtime, Status
 
-__all__ = ["AgentIO", "AgentKey", "Runtime", "Status", "pick_runtime"]
+__all__ = ["AgentIO", "AgentKey", "GatewayMount", "Runtime", "Status", "pick_runtime"]
 
 
 def pick_runtime(kind: str, home_id: str, pid_dir: Path | None = None) -> Runtime:

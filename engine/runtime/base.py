@@ -10,6 +10,7 @@ import asyncio
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from engine.models import AgentSpec
@@ -32,6 +33,31 @@ class AgentKey:
 
     def labels(self) -> dict[str, str]:
         return {"axons.home": self.home_id, "axons.axon": self.axon_id, "axons.agent": self.name}
+
+
+@dataclass(frozen=True)
+class GatewayMount:
+    """How a sandbox with no network reaches the engine's gateway (engine/gateway): the host
+    folder holding the agent's socket and the relay, mounted read-only at `container_dir`;
+    the relay listens on the container's 127.0.0.1:`relay_port` before the agent starts."""
+
+    host_dir: Path
+    container_dir: str
+    socket_name: str
+    relay_name: str
+    relay_port: int
+    grant: str  # which token the container is made for (a digest): a new one, a new container
+
+    def wrap(self, command: list[str]) -> tuple[list[str], list[str]]:
+        """The entrypoint (the relay) and the command it execs (the agent's own)."""
+        relay = [
+            "python3",
+            f"{self.container_dir}/{self.relay_name}",
+            str(self.relay_port),
+            f"{self.container_dir}/{self.socket_name}",
+            "--",
+        ]
+        return relay, command
 
 
 @dataclass(frozen=True)
@@ -60,8 +86,16 @@ class Runtime(ABC):
     kind: str
 
     @abstractmethod
-    async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
-        """Make the sandbox (idempotent; replaces one made from an older spec)."""
+    async def create(
+        self,
+        key: AgentKey,
+        spec: AgentSpec,
+        env: dict[str, str],
+        gateway: GatewayMount | None = None,
+    ) -> None:
+        """Make the sandbox (idempotent; replaces one made from an older spec, env or
+        gateway). `gateway`: the sandbox reaches the engine's gateway through it (a runtime
+        whose agents share the host's loopback ignores it: `env` holds a loopback URL)."""
 
     @abstractmethod
     async def start(self, key: AgentKey) -> AgentIO:

@@ -26,7 +26,7 @@ import orjson
 from engine.errors import AxonError, ErrorCode, Unavailable
 from engine.images import ensure_image
 from engine.models import AgentSpec
-from engine.runtime.base import AgentIO, AgentKey, Runtime, Status
+from engine.runtime.base import AgentIO, AgentKey, GatewayMount, Runtime, Status
 
 STDOUT, STDERR = 1, 2
 AGENT_HOME = "/home/agent"  # a named volume: agents keep their sessions there (ACP agents do)
@@ -45,10 +45,13 @@ def docker_available() -> bool:
         return False
 
 
-def spec_hash(spec: AgentSpec, env: dict[str, str]) -> str:
-    """What the container was made from; a change means a new container."""
+def spec_hash(spec: AgentSpec, env: dict[str, str], gateway: GatewayMount | None = None) -> str:
+    """What the container was made from; a change means a new container. With a gateway the
+    grant (renewed at each start) is part of it: a container holding a revoked token is made
+    afresh (its /work and home volumes stay)."""
     material = orjson.dumps(
-        [spec.model_dump(mode="json"), sorted(env)], option=orjson.OPT_SORT_KEYS
+        [spec.model_dump(mode="json"), sorted(env), str(gateway) if gateway else None],
+        option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(material).hexdigest()[:16]
 
@@ -128,9 +131,15 @@ class DockerRuntime(Runtime):
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
+    async def create(
+        self,
+        key: AgentKey,
+        spec: AgentSpec,
+        env: dict[str, str],
+        gateway: GatewayMount | None = None,
+    ) -> None:
         assert spec.image is not None
-        digest = spec_hash(spec, env)
+        digest = spec_hash(spec, env, gateway)
         try:
             info = await self._call(self._api.inspect_container, key.slug)
             if info["Config"]["Labels"].get("axons.spec") == digest:
@@ -141,6 +150,13 @@ class DockerRuntime(Runtime):
                 raise
         await self._call(ensure_image, spec.image, self.progress)
         binds, volumes = _mounts(key, spec)
+        entrypoint, command = None, spec.command
+        if gateway is not None:  # the relay starts first, then execs the agent's command
+            binds.append(f"{gateway.host_dir}:{gateway.container_dir}:ro")
+            volumes.append(gateway.container_dir)
+            image = (await self._call(self._api.inspect_image, spec.image)).get("Config") or {}
+            inner = [*(image.get("Entrypoint") or []), *(spec.command or image.get("Cmd") or [])]
+            entrypoint, command = gateway.wrap(inner)
         host_config = self._api.create_host_config(
             network_mode=spec.network,
             read_only=True,
@@ -156,7 +172,8 @@ class DockerRuntime(Runtime):
         )
         config = self._api.create_container_config(
             spec.image,
-            spec.command,
+            command,
+            entrypoint=entrypoint,
             user="65534:65534",
             stdin_open=True,
             environment={"HOME": AGENT_HOME, **env},
@@ -280,8 +297,14 @@ class DockerWhenReachable(Runtime):
     def workdir(self, spec: AgentSpec) -> str:
         return container_workdir(spec)
 
-    async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
-        await (await self.connected()).create(key, spec, env)
+    async def create(
+        self,
+        key: AgentKey,
+        spec: AgentSpec,
+        env: dict[str, str],
+        gateway: GatewayMount | None = None,
+    ) -> None:
+        await (await self.connected()).create(key, spec, env, gateway)
 
     async def start(self, key: AgentKey) -> AgentIO:
         return await (await self.connected()).start(key)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.errors import AxonError, ErrorCode
 from engine.models import AgentSpec
-from engine.runtime.base import AgentIO, AgentKey, Runtime, Status
+from engine.runtime.base import AgentIO, AgentKey, GatewayMount, Runtime, Status
 
 
 class ProcessIO(AgentIO):
@@ -80,7 +80,14 @@ class ProcessRuntime(Runtime):
         self._procs: dict[AgentKey, _Proc] = {}
         self._pid_dir = pid_dir
 
-    async def create(self, key: AgentKey, spec: AgentSpec, env: dict[str, str]) -> None:
+    async def create(
+        self,
+        key: AgentKey,
+        spec: AgentSpec,
+        env: dict[str, str],
+        gateway: GatewayMount | None = None,
+    ) -> None:
+        """`gateway` is not needed: a process shares the host's loopback (its URL is in env)."""
         if not spec.command:
             raise AxonError(
                 f"agent {spec.name} has no command to run as a local process "

@@ -5,11 +5,15 @@ Every prompt gets a plan and an answer streamed in chunks. Words in the prompt c
 - `RISKY`: asks permission before writing `approved.txt` into the work dir (not in mode
   `yolo`); writes it only when allowed.
 - `SLOW`: streams 40 chunks 0.25 s apart; `HANG`: streams nothing until cancelled. Both end
-  `cancelled` on session/cancel.
+  `cancelled` on session/cancel. `PACE`: the answer's chunks come 0.05 s apart, so a person
+  watching (the demo) sees it grow.
 - `CRASH`: exits mid-turn, once per home (a marker file in $HOME), so a re-delivery works.
 - `FAIL`: answers the prompt with a JSON-RPC error, as a model failing would.
 - `FUTURE`: sends a `session/update` kind no SDK models yet; `BIG`: a 2 MB chunk.
 - `ENV NAME`: answers with the variable's value; `MCP`: the MCP servers of session/new;
+  `MCP_CALL <tool> {json arguments}`: lists the tools of the session's first HTTP MCP server
+  (the engine's MCP gateway) and calls that one, with the `mcp` SDK (installed in the
+  engine's environment, not in the sample image), and answers what came back;
   `CLIENT`: what the client advertised, and what it answers to fs, terminal and
   extension calls.
 
@@ -44,6 +48,7 @@ from acp.schema import (
     Implementation,
     InitializeResponse,
     LoadSessionResponse,
+    McpCapabilities,
     NewSessionResponse,
     PermissionOption,
     PromptResponse,
@@ -89,6 +94,7 @@ class SampleAgent:
         self.conn: Any = None
         self.client_capabilities: Any = None
         self.sessions: dict[str, Session] = {}
+        self.http_mcp: dict[str, list[Any]] = {}  # session -> its HTTP MCP servers (with tokens)
         self.store = Path(os.environ.get("HOME", "/tmp")) / "sessions"
 
     def on_connect(self, conn: Any) -> None:
@@ -100,7 +106,9 @@ class SampleAgent:
         self.client_capabilities = client_capabilities
         return InitializeResponse(
             protocol_version=PROTOCOL_VERSION,
-            agent_capabilities=AgentCapabilities(load_session=True),
+            agent_capabilities=AgentCapabilities(
+                load_session=True, mcp_capabilities=McpCapabilities(http=True)
+            ),
             agent_info=Implementation(name="acp_agent", title="Axons sample", version="1.0"),
         )
 
@@ -118,6 +126,7 @@ class SampleAgent:
         session = Session(self.store / f"{session_id}.json", cwd, names)
         session.save()
         self.sessions[session_id] = session
+        self.http_mcp[session_id] = [s for s in mcp_servers or [] if hasattr(s, "url")]
         log(f"new session {session_id} in {cwd}")
         return NewSessionResponse(session_id=session_id, modes=self._modes("default"))
 
@@ -129,6 +138,7 @@ class SampleAgent:
             raise RequestError.invalid_params({"details": f"no session {session_id}"})
         session = Session.load(path)
         self.sessions[session_id] = session
+        self.http_mcp[session_id] = [s for s in mcp_servers or [] if hasattr(s, "url")]
         for who, text in session.history:
             update = (update_user_message_text if who == "user" else update_agent_message_text)(
                 text
@@ -171,10 +181,14 @@ class SampleAgent:
             usage=Usage(input_tokens=words, output_tokens=words, total_tokens=2 * words),
         )
 
-    async def _say(self, session_id: str, session: Session, text: str, chunk: int = 3) -> None:
+    async def _say(
+        self, session_id: str, session: Session, text: str, chunk: int = 3, pace: float = 0.0
+    ) -> None:
         words = text.split(" ")
         for i in range(0, len(words), chunk):
             piece = " ".join(words[i : i + chunk]) + (" " if i + chunk < len(words) else "")
+            if pace and i:
+                await asyncio.sleep(pace)
             await self.conn.session_update(
                 session_id=session_id, update=update_agent_message_text(piece)
             )
@@ -239,10 +253,42 @@ class SampleAgent:
             await self._say(session_id, session, f"{match.group(1)}={value}")
         if "MCP" in text:
             await self._say(session_id, session, "MCP servers: " + ",".join(session.mcp))
+        match = re.search(r"MCP_CALL (\S+)(?: (\{[^\n]*?\}))?(?=\s|$)", text)
+        if match:
+            arguments = json.loads(match.group(2) or "{}")
+            said = await self._mcp_call(session_id, match.group(1), arguments)
+            await self._say(session_id, session, said)
         if "CLIENT" in text:
             await self._say(session_id, session, await self._probe_client(session_id))
-        await self._say(session_id, session, f"You said: {text}")
+        pace = 0.05 if "PACE" in text else 0.0
+        await self._say(session_id, session, f"You said: {text}", pace=pace)
         return "end_turn"
+
+    async def _mcp_call(self, session_id: str, tool: str, arguments: dict[str, Any]) -> str:
+        """List the tools of the session's HTTP MCP server and call `tool` there."""
+        try:
+            from mcp import ClientSession, McpError
+            from mcp.client.streamable_http import streamable_http_client
+            from mcp.shared._httpx_utils import create_mcp_http_client
+        except ImportError:
+            return "MCP_CALL needs the mcp package"
+        servers = self.http_mcp.get(session_id) or []
+        if not servers:
+            return "MCP_CALL: no HTTP MCP server in this session"
+        headers = {h.name: h.value for h in servers[0].headers}
+        async with (
+            create_mcp_http_client(headers=headers) as http,
+            streamable_http_client(servers[0].url, http_client=http) as (read, write, _),
+            ClientSession(read, write) as mcp,
+        ):
+            await mcp.initialize()
+            listed = ",".join(t.name for t in (await mcp.list_tools()).tools)
+            try:
+                result = await mcp.call_tool(tool, arguments)
+            except McpError as e:
+                return f"MCP tools: {listed}. {tool} refused: {e.error.message}"
+            text = " ".join(getattr(c, "text", "") for c in result.content)
+            return f"MCP tools: {listed}. {tool} {'error' if result.isError else 'ok'}: {text}"
 
     async def _probe_client(self, session_id: str) -> str:
         """The client's advertised fs/terminal capabilities, and its answers to the calls."""

@@ -51,16 +51,25 @@ def _text_of(content: Any) -> str:
 def anthropic_turn(body: dict[str, Any]) -> Turn:
     """The prompt is the last text block of the last user message: Claude Code ends
     `messages` with a system message, starts user messages with `<system-reminder>` blocks,
-    and merges a prompt that follows a failed turn into the failed turn's message."""
+    and merges a prompt that follows a failed turn into the failed turn's message; OpenCode
+    puts a new prompt after the previous turn's tool result in one message."""
     tools = {t["name"]: t.get("input_schema") or {} for t in body.get("tools") or []}
     users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
     content = users[-1].get("content", "") if users else ""
     blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
-    results = [b for b in blocks if b.get("type") == "tool_result"]
-    texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
-    prompts = [t for t in texts if not t.lstrip().startswith("<system-reminder>")]
-    result = _text_of(results[-1].get("content", "")) if results else None
-    return Turn(prompts[-1] if prompts else "", result, tools, len(body.get("messages") or []))
+    results = [i for i, b in enumerate(blocks) if b.get("type") == "tool_result"]
+    prompts = [
+        (i, b.get("text", ""))
+        for i, b in enumerate(blocks)
+        if b.get("type") == "text"
+        and not b.get("text", "").lstrip().startswith("<system-reminder>")
+    ]
+    # a prompt after the last tool result is a new turn (OpenCode sends both in one message)
+    result = None
+    if results and not (prompts and prompts[-1][0] > results[-1]):
+        result = _text_of(blocks[results[-1]].get("content", ""))
+    prompt = prompts[-1][1] if prompts else ""
+    return Turn(prompt, result, tools, len(body.get("messages") or []))
 
 
 def _event(kind: str, **fields: Any) -> bytes:

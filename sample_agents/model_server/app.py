@@ -40,7 +40,7 @@ class RequestLog:
 def create_app(log: RequestLog) -> Starlette:
     async def answer(request: Request) -> Response:
         path = request.url.path
-        entry: dict[str, Any] = {"method": request.method, "path": path}
+        entry: dict[str, Any] = {"method": request.method, "path": path, "key": _key(request)}
         if request.method != "POST":
             log.write(**entry, status=404)
             return _not_found(path)
@@ -77,6 +77,18 @@ def _handler_for(path: str) -> Handler | None:
     if path.endswith((":streamGenerateContent", ":generateContent")):
         return _gemini
     return None
+
+
+def _key(request: Request) -> str | None:
+    """The credential the request carried, however its API sends it (logged so the tests can
+    tell whether an agent, or a gateway in front of it, sent the real key)."""
+    for header in ("x-api-key", "x-goog-api-key"):
+        if value := request.headers.get(header):
+            return value
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value
+    return request.query_params.get("key")
 
 
 def _not_found(path: str) -> JSONResponse:

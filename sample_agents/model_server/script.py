@@ -8,6 +8,7 @@ Every API (Anthropic, OpenAI, Gemini) is first read into a `Turn`; `decide` turn
 | a tool result                    | any                   | `TOOL_DONE: <its first line>`     |
 | `RUN_SHELL: <command>` (to EOL)  | a shell tool          | a call of it with that command    |
 | `WRITE_FILE <absolute path>`     | a file-writing tool   | a call writing `WRITTEN_CONTENT`  |
+| `MCP_CALL: <tool> {json}`        | a tool named `…tool`  | a call of it with those arguments |
 | `SLOW_REPLY`                     | any                   | `SLOW_DELTAS` text deltas, slowly |
 | `FAIL_HTTP_<status>`             | any                   | that HTTP status, the API's error |
 | anything else                    |                       | `HELLO` in three deltas           |
@@ -18,6 +19,7 @@ routing classifiers) get plain text and the main request gets the scripted answe
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,8 @@ PATH_KEYS = ("file_path", "filePath", "path", "absolute_path")
 RUN_SHELL = re.compile(r"RUN_SHELL:\s*(?P<command>[^\n]+)")
 WRITE_FILE = re.compile(r"WRITE_FILE\s+(?P<path>/\S+)")
 FAIL_HTTP = re.compile(r"FAIL_HTTP_(?P<status>[1-5]\d\d)")
+# An MCP tool, by the end of its name: agents prefix it (Claude: mcp__<server>__<tool>).
+MCP_CALL = re.compile(r"MCP_CALL:\s*(?P<tool>[\w.-]+)(?:[ \t]+(?P<arguments>\{[^\n]*\}))?")
 
 
 @dataclass
@@ -90,6 +94,12 @@ def decide(turn: Turn) -> Reply:
     if (write := WRITE_FILE.search(turn.user_text)) and (name := _offered(turn, WRITE_TOOLS)):
         path_key = next((k for k in PATH_KEYS if k in _properties(turn, name)), PATH_KEYS[0])
         return _call(turn, name, **{path_key: write["path"], "content": WRITTEN_CONTENT})
+    if (mcp := MCP_CALL.search(turn.user_text)) and (name := _ending(turn, mcp["tool"])):
+        try:
+            arguments = json.loads(mcp["arguments"] or "{}")
+        except json.JSONDecodeError:
+            return text_reply(f"MCP_CALL: the arguments are not JSON: {mcp['arguments']}")
+        return Reply("tool", tool=name, arguments=arguments)
     if "SLOW_REPLY" in turn.user_text:
         deltas = tuple(f"slow {i} " for i in range(1, SLOW_DELTAS + 1))
         return text_reply(*deltas, delay_s=SLOW_DELTA_S)
@@ -98,6 +108,11 @@ def decide(turn: Turn) -> Reply:
 
 def _offered(turn: Turn, names: tuple[str, ...]) -> str | None:
     return next((name for name in names if name in turn.tools), None)
+
+
+def _ending(turn: Turn, tool: str) -> str | None:
+    """The offered tool named `tool`, or ending in `_tool` (an MCP tool as an agent names it)."""
+    return next((n for n in turn.tools if n == tool or n.endswith("_" + tool)), None)
 
 
 def _properties(turn: Turn, tool: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@ them, read their logs and cursors, and answer their permission requests."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Path, Query
 
@@ -37,10 +37,29 @@ async def list_all_agents(api: Context, caller: Caller) -> s.AgentList:
     return s.AgentList(agents=views)
 
 
+REDACTED = "<redacted>"
+
+
 def without_env_values(view: AgentView) -> AgentView:
-    """An agent as a token below admin sees it: the names of its `env`, not the values."""
-    env = {name: "<redacted>" for name in view.spec.env}
-    return view.model_copy(update={"spec": view.spec.model_copy(update={"env": env})})
+    """An agent as a token below admin sees it: the names of its `env`, not the values; nor
+    the values of its MCP servers' env and headers (a plain entry may hold a credential)."""
+    env = {name: REDACTED for name in view.spec.env}
+    servers = [_without_values(entry) for entry in view.spec.mcp_servers]
+    spec = view.spec.model_copy(update={"env": env, "mcp_servers": servers})
+    return view.model_copy(update={"spec": spec})
+
+
+def _without_values(entry: dict[str, Any]) -> dict[str, Any]:
+    """An `mcp_servers` entry with its env and header values redacted, in either shape (a
+    table, or ACP's [{name, value}])."""
+    redacted = dict(entry)
+    for key in ("env", "headers"):
+        pairs = entry.get(key)
+        if isinstance(pairs, dict):
+            redacted[key] = dict.fromkeys(pairs, REDACTED)
+        elif isinstance(pairs, list):
+            redacted[key] = [{**p, "value": REDACTED} if isinstance(p, dict) else p for p in pairs]
+    return redacted
 
 
 @router.post("/v1/axons/{id}/agents", response_model=s.AgentView, tags=["agents"])

@@ -158,9 +158,7 @@ async def test_a_failed_shared_flush_fails_every_write_in_it(tmp_path: Path) -> 
         os.close(fd)
         before = len(delivered)
         outcomes = await within(
-            asyncio.gather(
-                *(f.append([message("z")]) for f in files), return_exceptions=True
-            )
+            asyncio.gather(*(f.append([message("z")]) for f in files), return_exceptions=True)
         )
         assert all(isinstance(o, AxonError) and o.code == "storage_error" for o in outcomes)
         assert len(delivered) == before  # nothing undurable was delivered

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import os
 import platform
 import threading
@@ -211,6 +212,17 @@ class GroupCommit:
         )
         return [outcomes[w] for w in wals]
 
+    def watch(self, wal: WalFile) -> None:
+        """Before an Axon's first commit (any thread): hold a descriptor on its file system,
+        so every write-back error from then on is reported by that descriptor's `syncfs`
+        (errors are tracked per descriptor from the moment it is opened)."""
+        if self._syncfs is None:
+            return
+        with self._directories_lock:
+            if wal.device not in self._directories:
+                directory = os.open(wal.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                self._directories[wal.device] = directory
+
     def _syncfs_device(self, device: int, wals: list[WalFile]) -> FlushFailed | None:
         """One syncfs for the file system holding these WALs: every dirty page and inode
         on it, so each WAL's frames and size, reaches the disk, and the disk's cache is
@@ -219,13 +231,11 @@ class GroupCommit:
         try:
             with self._directories_lock:
                 fd = self._directories.get(device)
-                if fd is None:
-                    directory = next(w.path.parent for w in wals if w.device == device)
-                    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                    self._directories[device] = fd
+            if fd is None:
+                raise OSError(errno.EBADF, f"no descriptor held on file system {device}")
             if self._syncfs(fd) != 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, f"syncfs: {os.strerror(errno)}")
+                error = ctypes.get_errno()
+                raise OSError(error, f"syncfs: {os.strerror(error)}")
         except OSError as e:
             return FlushFailed(e)
         return None

@@ -84,7 +84,7 @@ def connect(
     """A connection with the engine's durability settings: WAL and synchronous=FULL.
 
     An Axon's writer uses NORMAL instead (checkpoints and WAL restarts synced exactly as with
-    FULL, commits not) because its commits are flushed by `WalSync` before anyone is told."""
+    FULL, commits not) because its commits are flushed by `GroupCommit` before anyone is told."""
     flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
     if create:
         # Born 0600; SQLite gives the -wal and -shm files the mode of the database file.
@@ -294,6 +294,7 @@ class AxonFile:
         self._on_commit = on_commit
         self._durability = durability
         self.wal = WalFile(path)
+        durability.watch(self.wal)
         self._broken: AxonError | None = None  # a failed flush: refuse writes until restart
         self._writer = connect(path, create=create, synchronous="NORMAL")
         try:

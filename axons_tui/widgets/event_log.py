@@ -189,8 +189,13 @@ class EventLog(ScrollView, can_focus=True):
         self._post_status()
 
     def _to_tail(self) -> None:
-        """Show the newest events, once the layout knows the new length."""
-        self.scroll_end(animate=False, x_axis=False)
+        """Show the newest events, once the layout knows the new length: unless the log
+        stopped following meanwhile (a key pressed before that refresh must win)."""
+        self.call_after_refresh(self._tail_if_following)
+
+    def _tail_if_following(self) -> None:
+        if self.following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def _post_status(self) -> None:
         unseen = 0 if self.following else self.total - self._paused_at

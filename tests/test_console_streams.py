@@ -332,6 +332,34 @@ async def test_streamed_answers_fold_in_history_and_what_is_on_screen_stays_put(
         await eventually(lambda: "tail 39" in last_row_text(log), what="the tail again")
 
 
+async def test_an_answer_longer_than_a_page_is_one_item(tmp_path: Path) -> None:
+    """215 chunks from #191 to #405: page 1 holds nothing but them. Opened in the middle of
+    the answer, the log shows it as one item once the pages around are read."""
+    home = tmp_path / "home"
+    async with Engine(home) as eng:
+        axon_id = (await eng.create_axon("long answer")).id
+        drafts = [Draft.message(f"question {n}", source="web") for n in range(1, 191)]
+        drafts += [chunk_draft(f"w{n} ") for n in range(191, 406)]
+        drafts += [Draft.message(f"question {n}", source="web") for n in range(406, 601)]
+        await eng.publish_batch(axon_id, drafts)
+    app = console_app(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = await open_axon_view(app, pilot, axon_id)
+        await eventually(lambda: "question 600" in last_row_text(log), what="the tail")
+        log.cursor = 300
+        await eventually(
+            lambda: all(page in log._layouts for page in (0, 1, 2)), what="the pages around"
+        )
+        await pilot.pause()
+        answer = log.item_at(300)
+        assert (answer.first, answer.last) == (191, 405)
+        assert log.item_at(405) is answer and log.item_at(406).first == 406
+        assert log.row_of(406) == log.row_of(191) + answer.rows
+        await eventually(lambda: "w191 w192" in _all_rows(log), what="the answer on screen")
+        await pilot.press("down")
+        assert log.cursor == 406
+
+
 async def test_a_click_selects_an_event_and_a_double_click_opens_a_pane(tmp_path: Path) -> None:
     home = tmp_path / "home"
     axon_id = await publish_many(home, "clicked", 5)

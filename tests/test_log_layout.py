@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import orjson
 
-from axons_tui.widgets.log_layout import PAGE, Item, PageLayout, Rows, chunk_of, lay_out
+from axons_tui.widgets.log_layout import (
+    PAGE,
+    Item,
+    PageLayout,
+    Rows,
+    chunk_of,
+    continued,
+    lay_out,
+)
 from engine.models import Event
 
 
@@ -72,7 +80,7 @@ def test_runs_of_one_kind_from_one_source_join_and_anything_else_breaks_them() -
         plain(7),
         chunk(8, "again"),
     ]
-    layout = lay_out(0, events, None, None, one_row)
+    layout = lay_out(0, events, None, [], one_row)
     assert [(i.first, i.last, i.kind, i.text) for i in layout.items] == [
         (1, 1, None, ""),
         (2, 4, "agent_message_chunk", "Hello, world"),
@@ -90,11 +98,11 @@ def test_a_message_crossing_a_page_boundary_is_one_item_once_both_pages_are_read
     first = [plain(n) for n in range(1, PAGE - 1)] + [chunk(PAGE - 1, "one "), chunk(PAGE, "two ")]
     second = [chunk(PAGE + 1, "three"), plain(PAGE + 2)]
     # the second page alone: its first chunk starts an item of its own
-    alone = lay_out(1, second, None, None, one_row)
+    alone = lay_out(1, second, None, [], one_row)
     assert [(i.first, i.last) for i in alone.items] == [(PAGE + 1, PAGE + 1), (PAGE + 2, PAGE + 2)]
     # both read: the chunk belongs to the item of the page before and takes no row here
-    before = lay_out(0, first, None, alone, one_row)
-    after = lay_out(1, second, before, None, one_row, known=alone)
+    before = lay_out(0, first, None, [alone], one_row)
+    after = lay_out(1, second, before, [], one_row, known=alone)
     assert before.items[-1].text == "one two three" and before.items[-1].last == PAGE + 1
     assert [(i.first, i.last) for i in after.items] == [(PAGE + 2, PAGE + 2)]
     rows = Rows()
@@ -103,6 +111,28 @@ def test_a_message_crossing_a_page_boundary_is_one_item_once_both_pages_are_read
     assert rows.first_row(1) == PAGE - 1
     assert rows.page_of_row(PAGE - 2, 2) == (0, PAGE - 2)  # the joined message's row
     assert rows.page_of_row(PAGE - 1, 2) == (1, 0)
+
+
+def test_a_long_answer_goes_on_over_a_page_made_only_of_its_chunks() -> None:
+    """An answer of 215 chunks from #191: page 1 holds nothing else, and the item of page 0
+    takes it all, and the first 6 chunks of page 2."""
+    first = [plain(n) for n in range(1, 191)] + [chunk(n, "w ") for n in range(191, PAGE + 1)]
+    middle = [chunk(n, "w ") for n in range(PAGE + 1, 2 * PAGE + 1)]
+    last = [chunk(n, "w ") for n in range(2 * PAGE + 1, 2 * PAGE + 7)] + [plain(2 * PAGE + 7)]
+    third = lay_out(2, last, None, [], one_row)
+    second = lay_out(1, middle, None, [third], one_row)
+    third = lay_out(2, last, second, [], one_row, known=third)
+    second = lay_out(1, middle, lay_out(0, first, None, [], one_row), [third], one_row)
+    head = lay_out(0, first, None, [second, third], one_row)
+    assert continued(second) and not continued(third) and not continued(head)
+    (answer,) = [item for item in head.items if item.joined]
+    assert (answer.first, answer.last) == (191, 2 * PAGE + 6)
+    assert answer.text == "w " * (2 * PAGE + 6 - 190)
+    assert [(i.first, i.last) for i in third.items] == [(2 * PAGE + 7, 2 * PAGE + 7)]
+    rows = Rows()
+    rows.update({p.index: p.rows - p.count for p in (head, second, third)})
+    assert rows.total(2 * PAGE + 7) == 190 + 1 + 1  # the messages, the answer, the last one
+    assert rows.page_of_row(190, 3) == (0, 190) and rows.page_of_row(191, 3) == (2, 0)
 
 
 def test_rows_map_to_pages_with_pages_that_take_no_row() -> None:
@@ -124,8 +154,8 @@ def test_rows_map_to_pages_with_pages_that_take_no_row() -> None:
 
 def test_a_layout_reuses_the_chunk_tests_of_the_events_it_had() -> None:
     events = [chunk(1, "a"), chunk(2, "b")]
-    known = lay_out(0, events, None, None, one_row)
+    known = lay_out(0, events, None, [], one_row)
     known.chunks[0] = ("claude", "agent_message_chunk", "A")  # as if tested before
-    grown = lay_out(0, [*events, chunk(3, "c")], None, None, one_row, known=known)
+    grown = lay_out(0, [*events, chunk(3, "c")], None, [], one_row, known=known)
     assert grown.items[0].text == "Abc"
     assert isinstance(grown, PageLayout)

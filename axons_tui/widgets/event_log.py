@@ -34,7 +34,7 @@ from axons_tui.widgets.event_text import (
     event_styles,
     joined_lines,
 )
-from axons_tui.widgets.log_layout import PAGE, Item, PageLayout, Rows, lay_out
+from axons_tui.widgets.log_layout import PAGE, Item, PageLayout, Rows, continued, lay_out
 from engine.models import Event
 
 if TYPE_CHECKING:
@@ -221,8 +221,8 @@ class EventLog(ScrollView, can_focus=True):
         return None
 
     @work(group="event-log-pages")
-    async def _load_page(self, index: int) -> None:
-        if not self._page_visible(index):
+    async def _load_page(self, index: int, needed: bool = False) -> None:
+        if not needed and not self._page_visible(index):
             self._loading.discard(index)  # scrolled past before its turn came;
             self.refresh()  # the rows shown now ask for their own pages
             return
@@ -232,7 +232,8 @@ class EventLog(ScrollView, can_focus=True):
             )
         except BACKEND_ERRORS as e:
             self.log.warning(f"page {index} of {self.axon_id}: {e}")
-            self.set_timer(RETRY_S, lambda: self._retry(index))
+            self.set_timer(RETRY_S, lambda: self._retry(index))  # (a needed page too: its
+            # rows, or the next layout of the page beside it, ask again)
             return
         self._loading.discard(index)
         known = self._pages.get(index)
@@ -269,9 +270,15 @@ class EventLog(ScrollView, can_focus=True):
         for index in changed:
             self._lay_out(index)
         for index in changed:
-            for near in (index - 1, index + 1):
-                if near not in changed and near in self._layouts:
-                    self._lay_out(near)
+            if index + 1 not in changed and index + 1 in self._layouts:
+                self._lay_out(index + 1)  # its first chunks may go on with this page's item,
+                self._lay_out(index)  # which then takes them
+            before = index - 1  # the pages before: an item of theirs may go on into this one
+            while before not in changed and before in self._layouts:
+                self._lay_out(before)
+                if not continued(self._layouts[before]):
+                    break
+                before -= 1
         while len(self._layouts) > LAYOUTS_KEPT:
             del self._layouts[next(iter(self._layouts))]
         self._rows.update({i: lay.rows - lay.count for i, lay in self._layouts.items()})
@@ -289,10 +296,31 @@ class EventLog(ScrollView, can_focus=True):
             index,
             events,
             self._layouts.get(index - 1),
-            self._layouts.get(index + 1),
+            self._following(index),
             self._joined_height,
             known,
         )
+        chunks = self._layouts[index].chunks
+        if chunks and self._page_visible(index):  # a message cut at its edges: read on
+            if chunks[0] is not None and index > 0:
+                self._read_page(index - 1)
+            if chunks[-1] is not None and len(chunks) == PAGE:
+                self._read_page(index + 1)
+
+    def _read_page(self, index: int) -> None:
+        """Read a page whether or not it is on screen (unless it is here or on its way)."""
+        if index not in self._pages and index not in self._loading:
+            self._loading.add(index)
+            self._load_page(index, needed=True)
+
+    def _following(self, index: int) -> list[PageLayout]:
+        """The laid-out pages after `index`, in order, as far as an item could go on."""
+        pages: list[PageLayout] = []
+        while (layout := self._layouts.get(index + 1 + len(pages))) is not None:
+            pages.append(layout)
+            if not continued(layout):
+                break
+        return pages
 
     def _joined_height(self, item: Item, first: Event) -> int:
         return len(self._joined(item, first, self._width()))
@@ -313,13 +341,16 @@ class EventLog(ScrollView, can_focus=True):
         return item.first, item if item.joined else None, line
 
     def item_at(self, sequence: int) -> Item:
-        """The item holding `sequence` (a lone event when its page is not laid out)."""
-        index = (sequence - 1) // PAGE
-        for page in (index, index - 1):  # a chunk may continue an item of the page before
-            layout = self._layouts.get(page)
-            at = layout.item_index(sequence) if layout is not None else None
-            if layout is not None and at is not None:
+        """The item holding `sequence` (a lone event when its page is not laid out). A chunk
+        may go on with an item of a page before: a long answer spans pages."""
+        page = (sequence - 1) // PAGE
+        while page >= 0 and (layout := self._layouts.get(page)) is not None:
+            at = layout.item_index(sequence)
+            if at is not None:
                 return layout.items[at]
+            if layout.items and layout.items[0].first <= sequence:
+                break  # in no item of this page, and no page before holds it either
+            page -= 1
         return Item(sequence, sequence)
 
     def row_of(self, sequence: int) -> int:

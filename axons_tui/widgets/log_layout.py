@@ -101,12 +101,13 @@ def lay_out(
     index: int,
     events: Sequence[Event],
     before: PageLayout | None,
-    after: PageLayout | None,
+    after: Sequence[PageLayout],
     height: Callable[[Item, Event], int],
     known: PageLayout | None = None,
 ) -> PageLayout:
-    """The layout of page `index` from its events. `before` and `after` are the neighbouring
-    pages' layouts when loaded (an item may cross into the next page); `known` is this page's
+    """The layout of page `index` from its events. `before` is the page before's layout
+    when loaded; `after`, the layouts of the pages after it, in order, as far as they are
+    loaded (an item may go on over several pages: a long answer); `known` is this page's
     previous layout, whose chunk tests are reused for the events it already had; `height`
     gives a joined item's rows (from its first event and text)."""
     chunks = list(known.chunks[: len(events)]) if known is not None else []
@@ -125,16 +126,30 @@ def lay_out(
             items.append(Item(e.sequence, e.sequence))
         previous = chunk
     tail = items[-1] if items else None
-    if tail is not None and tail.joined and after is not None and previous is not None:
-        for chunk in after.chunks:  # the next page's first chunks continue this item
-            if chunk is None or chunk[:2] != previous[:2]:
-                break
-            tail.last += 1
-            tail.text += chunk[2]
+    if tail is not None and tail.joined and previous is not None:
+        _continue(tail, previous, after)
     for item in items:
         if item.joined:
             item.rows = max(1, height(item, events[item.first - 1 - index * PAGE]))
     return PageLayout(index, items, chunks, len(events))
+
+
+def _continue(tail: Item, last: Chunk, after: Sequence[PageLayout]) -> None:
+    """The chunks of the next pages that go on with `tail`, into it: a page made only of
+    such chunks passes the item on to the page after it."""
+    for page in after:
+        for chunk in page.chunks:
+            if chunk is None or chunk[:2] != last[:2]:
+                return
+            tail.last += 1
+            tail.text += chunk[2]
+        if page.count < PAGE:  # the log's last page: nothing after it yet
+            return
+
+
+def continued(layout: PageLayout) -> bool:
+    """Whether every event of the page goes on with an item of a page before it."""
+    return bool(layout.chunks) and not layout.items
 
 
 class Rows:

@@ -93,12 +93,6 @@ async def opened(app: AxonsApp, pilot: Pilot[Any], screen: type, axon: str, **kw
     else:
         app.open_inspector(axon, **kw)
         await until(lambda: _inspector_loaded(app), what="the inspector's first page")
-    # A DataTable sizes its columns to new rows on its next idle, which a busy machine can
-    # put after the screenshot: wait for it (else a column keeps its header's width).
-    await until(
-        lambda: not any(t._require_update_dimensions for t in app.screen.query(StateTable)),
-        what="the tables' columns sized",
-    )
     await pilot.pause()
     return app.screen
 

@@ -68,9 +68,12 @@ class StateTable(DataTable[Text]):
             set() if key is None else {i for i, row in enumerate(result.rows) if row[key] in wanted}
         )
         self.clear(columns=True)  # also drops the rendered rows, so the highlight redraws
-        self.add_columns(*names)
         null_style = self.get_component_rich_style("state-table--null", partial=True)
-        self.add_rows([cell_text(v, null_style) for v in values] for values in result.rows)
+        rows = [[cell_text(v, null_style) for v in values] for values in result.rows]
+        for i, name in enumerate(names):  # sized now, not at the table's next idle (which
+            # can come after a frame is drawn: a column at its header's width, cells cut)
+            self.add_column(name, width=max([len(name)] + [row[i].cell_len for row in rows]))
+        self.add_rows(rows)
         if keep_place and result.rows:
             self.move_cursor(row=min(row, len(result.rows) - 1), scroll=False)
             self.scroll_to(scroll.x, scroll.y, animate=False, immediate=True)

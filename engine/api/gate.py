@@ -72,19 +72,26 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def refuse(send: Send, status: int, error: dict[str, Any]) -> None:
-    """Answer with a JSON error and close the connection: the request's body, if any, is
-    left unread, so the connection cannot carry another request."""
-    body = orjson.dumps(error)
+async def send_json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A whole JSON answer from plain ASGI: `body` encoded, its length, and `headers` more."""
+    data = orjson.dumps(body)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def refuse(send: Send, status: int, error: dict[str, Any]) -> None:
+    """Answer with a JSON error and close the connection: the request's body, if any, is
+    left unread, so the connection cannot carry another request."""
+    await send_json(send, status, error, [(b"connection", b"close")])

@@ -17,8 +17,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from engine.api.gate import send_json
 from engine.models import AgentSpec, mcp_upstreams
 from engine.runtime.base import AgentKey
 
@@ -114,22 +113,8 @@ _background: set[asyncio.Task[None]] = set()
 
 
 async def _not_found(send: Any, agent: str) -> None:
-    body = orjson.dumps(
-        {
-            "error": {
-                "message": f"agent {agent} has no MCP servers through the gateway: give an "
-                "mcp_servers entry allowed_tools to reach it here"
-            }
-        }
+    message = (
+        f"agent {agent} has no MCP servers through the gateway: give an mcp_servers entry "
+        "allowed_tools to reach it here"
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 404,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, 404, {"error": {"message": message}})

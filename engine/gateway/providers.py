@@ -27,6 +27,7 @@ import orjson
 import yarl
 from starlette.types import Receive, Scope, Send
 
+from engine.api.gate import send_json
 from engine.gateway.server import Grant, Meter, token_of
 from engine.models import GatewayApi
 from engine.runtime.base import AgentKey
@@ -393,12 +394,8 @@ async def _error(
     retry_after: int | None = None,
     budget: str | None = None,
 ) -> None:
-    data = orjson.dumps(error_body(api, status, message, budget))
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+    headers = [] if retry_after is None else [(b"retry-after", str(retry_after).encode())]
+    await send_json(send, status, error_body(api, status, message, budget), headers)
 
 
 class UsageMeter:

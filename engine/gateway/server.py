@@ -54,6 +54,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.api.connections import ConnectionLimits
+from engine.api.gate import send_json
 from engine.api.servers import UvicornListener
 from engine.models import AgentSpec, Draft, GatewaySpec, gateway_env_names
 from engine.runtime.base import AgentKey, GatewayMount
@@ -313,11 +314,11 @@ class GatewayServer:
             return
         app = self._mounts.get(first)
         if app is None:
-            await _json(send, 404, {"error": {"message": f"nothing at {path[:200]}"}})
+            await send_json(send, 404, {"error": {"message": f"nothing at {path[:200]}"}})
             return
         grant = self.grant_for(token_of(scope), only)
         if grant is None:
-            await _json(send, 401, {"error": {"message": "missing, wrong or revoked token"}})
+            await send_json(send, 401, {"error": {"message": "missing, wrong or revoked token"}})
             return
         inner = {**scope, "path": "/" + rest, "root_path": scope.get("root_path", "") + "/" + first}
         inner["raw_path"] = inner["path"].encode()
@@ -384,18 +385,3 @@ async def _stop(listener: UvicornListener, task: asyncio.Task[None]) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(task, 15)
     listener.close()
-
-
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = orjson.dumps(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})

@@ -264,3 +264,33 @@ def median(values: Sequence[float]) -> float:
 
 def ms(seconds: float) -> float:
     return seconds * 1000.0
+
+
+def gateway_overhead(
+    name: str,
+    direct: Sequence[float],
+    through: Sequence[float],
+    *,
+    ceiling_name: str,
+    note: str,
+    target: float | None = None,
+) -> Figure:
+    """What a gateway adds to a call: p50 through it minus p50 direct, measured alternately
+    in the same run. The direct p50 stands as the ceiling (its ratio is not a score)."""
+    return Figure(
+        name=name,
+        value=round(median(through) - median(direct), 3),
+        unit="ms",
+        better="lower",
+        ceiling=round(median(direct), 3),
+        ceiling_name=ceiling_name,
+        target=target,
+        note=note + " The ceiling is the direct p50 itself (the ratio is not a score here).",
+        detail={
+            "calls": len(direct),
+            "direct_p50_ms": median(direct),
+            "gateway_p50_ms": median(through),
+            "direct_p99_ms": percentile(direct, 99),
+            "gateway_p99_ms": percentile(through, 99),
+        },
+    )

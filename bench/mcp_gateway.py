@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Figure, Sizes, fresh_home, median, percentile, run
+from bench.harness import Figure, Sizes, fresh_home, gateway_overhead, run
 from engine import Engine
 from engine.models import AgentSpec
 from engine.runtime import AgentKey
@@ -130,26 +130,15 @@ def mcp_call_overhead_ms(sizes: Sizes, base: Path | None) -> Figure:
     count = max(50, sizes.wakes * 2)
     with fresh_home(base, "mcp") as home, tickets_server() as upstream:
         direct, through = run(_measure(home / "home", upstream, count))
-    overhead = median(through) - median(direct)
-    return Figure(
-        name="mcp_call_overhead_ms",
-        value=round(overhead, 3),
-        unit="ms",
-        better="lower",
-        ceiling=round(median(direct), 3),
+    return gateway_overhead(
+        "mcp_call_overhead_ms",
+        direct,
+        through,
         ceiling_name="p50 of the same tools/call direct to the upstream MCP server",
         note=(
             "p50(one tools/call of read_ticket through the engine's MCP gateway, the "
             "mcp.tool_call commit included) minus p50(the same call direct to the upstream, "
             f"an mcp SDK server over streamable HTTP), {count} calls each, alternating, after "
-            f"{WARMUP} unmeasured; both clients are the mcp SDK's. The ceiling is the direct "
-            "p50 itself (the ratio is not a score here)."
+            f"{WARMUP} unmeasured; both clients are the mcp SDK's."
         ),
-        detail={
-            "calls": count,
-            "direct_p50_ms": median(direct),
-            "gateway_p50_ms": median(through),
-            "direct_p99_ms": percentile(direct, 99),
-            "gateway_p99_ms": percentile(through, 99),
-        },
     )

@@ -95,9 +95,14 @@ class Bus:
                 del self._by_axon[sub.axon_id]
 
     def deliver(self, axon_id: str, events: list[Event]) -> None:
-        for group in (self._by_axon.get(axon_id, ()), self._everything):
-            for sub in [s for s in group if not s.push(events)]:
-                self.detach(sub)
+        if subs := self._by_axon.get(axon_id):
+            self._push(subs, events)
+        if self._everything:
+            self._push(self._everything, events)
+
+    def _push(self, group: set[Subscriber], events: list[Event]) -> None:
+        for sub in [s for s in group if not s.push(events)]:
+            self.detach(sub)
 
     def close(self) -> None:
         """End every subscription, and those that attach from now on."""

@@ -1,7 +1,8 @@
 """Group commit across Axons. Each Axon's writer commits without syncing (synchronous=NORMAL);
 the engine's one `GroupCommit` gathers the transactions of every Axon that has writes queued,
-commits them back to back in one worker-thread call, and makes them durable with one flush
-for the lot before anyone is answered:
+commits them back to back (small ones on the event loop, large ones in a committer thread),
+and a flusher thread makes whatever has committed durable with one flush before anyone is
+answered:
 
 - one transaction: `fdatasync` of its WAL, exactly the work of synchronous=FULL;
 - several: one `syncfs` of their file system (Linux 5.8+, where it reports write-back
@@ -14,6 +15,7 @@ docs/architecture.md, "Durability: group commit across Axons".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -21,13 +23,13 @@ import os
 import platform
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 SYNC_LANES = 8  # concurrent fdatasync calls where syncfs is not used; best measured here
-BATCHES_IN_FLIGHT = 2  # batches committing or flushing at once; see `GroupCommit._form`
-MIN_BATCH = 32  # ready transactions are split into batches no smaller than this
+CHUNK = 256  # transactions committed at a time: the flusher starts on a batch's first part,
+# and the event loop serves others between the chunks it commits itself
 
 
 class FlushFailed(Exception):
@@ -80,12 +82,15 @@ class WalFile:
 
 
 class Commit(Protocol):
-    """One Axon's transaction, staged on the event loop and written in a worker thread."""
+    """One Axon's transaction, staged on the event loop and committed unsynced."""
 
     wal: WalFile
+    small: bool  # cheap enough to commit on the event loop itself
 
-    def write(self) -> None:
-        """Worker thread: run and COMMIT the transaction (synchronous=NORMAL: no sync)."""
+    def write(self, *, wait: bool) -> bool:
+        """COMMIT the transaction (synchronous=NORMAL: no sync). With `wait` False (on the
+        event loop) it never waits for a lock: it returns False, having written nothing, when
+        another connection holds the file's write lock."""
 
     def settle(self, error: BaseException | None) -> None:
         """Event loop: the transaction is durable (None), or failed with `error`."""
@@ -99,28 +104,39 @@ class Source(Protocol):
 
 
 class GroupCommit:
-    """The engine's committer: batches of every Axon's ready transaction, one thread call
-    and one flush per batch.
+    """The engine's committer: transactions of every Axon, committed back to back, and made
+    durable together by a flusher thread.
 
-    An Axon `schedule`s itself when it has writes queued and none in flight. A batch forms
-    on the next turn of the event loop (so callers woken by the previous batch queue their
-    writes first), takes one transaction from every scheduled Axon, and goes to a worker
-    thread that commits them back to back and then flushes. While one batch flushes, the
-    next one commits; an Axon is in at most one batch, so its answers stay in sequence.
+    An Axon `schedule`s itself when it has writes queued and none in flight. On the next turn
+    of the event loop (so callers answered by the last flush queue their writes first) each
+    scheduled Axon stages one transaction. A small one (a few events) is committed right
+    there on the event loop, a chunk at a time: a commit takes tens of microseconds, while
+    handing each to a thread would cost a GIL switch per SQLite call, which is milliseconds
+    when the event loop is busy. A large one, or one whose file another process has locked,
+    goes to the committer thread. Whenever it is free, the flusher thread makes everything
+    committed so far durable with one flush and hands it back to the event loop to answer.
+    So staging, committing and syncing go on at once, each on its own part of the load. An
+    Axon has at most one transaction in flight, so its answers stay in sequence order.
     """
 
-    def __init__(self, executor: Executor, *, syncfs: bool | None = None) -> None:
-        self._executor = executor
-        self._lanes = ThreadPoolExecutor(SYNC_LANES, thread_name_prefix="axons-fsync")
+    def __init__(self, *, syncfs: bool | None = None) -> None:
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="axons-commit")
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="axons-flush")
+        self._lanes: ThreadPoolExecutor | None = None  # fdatasync lanes, when syncfs is not used
         self._syncfs = _syncfs_function() if syncfs is not False else None
         if syncfs and self._syncfs is None:
             raise RuntimeError(f"syncfs is not usable here: {why_no_syncfs()}")
+        if self._syncfs is None:
+            self._lanes = ThreadPoolExecutor(SYNC_LANES, thread_name_prefix="axons-fsync")
+        self._lock = threading.Lock()  # guards the four below
         self._directories: dict[int, int] = {}  # device -> a directory fd for syncfs
-        self._directories_lock = threading.Lock()
+        self._failed: dict[int, FlushFailed] = {}  # device -> the syncfs that failed on it
+        self._committed: list[_Chunk] = []  # committed, waiting for the flusher
+        self._flushing = False  # the flusher is at work; it takes what commits meanwhile
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: dict[Source, None] = {}
         self._forming = False
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self.batches = 0
+        self.batches = 0  # chunks committed
         self.rounds = 0  # flushes shared by several transactions
         self.flushes = 0  # WALs made durable by those shared flushes
 
@@ -131,78 +147,140 @@ class GroupCommit:
     def schedule(self, source: Source) -> None:
         """Event loop: `source` has a transaction to write; it joins the next batch."""
         self._ready[source] = None
-        self._kick()
-
-    def _kick(self) -> None:
-        if self._ready and not self._forming and len(self._in_flight) < BATCHES_IN_FLIGHT:
+        if not self._forming:
             self._forming = True
-            asyncio.get_running_loop().call_soon(self._form)
+            self._loop = loop = asyncio.get_running_loop()
+            loop.call_soon(self._form)
 
     def _form(self) -> None:
+        """Event loop: stage a transaction from every ready Axon; commit the small ones here
+        and queue the rest for the committer thread."""
         self._forming = False
-        # Many ready Axons are split over the batches that may run at once, so the event
-        # loop answers one batch and stages the next while others commit and flush.
-        size = max(MIN_BATCH, -(-len(self._ready) // BATCHES_IN_FLIGHT))
-        if len(self._ready) <= size:
-            sources, self._ready = list(self._ready), {}
-        else:
-            sources = list(self._ready)[:size]
-            for source in sources:
-                del self._ready[source]
-        commits = [c for s in sources if (c := s.take_commit()) is not None]
-        if commits:
-            batch = asyncio.get_running_loop().create_task(self._run(commits))
-            self._in_flight.add(batch)
-            batch.add_done_callback(self._in_flight.discard)
-        self._kick()
+        sources, self._ready = self._ready, {}
+        here: list[Commit] = []
+        there: list[Commit] = []
+        for source in sources:
+            if (commit := source.take_commit()) is not None:
+                (here if commit.small else there).append(commit)
+        for i in range(0, len(there), CHUNK):
+            self._committer.submit(self._commit, there[i : i + CHUNK])
+        if here:
+            self._commit_here(here)
 
-    async def _run(self, commits: list[Commit]) -> None:
-        loop = asyncio.get_running_loop()
-        fatal: BaseException | None = None
+    def _commit_here(self, commits: list[Commit]) -> None:
+        """Event loop: commit a chunk without waiting for any lock, and pass it on to be
+        flushed; a file locked by another process goes to the committer, which waits. The
+        next chunk follows on the next turn of the loop, so nothing else waits long."""
+        now, later = commits[:CHUNK], commits[CHUNK:]
+        chunk = _Chunk([])
+        locked: list[Commit] = []
         try:
-            outcomes, shared = await loop.run_in_executor(self._executor, self._write, commits)
-        except BaseException as e:  # the call itself failed: nobody may be told "durable"
-            outcomes, shared, fatal = [e] * len(commits), 0, e
-        self._in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
-        self.batches += 1
+            for commit in now:
+                try:
+                    if not commit.write(wait=False):
+                        locked.append(commit)
+                        continue
+                except Exception as e:  # this Axon's failure is its own; the chunk goes on
+                    chunk.add(commit, e)
+                else:
+                    chunk.add(commit, None)
+        except BaseException as e:  # interrupted: nobody here may be told "durable"
+            for commit in commits:
+                commit.settle(e)
+            raise
+        if locked:
+            self._committer.submit(self._commit, locked)
+        if chunk.commits:
+            self._pass_on(chunk)
+        if later:
+            asyncio.get_running_loop().call_soon(self._commit_here, later)
+
+    def _commit(self, commits: list[Commit]) -> None:
+        """Committer thread: commit each transaction (one Axon's failure is its own), then
+        flush them: here, when the flusher is idle (one hot Axon: no second thread hop),
+        else in the flusher's next round."""
+        chunk = _Chunk([])
+        try:
+            for commit in commits:
+                try:
+                    commit.write(wait=True)
+                except Exception as e:
+                    chunk.add(commit, e)
+                else:
+                    chunk.add(commit, None)
+        except BaseException as e:  # nobody in this chunk may be told "durable"
+            chunk = _Chunk(commits)
+            chunk.fail(e)
+        if self._pass_on(chunk, start=False):
+            self._flush(rounds=1)
+
+    def _pass_on(self, chunk: _Chunk, *, start: bool = True) -> bool:
+        """Event loop or committer: `chunk` is committed and waits for the next flush.
+        True when no flush was under way: the flusher is started (`start`) or the caller
+        must flush itself."""
+        with self._lock:
+            self._committed.append(chunk)
+            if self._flushing:
+                return False
+            self._flushing = True
+        if start:
+            self._flusher.submit(self._flush)
+        return True
+
+    def _flush(self, rounds: int | None = None) -> None:
+        """Flusher thread (or the committer, for `rounds`): while anything is committed,
+        flush all of it at once and send it to the event loop to be answered. After
+        `rounds`, whatever has committed since goes to the flusher thread."""
+        while True:
+            with self._lock:
+                chunks, self._committed = self._committed, []
+                if not chunks:
+                    self._flushing = False
+                    return
+                if rounds is not None:
+                    if rounds == 0:
+                        self._committed = chunks
+                        self._flusher.submit(self._flush)
+                        return
+                    rounds -= 1
+            try:
+                shared = self._flush_chunks(chunks)
+            except BaseException as e:  # the flush itself broke: nothing may count as durable
+                shared = 0
+                for chunk in chunks:
+                    chunk.fail(e)
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                self._loop.call_soon_threadsafe(self._settle, chunks, shared)
+
+    def _flush_chunks(self, chunks: list[_Chunk]) -> int:
+        """Flusher thread: make every written WAL durable; how many shared one flush (0 or 2+)."""
+        written = [(chunk, i) for chunk in chunks for i in chunk.written]
+        if len(written) == 1:
+            chunk, i = written[0]
+            chunk.outcomes[i] = _flushed(chunk.commits[i].wal.flush)
+            return 0
+        wals = [chunk.commits[i].wal for chunk, i in written]
+        for (chunk, i), error in zip(written, self._flush_all(wals), strict=True):
+            chunk.outcomes[i] = error
+        return len(wals)
+
+    def _settle(self, chunks: list[_Chunk], shared: int) -> None:
+        """Event loop: answer each transaction's callers; their Axons go on to the next."""
+        self.batches += len(chunks)
         if shared:
             self.rounds += 1
             self.flushes += shared
-        for commit, outcome in zip(commits, outcomes, strict=True):
-            commit.settle(outcome)
-        self._kick()
-        if fatal is not None and not isinstance(fatal, Exception):
-            raise fatal
-
-    def _write(self, commits: list[Commit]) -> tuple[list[BaseException | None], int]:
-        """Worker thread: commit each transaction, then flush every WAL that committed.
-        Returns each one's outcome, and how many WALs shared one flush (0 or 2+)."""
-        outcomes: list[BaseException | None] = []
-        written: list[int] = []
-        for i, commit in enumerate(commits):
-            try:
-                commit.write()
-            except Exception as e:  # this Axon's failure is its own; the batch goes on
-                outcomes.append(e)
-            else:
-                outcomes.append(None)
-                written.append(i)
-        if len(written) == 1:
-            i = written[0]
-            outcomes[i] = _flushed(commits[i].wal.flush)
-            return outcomes, 0
-        wals = [commits[i].wal for i in written]
-        if wals:
-            for i, error in zip(written, self._flush_all(wals), strict=True):
-                outcomes[i] = error
-        return outcomes, len(wals)
+        for chunk in chunks:
+            for commit, outcome in zip(chunk.commits, chunk.outcomes, strict=True):
+                commit.settle(outcome)
 
     def _flush_all(self, wals: list[WalFile]) -> list[FlushFailed | None]:
-        """Worker thread: flush several WALs, one outcome each."""
+        """Flusher thread: flush several WALs, one outcome each."""
         if self._syncfs is not None:
-            devices = {w.device for w in wals}
-            failed = {device: self._syncfs_device(device, wals) for device in devices}
+            failed = {device: self._syncfs_device(device) for device in {w.device for w in wals}}
             return [failed[w.device] for w in wals]
+        assert self._lanes is not None
         lanes = min(SYNC_LANES, len(wals))
         parts = [wals[i::lanes] for i in range(lanes)]
         outcomes = dict(
@@ -218,33 +296,65 @@ class GroupCommit:
         (errors are tracked per descriptor from the moment it is opened)."""
         if self._syncfs is None:
             return
-        with self._directories_lock:
+        with self._lock:
             if wal.device not in self._directories:
                 directory = os.open(wal.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 self._directories[wal.device] = directory
 
-    def _syncfs_device(self, device: int, wals: list[WalFile]) -> FlushFailed | None:
+    def _syncfs_device(self, device: int) -> FlushFailed | None:
         """One syncfs for the file system holding these WALs: every dirty page and inode
         on it, so each WAL's frames and size, reaches the disk, and the disk's cache is
-        flushed. A failure cannot be tied to one file, so it is every WAL's."""
+        flushed. A failure cannot be tied to one file, so it is every WAL's; and since the
+        failed write-back may have been of pages committed after this flush began (which the
+        next syncfs would no longer report), every later flush on that file system fails
+        too, until the engine restarts."""
         assert self._syncfs is not None
+        with self._lock:
+            fd, failed = self._directories.get(device), self._failed.get(device)
+        if failed is not None:
+            return failed
         try:
-            with self._directories_lock:
-                fd = self._directories.get(device)
             if fd is None:
                 raise OSError(errno.EBADF, f"no descriptor held on file system {device}")
             if self._syncfs(fd) != 0:
                 error = ctypes.get_errno()
                 raise OSError(error, f"syncfs: {os.strerror(error)}")
         except OSError as e:
-            return FlushFailed(e)
+            with self._lock:
+                self._failed[device] = FlushFailed(e)
+            return self._failed[device]
         return None
 
     def close(self) -> None:
-        self._lanes.shutdown(wait=True)
+        """After every Axon has closed: stop the threads and let go of the descriptors."""
+        self._committer.shutdown(wait=True)
+        self._flusher.shutdown(wait=True)
+        if self._lanes is not None:
+            self._lanes.shutdown(wait=True)
         for fd in self._directories.values():
             os.close(fd)
         self._directories.clear()
+
+
+class _Chunk:
+    """Transactions committed together, and each one's outcome."""
+
+    __slots__ = ("commits", "outcomes", "written")
+
+    def __init__(self, commits: list[Commit]) -> None:
+        self.commits = commits
+        self.outcomes: list[BaseException | None] = [None] * len(commits)
+        self.written: list[int] = []  # the ones that committed, for the flush
+
+    def add(self, commit: Commit, error: BaseException | None) -> None:
+        if error is None:
+            self.written.append(len(self.commits))
+        self.commits.append(commit)
+        self.outcomes.append(error)
+
+    def fail(self, error: BaseException) -> None:
+        self.outcomes = [error] * len(self.commits)
+        self.written = []
 
 
 def _flushed(flush: Callable[[], None]) -> FlushFailed | None:

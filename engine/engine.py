@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import gc
 import getpass
 import math
 import os
@@ -55,6 +56,7 @@ CATCH_UP_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
 ANCHOR_INTERVAL_S = 1.0
 EXPORT_CHUNK_BYTES = 1 << 20
+GC_YOUNG_THRESHOLD = 10_000  # see _collect_garbage_less_often
 
 
 class Engine:
@@ -103,8 +105,9 @@ class Engine:
         self.config = load_config(self.paths.config)
         self._lock_fd = _lock_home(self.paths)
         _allow_open_files(self.max_open_axons)
+        _collect_garbage_less_often()
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="axons-sqlite")
-        self._durability = GroupCommit(self._executor)
+        self._durability = GroupCommit()
         self._sql_executor = ThreadPoolExecutor(
             self.limits.sql_threads, thread_name_prefix="axons-user-sql"
         )
@@ -198,7 +201,10 @@ class Engine:
 
     async def publish(self, axon_id: str, draft: Draft, *, system: bool = False) -> PublishResult:
         """Append one event; returns once it is durable (fsynced)."""
-        return (await self.publish_batch(axon_id, [draft], system=system))[0]
+        results = await self._append(axon_id, [self._checked(draft, system)])
+        if len(self._files) > self.max_open_axons:  # files busy at their last open may be idle now
+            await self._evict()
+        return results[0]
 
     async def publish_batch(
         self, axon_id: str, drafts: Sequence[Draft], *, system: bool = False
@@ -206,26 +212,38 @@ class Engine:
         """Append events in one transaction, in order; returns once they are durable."""
         if not drafts:
             raise InvalidInput("a batch needs at least one event", code=ErrorCode.EMPTY_BATCH)
-        checked = []
-        for d in drafts:
-            check_draft(d, max_payload=self.max_payload, system=system)
-            if d.author is None:
-                d.author = self.local_user
-            checked.append(d)
+        results = await self._append(axon_id, [self._checked(d, system) for d in drafts])
+        if len(self._files) > self.max_open_axons:
+            await self._evict()
+        return results
+
+    def _checked(self, draft: Draft, system: bool) -> Draft:
+        check_draft(draft, max_payload=self.max_payload, system=system)
+        if draft.author is None:
+            draft.author = self.local_user
+        return draft
+
+    def _append(self, axon_id: str, drafts: list[Draft]) -> Awaitable[list[PublishResult]]:
+        """Queue checked drafts on the Axon's file. Not a coroutine: a publish to an open
+        file (the hot path) awaits the file's future directly."""
         f = self._files.get(axon_id)
         if f is None:
-            f = await self._open(axon_id)
-        else:
-            self._files.move_to_end(axon_id)
+            return self._open_and_append(axon_id, drafts)
+        self._files.move_to_end(axon_id)
+        self._refuse_deleted(axon_id)
+        return f.append(drafts)
+
+    async def _open_and_append(self, axon_id: str, drafts: list[Draft]) -> list[PublishResult]:
+        f = await self._open(axon_id)
+        self._refuse_deleted(axon_id)
+        return await f.append(drafts)
+
+    def _refuse_deleted(self, axon_id: str) -> None:
         if axon_id in self._deleted:
             raise Conflict(
                 f"Axon {axon_id} is deleted; it can be read but not written",
                 code=ErrorCode.AXON_DELETED,
             )
-        results = await f.append(checked)
-        if len(self._files) > self.max_open_axons:  # files busy at their last open may be idle now
-            await self._evict()
-        return results
 
     async def last_sequence(self, axon_id: str) -> int:
         f = self._files.get(axon_id) or await self._open(axon_id)
@@ -757,6 +775,18 @@ def _allow_open_files(max_open_axons: int) -> None:
     new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if new_soft > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+
+
+def _collect_garbage_less_often() -> None:
+    """Raise the young generation's threshold of this process's garbage collector (never
+    lower it). The engine allocates in bursts: every batch makes thousands of short-lived
+    drafts, futures and events. At CPython's default of 700 the collector ran every ~130
+    events under many Axons' publishes, and its older generations' collections held the GIL
+    for tens of milliseconds, stalling the event loop and the committer thread alike: a
+    quarter of that load's throughput. Measured here, 10,000 keeps every collection short."""
+    young, older, oldest = gc.get_threshold()
+    if young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _local_user() -> str:

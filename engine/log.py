@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS axon_agent_cursors(agent TEXT PRIMARY KEY, sequence I
 """
 
 _ROWS_PER_INSERT = 32
+SMALL_BYTES = 64 << 10  # a transaction up to _ROWS_PER_INSERT events and this much payload
+# is committed on the event loop (engine.durability); a bigger one in the committer thread
+BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_PAGES = 1000  # SQLite's auto-checkpoint size, run off the commit path (see AxonFile)
 
 
 @functools.lru_cache(maxsize=256)
@@ -61,6 +65,8 @@ def _commit_rows_sql(n: int) -> str:
     gives the GIL back to SQLite and must win it again from the busy event loop: measured
     here beside a busy Python thread, BEGIN / executemany of 4 rows / COMMIT cost 3.2 ms of
     wall per transaction, this 0.5 ms (both 41-45 us with the interpreter idle)."""
+    if n <= _ROWS_PER_INSERT:  # one statement is a transaction of its own
+        return _rows_insert(n)
     full, rest = divmod(n, _ROWS_PER_INSERT)
     inserts = [_rows_insert(_ROWS_PER_INSERT)] * full + ([_rows_insert(rest)] if rest else [])
     return ";".join(["BEGIN IMMEDIATE", *inserts, "COMMIT"])
@@ -90,7 +96,7 @@ def connect(
         # Born 0600; SQLite gives the -wal and -shm files the mode of the database file.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = apsw.Connection(str(path), flags=flags)
-    conn.set_busy_timeout(10_000)
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     if create:
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -193,17 +199,20 @@ class _Tip:
 class _Job:
     """A queued write: a batch of drafts to append, or an operation on the connection."""
 
-    __slots__ = ("drafts", "error", "future", "op", "result")
+    __slots__ = ("drafts", "error", "future", "op", "result", "transaction")
 
     def __init__(
         self,
         future: asyncio.Future[Any],
         drafts: list[Draft] | None = None,
         op: Callable[[WriteContext], Any] | None = None,
+        *,
+        transaction: bool = True,
     ) -> None:
         self.future = future
         self.drafts = drafts
         self.op = op
+        self.transaction = transaction  # False: `op` runs as is (a checkpoint), unsynced
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -218,6 +227,7 @@ class WriteContext:
     tip: _Tip
     events: list[Event] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    payload_bytes: int = 0  # of the rows staged (characters: a lower bound of the bytes)
     _keys: dict[str, PublishResult] = field(default_factory=dict)
 
     def stage(self, drafts: Iterable[Draft]) -> list[PublishResult]:
@@ -237,6 +247,7 @@ class WriteContext:
                     results.append(prior)
                     continue
             seq += 1
+            self.payload_bytes += len(d.payload)
             h = chain_hash(h, seq, ts, d)
             rows.append((seq, ts, d.origin, d.source, d.event_type, d.payload, d.author, key, h))
             events.append(
@@ -262,13 +273,14 @@ class WriteContext:
 class _Transaction:
     """A run of one Axon's publishes in one transaction: a `Commit` for `GroupCommit`."""
 
-    __slots__ = ("ctx", "file", "jobs", "wal")
+    __slots__ = ("ctx", "file", "jobs", "small", "wal")
 
     def __init__(self, file: AxonFile, jobs: list[_Job], ctx: WriteContext) -> None:
         self.file, self.jobs, self.ctx, self.wal = file, jobs, ctx, file.wal
+        self.small = len(ctx.rows) <= _ROWS_PER_INSERT and ctx.payload_bytes <= SMALL_BYTES
 
-    def write(self) -> None:
-        self.file._write(self.ctx)
+    def write(self, *, wait: bool) -> bool:
+        return self.file._write(self.ctx, wait=wait)
 
     def settle(self, error: BaseException | None) -> None:
         self.file._settle(self.jobs, self.ctx, error)
@@ -297,10 +309,19 @@ class AxonFile:
         durability.watch(self.wal)
         self._broken: AxonError | None = None  # a failed flush: refuse writes until restart
         self._writer = connect(path, create=create, synchronous="NORMAL")
+        # Commits may run on the event loop (engine.durability), so SQLite must not
+        # checkpoint inside them (a checkpoint syncs): the hook replaces its auto-checkpoint,
+        # and a WAL grown past CHECKPOINT_PAGES gets a checkpoint queued in a worker thread.
+        self._wal_pages = 0
+        self._checkpointing = False
+        self._writer.set_wal_hook(self._wal_grew)
+        self.busy_timeout_ms = BUSY_TIMEOUT_MS  # how long a commit off the event loop waits
         try:
             if create:
                 self._writer.execute(ENGINE_SCHEMA)
             self._tip = self._load_tip()
+            if not os.path.exists(self.wal.path) or os.path.getsize(self.wal.path) == 0:
+                self._start_wal()
         except BaseException:
             self._writer.close()  # an unreadable file must not stay open (and busy) behind us
             raise
@@ -365,8 +386,11 @@ class AxonFile:
         into one transaction. While it is written, publishers woken by the previous batch
         queue the next one. None when there was nothing to write (repeated keys only)."""
         pending = self._pending
-        end = next((i for i, job in enumerate(pending) if job.op is not None), len(pending))
-        jobs, self._pending = pending[:end], pending[end:]
+        if pending[-1].op is None:  # only publishes queued: the usual case
+            jobs, self._pending = pending, []
+        else:
+            end = next(i for i, job in enumerate(pending) if job.op is not None)
+            jobs, self._pending = pending[:end], pending[end:]
         ctx = WriteContext(self._writer, self, self._tip.copy())
         try:
             for job in jobs:
@@ -381,16 +405,29 @@ class AxonFile:
             return None
         return _Transaction(self, jobs, ctx)
 
-    def _write(self, ctx: WriteContext) -> None:
-        """Worker thread: a run of publishes in one transaction, committed unsynced, in one
-        apsw call (`_commit_rows_sql`)."""
+    def _write(self, ctx: WriteContext, *, wait: bool) -> bool:
+        """Commit a run of publishes, unsynced, in one apsw call (`_commit_rows_sql`). With
+        `wait` False (on the event loop) a file locked by another connection returns False
+        at once, with nothing written, instead of waiting for the lock."""
         conn = self._writer
+        if not wait:
+            conn.set_busy_timeout(0)
         try:
             conn.execute(_commit_rows_sql(len(ctx.rows)), [v for row in ctx.rows for v in row])
+        except apsw.BusyError:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if wait:
+                raise
+            return False
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            if not wait:
+                conn.set_busy_timeout(self.busy_timeout_ms)
+        return True
 
     async def _run_op(self, job: _Job) -> None:
         assert job.op is not None
@@ -398,7 +435,10 @@ class AxonFile:
         ctx = WriteContext(self._writer, self, self._tip.copy())
 
         def run() -> None:
-            job.result = self._transaction(lambda: op(ctx), flush=True)
+            if job.transaction:
+                job.result = self._transaction(lambda: op(ctx), flush=True)
+            else:
+                job.result = op(ctx)
 
         error: BaseException | None = None
         try:
@@ -419,11 +459,51 @@ class AxonFile:
                     job.future.set_result(job.result)
             if ctx.events:
                 self._on_commit(self.axon_id, ctx.events)
+            if self._wal_pages >= CHECKPOINT_PAGES and not self._checkpointing:
+                self._queue_checkpoint()
         else:
             self._fail(jobs, _storage_error(error))
             if isinstance(error, FlushFailed):  # committed, but maybe not on disk
                 self._break(error)
         self._next()
+
+    def _wal_grew(self, _conn: apsw.Connection, _name: str, pages: int) -> int:
+        """SQLite's WAL hook, after each commit of the writer (event loop or worker)."""
+        self._wal_pages = pages
+        return apsw.SQLITE_OK
+
+    def _queue_checkpoint(self) -> None:
+        """Event loop: copy the WAL into the database in a worker thread, after what is
+        queued: what SQLite's auto-checkpoint would have done inside the next commit."""
+
+        def done(future: asyncio.Future[Any]) -> None:
+            self._checkpointing = False
+            if not future.cancelled():
+                future.exception()  # retrieved: a failed checkpoint is retried at the next
+
+        self._checkpointing = True
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(future, op=self._checkpoint, transaction=False)
+        job.future.add_done_callback(done)
+        self._pending.append(job)
+
+    def _checkpoint(self, ctx: WriteContext) -> None:
+        """Worker thread: a passive checkpoint (it syncs the WAL, then the database). After
+        a complete one, the next write restarts the WAL from its start, syncing its new
+        header: a write of an unchanged header field makes that happen here, not in a
+        commit on the event loop."""
+        frames, copied = ctx.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        if frames == copied:
+            self._start_wal()
+        self._wal_pages = 0  # the hook tells the WAL's size again at the next commit
+
+    def _start_wal(self) -> None:
+        """Worker thread: rewrite the database header's user_version unchanged. A write
+        makes SQLite create (or, after a complete checkpoint, restart) the WAL and sync its
+        header, and the directory for a new WAL: here, rather than in a commit on the
+        event loop."""
+        ((version,),) = self._writer.execute("PRAGMA user_version").fetchall()
+        self._writer.execute(f"PRAGMA user_version = {int(version)}")
 
     def _break(self, error: FlushFailed) -> None:
         """After a failed flush the kernel may have dropped the pages it could not write

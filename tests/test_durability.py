@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ import pytest
 from engine import Engine
 from engine.durability import GroupCommit, why_no_syncfs
 from engine.errors import AxonError, Unavailable
-from engine.log import AxonFile
+from engine.log import CHECKPOINT_PAGES, SMALL_BYTES, AxonFile, WriteContext
 from engine.models import Event
 from tests.helpers import message, within
 
@@ -73,8 +74,8 @@ async def axon_files(
 ) -> AsyncIterator[tuple[GroupCommit, list[AxonFile], list[Event]]]:
     """`count` Axon files on one `GroupCommit` of the given flush, and the events it let out."""
     delivered: list[Event] = []
-    with ThreadPoolExecutor(4) as executor:
-        group = GroupCommit(executor, syncfs=syncfs)
+    with ThreadPoolExecutor(4, thread_name_prefix="axons-worker") as executor:
+        group = GroupCommit(syncfs=syncfs)
         files = [
             AxonFile(
                 f"ax{i}",
@@ -126,7 +127,8 @@ async def test_batches_flush_every_axon_once_with_either_flush(
 async def test_one_axons_failed_commit_is_its_own(tmp_path: Path) -> None:
     async with axon_files(tmp_path, 8, syncfs=False) as (group, files, _):
         locked, others = files[0], files[1:]
-        locked._writer.set_busy_timeout(50)  # the other process holds the lock throughout
+        locked.busy_timeout_ms = 50  # the other process holds the lock throughout
+        locked._writer.set_busy_timeout(50)
         holder = apsw.Connection(str(locked.path))
         holder.execute("BEGIN IMMEDIATE")
         try:
@@ -166,3 +168,82 @@ async def test_a_failed_shared_flush_fails_every_write_in_it(tmp_path: Path) -> 
             with pytest.raises(AxonError, match="restarts"):
                 f.append([message("after")])
         group._directories.clear()  # closed above; nothing left for close() to close
+
+
+async def test_small_transactions_commit_on_the_event_loop_and_large_ones_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few events commit where they were staged (no GIL hand-off per SQLite call); a big
+    batch goes to the committer thread, so the event loop never holds a long write."""
+    threads: list[tuple[int, str]] = []
+    write = AxonFile._write
+
+    def recording(self: AxonFile, ctx: WriteContext, *, wait: bool) -> bool:
+        threads.append((len(ctx.rows), threading.current_thread().name))
+        return write(self, ctx, wait=wait)
+
+    monkeypatch.setattr(AxonFile, "_write", recording)
+    async with axon_files(tmp_path, 2, syncfs=False) as (_, files, delivered):
+        await within(asyncio.gather(*(f.append([message("small")]) for f in files)))
+        await within(files[0].append([message(f"big {i}") for i in range(100)]))
+        big = [message("x" * (SMALL_BYTES // 2)) for _ in range(3)]  # few events, much payload
+        await within(files[1].append(big))
+    loop_thread = threading.current_thread().name
+    assert threads[:2] == [(1, loop_thread), (1, loop_thread)]
+    assert threads[2][0] == 100 and threads[2][1].startswith("axons-commit")
+    assert threads[3][0] == 3 and threads[3][1].startswith("axons-commit")
+    assert len(delivered) == 2 + 100 + 3
+
+
+async def test_a_file_another_process_locks_waits_in_a_thread_while_others_go_on(
+    tmp_path: Path,
+) -> None:
+    """The event loop never waits for SQLite's lock: the locked Axon's commit moves to the
+    committer thread, which waits for it, and every other Axon is answered meanwhile."""
+    async with axon_files(tmp_path, 3, syncfs=False) as (_, files, _delivered):
+        locked, others = files[0], files[1:]
+        holder = apsw.Connection(str(locked.path))
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
+        waiting = asyncio.ensure_future(locked.append([message("waits")]))
+        release.start()
+        try:
+            answered = await within(
+                asyncio.gather(*(f.append([message("x")]) for f in others for _ in range(5)))
+            )
+            assert not waiting.done()  # the others were answered while it waited for the lock
+            assert len(answered) == 10
+            assert (await within(waiting))[0].sequence == 1
+        finally:
+            release.join()
+            holder.close()
+
+
+async def test_checkpoints_run_in_a_worker_and_keep_the_wal_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's auto-checkpoint (which syncs) is off for the writer; a WAL grown past
+    CHECKPOINT_PAGES gets a checkpoint queued in a worker thread, then restarts."""
+    checkpoints: list[str] = []
+    checkpoint = AxonFile._checkpoint
+
+    def recording(self: AxonFile, ctx: WriteContext) -> None:
+        checkpoints.append(threading.current_thread().name)
+        checkpoint(self, ctx)
+
+    monkeypatch.setattr(AxonFile, "_checkpoint", recording)
+    async with axon_files(tmp_path, 1, syncfs=False) as (_, (f,), delivered):
+        count = CHECKPOINT_PAGES * 5 // 2
+        for i in range(count):  # one transaction, so at least one WAL frame, each
+            await f.append([message(f"m{i}")])
+        wal_bytes = os.path.getsize(f"{f.path}-wal")
+        db_bytes = os.path.getsize(f.path)
+        assert len(delivered) == count
+    assert len(checkpoints) >= 2
+    assert all(name.startswith("axons-worker") for name in checkpoints)
+    page = 4096
+    assert wal_bytes < (CHECKPOINT_PAGES + 100) * (page + 24)  # restarted, not grown
+    assert db_bytes > CHECKPOINT_PAGES * 50  # the checkpointed events are in the database
+    conn = apsw.Connection(str(tmp_path / "ax0.db"))
+    assert conn.execute("SELECT count(*) FROM axon_events").fetchall() == [(count,)]
+    conn.close()

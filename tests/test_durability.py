@@ -95,6 +95,10 @@ async def axon_files(
             group.close()
 
 
+def no_delivery(_axon_id: str, _events: list[Event]) -> None:
+    pass
+
+
 async def publish_everywhere(files: list[AxonFile], publishers: int, each: int) -> None:
     async def publisher(f: AxonFile) -> None:
         for _ in range(each):
@@ -167,6 +171,21 @@ async def test_a_failed_shared_flush_fails_every_write_in_it(tmp_path: Path) -> 
         for f in files:
             with pytest.raises(AxonError, match="restarts"):
                 f.append([message("after")])
+        # The failed write-back may have been of pages committed after that flush began,
+        # which a later syncfs would not report: no later shared flush there succeeds.
+        with ThreadPoolExecutor(2) as executor:
+            later = [
+                AxonFile(
+                    f"late{i}", tmp_path / f"late{i}.db", executor, no_delivery, group, create=True
+                )
+                for i in range(2)
+            ]
+            late = await within(
+                asyncio.gather(*(f.append([message("y")]) for f in later), return_exceptions=True)
+            )
+            assert all(isinstance(o, AxonError) and o.code == "storage_error" for o in late)
+            for f in later:
+                await f.close()
         group._directories.clear()  # closed above; nothing left for close() to close
 
 

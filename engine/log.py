@@ -277,7 +277,11 @@ class _Transaction:
 
     def __init__(self, file: AxonFile, jobs: list[_Job], ctx: WriteContext) -> None:
         self.file, self.jobs, self.ctx, self.wal = file, jobs, ctx, file.wal
-        self.small = len(ctx.rows) <= _ROWS_PER_INSERT and ctx.payload_bytes <= SMALL_BYTES
+        self.small = (
+            file._wal_ready
+            and len(ctx.rows) <= _ROWS_PER_INSERT
+            and ctx.payload_bytes <= SMALL_BYTES
+        )
 
     def write(self, *, wait: bool) -> bool:
         return self.file._write(self.ctx, wait=wait)
@@ -314,14 +318,17 @@ class AxonFile:
         # and a WAL grown past CHECKPOINT_PAGES gets a checkpoint queued in a worker thread.
         self._wal_pages = 0
         self._checkpointing = False
+        # Until a commit has written the WAL's header (SQLite syncs it, and the directory
+        # for a new WAL), commits go to the committer thread, not the event loop.
+        self._wal_ready = False
         self._writer.set_wal_hook(self._wal_grew)
         self.busy_timeout_ms = BUSY_TIMEOUT_MS  # how long a commit off the event loop waits
         try:
             if create:
                 self._writer.execute(ENGINE_SCHEMA)
             self._tip = self._load_tip()
-            if not os.path.exists(self.wal.path) or os.path.getsize(self.wal.path) == 0:
-                self._start_wal()
+            if os.path.exists(self.wal.path) and os.path.getsize(self.wal.path) > 0:
+                self._wal_ready = True
         except BaseException:
             self._writer.close()  # an unreadable file must not stay open (and busy) behind us
             raise
@@ -470,6 +477,7 @@ class AxonFile:
     def _wal_grew(self, _conn: apsw.Connection, _name: str, pages: int) -> int:
         """SQLite's WAL hook, after each commit of the writer (event loop or worker)."""
         self._wal_pages = pages
+        self._wal_ready = True
         return apsw.SQLITE_OK
 
     def _queue_checkpoint(self) -> None:
@@ -498,10 +506,9 @@ class AxonFile:
         self._wal_pages = 0  # the hook tells the WAL's size again at the next commit
 
     def _start_wal(self) -> None:
-        """Worker thread: rewrite the database header's user_version unchanged. A write
-        makes SQLite create (or, after a complete checkpoint, restart) the WAL and sync its
-        header, and the directory for a new WAL: here, rather than in a commit on the
-        event loop."""
+        """Worker thread: rewrite the database header's user_version unchanged. After a
+        complete checkpoint, a write makes SQLite restart the WAL and sync its new header:
+        here, rather than in a commit on the event loop."""
         ((version,),) = self._writer.execute("PRAGMA user_version").fetchall()
         self._writer.execute(f"PRAGMA user_version = {int(version)}")
 

@@ -1,7 +1,8 @@
 """Group commit across Axons (engine/durability.py): a lone busy Axon syncs its own WAL, many
-busy Axons share batches (one thread call and one flush each: syncfs, or fdatasync lanes where
-syncfs cannot be trusted), one Axon's failure stays its own, and a flush that fails is an error
-for its writes and stops those Axons taking more, never a crash and never an acknowledgement."""
+busy Axons share flushes (syncfs, or fdatasync lanes where syncfs cannot be trusted), small
+transactions commit on the event loop and never wait there for a lock or a checkpoint, one
+Axon's failure stays its own, and a flush that fails is an error for its writes and stops
+those Axons taking more, never a crash and never an acknowledgement."""
 
 from __future__ import annotations
 
@@ -212,6 +213,36 @@ async def test_small_transactions_commit_on_the_event_loop_and_large_ones_in_a_t
     assert threads[2][0] == 100 and threads[2][1].startswith("axons-commit")
     assert threads[3][0] == 3 and threads[3][1].startswith("axons-commit")
     assert len(delivered) == 2 + 100 + 3
+
+
+async def test_a_reopened_axons_first_commit_starts_its_wal_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cleanly closed Axon has no WAL; the first write creates one, syncing its header and
+    the directory, so that commit goes to the committer thread, and later ones to the loop."""
+    async with axon_files(tmp_path, 1, syncfs=False) as (_, (f,), _delivered):
+        await within(f.append([message("before")]))
+    assert not Path(f"{tmp_path / 'ax0.db'}-wal").exists()  # closed: checkpointed, removed
+    threads: list[str] = []
+    write = AxonFile._write
+
+    def recording(self: AxonFile, ctx: WriteContext, *, wait: bool) -> bool:
+        threads.append(threading.current_thread().name)
+        return write(self, ctx, wait=wait)
+
+    monkeypatch.setattr(AxonFile, "_write", recording)
+    with ThreadPoolExecutor(2) as executor:
+        group = GroupCommit(syncfs=False)
+        reopened = AxonFile("ax0", tmp_path / "ax0.db", executor, no_delivery, group)
+        try:
+            first = await within(reopened.append([message("first")]))
+            second = await within(reopened.append([message("second")]))
+        finally:
+            await reopened.close()
+            group.close()
+    assert [first[0].sequence, second[0].sequence] == [2, 3]
+    assert threads[0].startswith("axons-commit")
+    assert threads[1] == threading.current_thread().name
 
 
 async def test_a_file_another_process_locks_waits_in_a_thread_while_others_go_on(

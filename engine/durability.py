@@ -173,17 +173,8 @@ class GroupCommit:
         next chunk follows on the next turn of the loop, so nothing else waits long."""
         now, later = commits[:CHUNK], commits[CHUNK:]
         chunk = _Chunk([])
-        locked: list[Commit] = []
         try:
-            for commit in now:
-                try:
-                    if not commit.write(wait=False):
-                        locked.append(commit)
-                        continue
-                except Exception as e:  # this Axon's failure is its own; the chunk goes on
-                    chunk.add(commit, e)
-                else:
-                    chunk.add(commit, None)
+            locked = [commit for commit in now if not chunk.write(commit, wait=False)]
         except BaseException as e:  # interrupted: nobody here may be told "durable"
             for commit in commits:
                 commit.settle(e)
@@ -196,23 +187,24 @@ class GroupCommit:
             asyncio.get_running_loop().call_soon(self._commit_here, later)
 
     def _commit(self, commits: list[Commit]) -> None:
-        """Committer thread: commit each transaction (one Axon's failure is its own), then
-        flush them: here, when the flusher is idle (one hot Axon: no second thread hop),
-        else in the flusher's next round."""
+        """Committer thread: commit each transaction, then flush them: here, when the
+        flusher is idle (one hot Axon: no second thread hop), else in the flusher's next
+        round."""
         chunk = _Chunk([])
         try:
             for commit in commits:
-                try:
-                    commit.write(wait=True)
-                except Exception as e:
-                    chunk.add(commit, e)
-                else:
-                    chunk.add(commit, None)
+                chunk.write(commit, wait=True)
         except BaseException as e:  # nobody in this chunk may be told "durable"
             chunk = _Chunk(commits)
             chunk.fail(e)
-        if self._pass_on(chunk, start=False):
-            self._flush(rounds=1)
+        if not self._pass_on(chunk, start=False):
+            return
+        self._flush_round()
+        with self._lock:  # what committed meanwhile goes to the flusher
+            if not self._committed:
+                self._flushing = False
+                return
+        self._flusher.submit(self._flush)
 
     def _pass_on(self, chunk: _Chunk, *, start: bool = True) -> bool:
         """Event loop or committer: `chunk` is committed and waits for the next flush.
@@ -227,31 +219,29 @@ class GroupCommit:
             self._flusher.submit(self._flush)
         return True
 
-    def _flush(self, rounds: int | None = None) -> None:
-        """Flusher thread (or the committer, for `rounds`): while anything is committed,
-        flush all of it at once and send it to the event loop to be answered. After
-        `rounds`, whatever has committed since goes to the flusher thread."""
-        while True:
-            with self._lock:
-                chunks, self._committed = self._committed, []
-                if not chunks:
-                    self._flushing = False
-                    return
-                if rounds is not None:
-                    if rounds == 0:
-                        self._committed = chunks
-                        self._flusher.submit(self._flush)
-                        return
-                    rounds -= 1
-            try:
-                shared = self._flush_chunks(chunks)
-            except BaseException as e:  # the flush itself broke: nothing may count as durable
-                shared = 0
-                for chunk in chunks:
-                    chunk.fail(e)
-            assert self._loop is not None
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-                self._loop.call_soon_threadsafe(self._settle, chunks, shared)
+    def _flush(self) -> None:
+        """Flusher thread: flush rounds while anything is committed."""
+        while self._flush_round():
+            pass
+
+    def _flush_round(self) -> bool:
+        """Flush everything committed so far at once and send it to the event loop to be
+        answered. False, with the flusher marked free, when nothing was committed."""
+        with self._lock:
+            chunks, self._committed = self._committed, []
+            if not chunks:
+                self._flushing = False
+                return False
+        try:
+            shared = self._flush_chunks(chunks)
+        except BaseException as e:  # the flush itself broke: nothing may count as durable
+            shared = 0
+            for chunk in chunks:
+                chunk.fail(e)
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            self._loop.call_soon_threadsafe(self._settle, chunks, shared)
+        return True
 
     def _flush_chunks(self, chunks: list[_Chunk]) -> int:
         """Flusher thread: make every written WAL durable; how many shared one flush (0 or 2+)."""
@@ -346,11 +336,20 @@ class _Chunk:
         self.outcomes: list[BaseException | None] = [None] * len(commits)
         self.written: list[int] = []  # the ones that committed, for the flush
 
-    def add(self, commit: Commit, error: BaseException | None) -> None:
-        if error is None:
+    def write(self, commit: Commit, *, wait: bool) -> bool:
+        """Commit `commit` into this chunk; its failure is its own, kept as its outcome.
+        False when the file was locked and `wait` False: nothing written, not added."""
+        error: Exception | None = None
+        try:
+            if not commit.write(wait=wait):
+                return False
+        except Exception as e:
+            error = e
+        else:
             self.written.append(len(self.commits))
         self.commits.append(commit)
         self.outcomes.append(error)
+        return True
 
     def fail(self, error: BaseException) -> None:
         self.outcomes = [error] * len(self.commits)

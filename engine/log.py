@@ -338,6 +338,7 @@ class AxonFile:
         self._active = False  # a transaction of this Axon is queued in a batch or running
         self._idle: asyncio.Future[None] | None = None  # resolved when it stops being active
         self._op_task: asyncio.Task[None] | None = None  # the running operation, if any
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it is used from
         self._closed = False
         self.users = 0  # subscribers and other holders that keep this file from eviction
 
@@ -353,11 +354,18 @@ class AxonFile:
 
     def append(self, drafts: list[Draft]) -> asyncio.Future[list[PublishResult]]:
         """Queue drafts (already checked); the future resolves once they are durable."""
-        return self._enqueue(_Job(asyncio.get_running_loop().create_future(), drafts=drafts))
+        return self._enqueue(_Job(self._future(), drafts=drafts))
 
     def submit(self, op: Callable[[WriteContext], Any]) -> asyncio.Future[Any]:
         """Run `op` in its own transaction on the writer connection, in queue order."""
-        return self._enqueue(_Job(asyncio.get_running_loop().create_future(), op=op))
+        return self._enqueue(_Job(self._future(), op=op))
+
+    def _future(self) -> asyncio.Future[Any]:
+        """A future on the event loop this file is used from, which is looked up once:
+        `asyncio.get_running_loop()` costs a `getpid` system call on every call."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.create_future()
 
     def _enqueue(self, job: _Job) -> asyncio.Future[Any]:
         if self._closed:

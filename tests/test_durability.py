@@ -7,6 +7,7 @@ those Axons taking more, never a crash and never an acknowledgement."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import pytest
 
 from engine import Engine
 from engine.durability import GroupCommit, why_no_syncfs
+from engine.engine import GC_YOUNG_THRESHOLD
 from engine.errors import AxonError, Unavailable
 from engine.log import CHECKPOINT_PAGES, SMALL_BYTES, AxonFile, WriteContext
 from engine.models import Event
@@ -297,3 +299,25 @@ async def test_checkpoints_run_in_a_worker_and_keep_the_wal_small(
     conn = apsw.Connection(str(tmp_path / "ax0.db"))
     assert conn.execute("SELECT count(*) FROM axon_events").fetchall() == [(count,)]
     conn.close()
+
+
+def test_the_engine_raises_the_young_collection_threshold_and_never_lowers_it(
+    tmp_path: Path,
+) -> None:
+    """Above the objects thousands of publishes hold in flight (engine.engine,
+    `_collect_garbage_less_often`), and a higher one set by the application stays."""
+
+    async def start() -> None:
+        async with Engine(tmp_path / "home"):
+            pass
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, before[1], before[2])  # CPython's default
+        asyncio.run(start())
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        gc.set_threshold(GC_YOUNG_THRESHOLD * 2, before[1], before[2])
+        asyncio.run(start())
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD * 2
+    finally:
+        gc.set_threshold(*before)
